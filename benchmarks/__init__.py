@@ -1,0 +1,1 @@
+"""Benchmarks stage: transfer fine-tuning and speed benchmarks."""

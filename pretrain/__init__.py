@@ -1,0 +1,1 @@
+"""Pretraining stage: SL, SL-MLP and LOOK backbones."""

@@ -1,0 +1,85 @@
+"""`python -m pretrain ...`: train a backbone, write the embedded dataset, list methods."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pretrain.errors import UserError, user_message
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pretrain.config import load_config
+    from pretrain.trainer import train
+
+    overrides = list(args.set)
+    if args.data is not None:
+        overrides.append(f"data.root={args.data}")
+    if args.out is not None:
+        overrides.append(f"out_dir={args.out}")
+    config = load_config(args.config, overrides)
+    train(config, resume_from=args.resume)
+    return 0
+
+
+def _make_data(args: argparse.Namespace) -> int:
+    from pretrain.config import GeneratedDataConfig, build_dataclass, parse_override, deep_merge
+    from pretrain.data.generated import generate
+
+    values: dict = {}
+    for text in args.set:
+        values = deep_merge(values, parse_override(text))
+    root = generate(build_dataclass(GeneratedDataConfig, values, where="generated."), args.out)
+    print(root)
+    return 0
+
+
+def _methods(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from pretrain.methods import METHODS
+
+    for name, cls in sorted(METHODS.items()):
+        params = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls.Params))
+        print(f"{name:8s} {cls.__doc__.strip().splitlines()[0] if cls.__doc__ else ''}  [{params}]")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pretrain", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="pretrain a backbone (resumes automatically from <out_dir>/checkpoints/last.pt)")
+    p.add_argument("--config", required=True, help="YAML config, e.g. pretrain/configs/look_cpu.yaml")
+    p.add_argument("--data", help="ImageNet-layout train folder (default: the embedded generated dataset)")
+    p.add_argument("--out", help="run directory (default: runs/pretrain/<name>)")
+    p.add_argument("--resume", help="resume from this checkpoint instead of <out_dir>/checkpoints/last.pt")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set method.k=20 --set train.batch_size=128")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("make-data", help="write the embedded generated dataset and print its folder")
+    p.add_argument("--out", default="data/generated")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="generator setting, e.g. --set num_classes=10")
+    p.set_defaults(func=_make_data)
+
+    p = sub.add_parser("methods", help="list the registered methods and their parameters")
+    p.set_defaults(func=_methods)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"error: {user_message(e)}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        # DataLoader workers re-raise our errors as RuntimeError when they cannot rebuild them.
+        if "CorruptImageError" in str(e) or "UserError" in str(e):
+            print(f"error: {user_message(e)}", file=sys.stderr)
+            return 2
+        raise

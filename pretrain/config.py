@@ -1,0 +1,243 @@
+"""Typed run configuration: YAML files and `--set key=value` overrides, validated against dataclasses.
+
+Every key is declared here (or, for `method`, by the registered method's `Params`), so a typo is an
+error naming the key instead of a silently ignored setting. Each run writes its resolved config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pretrain.errors import UserError
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+@dataclass
+class GeneratedDataConfig:
+    """The embedded dataset: every class is a union of visually distinct sub-modes."""
+
+    num_classes: int = 8
+    modes_per_class: int = 4
+    train_per_mode: int = 24
+    val_per_mode: int = 8
+    image_size: int = 64
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    # ImageNet-layout folder (root/<class>/<image>); null means the embedded generated dataset.
+    root: str | None = None
+    generated: GeneratedDataConfig = field(default_factory=GeneratedDataConfig)
+    generated_dir: str = "data/generated"
+    image_size: int = 224
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    workers: int = 8
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "resnet50"
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | lars | adamw
+    lr: float = 0.1  # absolute, for the global batch size below (no implicit scaling)
+    momentum: float = 0.9
+    nesterov: bool = False
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 1e-4
+    # BN and bias parameters get no weight decay (and no LARS adaptation) when true.
+    no_decay_norm_bias: bool = False
+
+
+@dataclass
+class ScheduleConfig:
+    epochs: int = 100
+    warmup_epochs: float = 5.0
+    min_lr_ratio: float = 0.0  # cosine ends at lr * min_lr_ratio
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 256  # global, split evenly over the processes
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: str = "auto"  # auto (bf16 on cuda, off on cpu) | bf16 | off
+    channels_last: str = "auto"  # auto (on cuda) | on | off
+    sync_bn: bool = False  # SyncBatchNorm under DDP (cuda only)
+    log_every: int = 10
+    save_every_steps: int = 0  # also write `last` every N steps (0: at epoch ends only)
+    keep_every_epochs: int = 10  # keep a periodic copy every N epochs (0: none)
+    grad_clip: float = 0.0
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    method: dict[str, Any] = field(default_factory=lambda: {"name": "sl"})
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out_dir: str | None = None  # default: runs/pretrain/<name>
+
+    @property
+    def method_name(self) -> str:
+        return self.method["name"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def run_dir(self) -> Path:
+        return Path(self.out_dir or f"runs/pretrain/{self.name}")
+
+
+# Keys that may change between a run and its resume without changing what is being trained.
+RESUME_FREE_KEYS = {
+    "name", "out_dir", "data.root", "data.workers", "data.generated_dir",
+    "train.log_every", "train.save_every_steps", "train.keep_every_epochs", "train.device",
+}
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def resume_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings a checkpoint must share with the config that resumes it."""
+    return {k: v for k, v in flatten(config).items() if k not in RESUME_FREE_KEYS}
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    blob = json.dumps(resume_identity(config), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _unknown_key(key: str, allowed: typing.Iterable[str], where: str) -> UserError:
+    close = difflib.get_close_matches(key, list(allowed), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return UserError(f"unknown config key '{where}{key}'{hint}")
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise UserError(f"config key '{where}' must be a mapping, got {value!r}")
+        return build_dataclass(hint, value, where + ".")
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in typing.get_args(hint):
+            return None
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise UserError(f"config key '{where}' must be a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_coerce(v, item, where) for v in value]
+    if origin is dict or hint is Any:
+        return value
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is bool and not isinstance(value, bool):
+        raise UserError(f"config key '{where}' must be true or false, got {value!r}")
+    if hint in (int, str) and (not isinstance(value, hint) or isinstance(value, bool)):
+        raise UserError(f"config key '{where}' must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def build_dataclass(cls: type, values: dict[str, Any], where: str = "") -> Any:
+    """Instantiate `cls` from a mapping, rejecting unknown keys and wrongly typed values."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise _unknown_key(key, names, where)
+        kwargs[key] = _coerce(value, hints[key], where + key)
+    return cls(**kwargs)
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`a.b=3` -> {'a': {'b': 3}}; the value is parsed as YAML (numbers, lists, null)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise UserError(f"override '{text}' is not of the form key=value")
+    value = yaml.safe_load(raw) if raw else ""
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping at top level")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Config from a YAML file plus `key=value` overrides, with the method's params resolved."""
+    from pretrain.methods import resolve_method_params
+
+    raw: dict[str, Any] = load_yaml(path) if path else {}
+    for text in overrides:
+        raw = deep_merge(raw, parse_override(text))
+    config = build_dataclass(Config, raw)
+    config.method = resolve_method_params(config.method)
+    if config.train.batch_size <= 0:
+        raise UserError("train.batch_size must be positive")
+    return config
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    config = build_dataclass(Config, values)
+    from pretrain.methods import resolve_method_params
+
+    config.method = resolve_method_params(config.method)
+    return config
+
+
+def write_config(config: Config, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

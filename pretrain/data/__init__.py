@@ -1,0 +1,41 @@
+"""Training data: ImageNet-layout folders, or the embedded generated dataset written in that layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torchvision import transforms
+
+from pretrain.config import DataConfig
+from pretrain.data.folder import IndexedImageFolder
+from pretrain.data.generated import generate
+from pretrain.data.sampler import GlobalBatchSampler
+
+__all__ = ["IndexedImageFolder", "GlobalBatchSampler", "build_train_dataset", "train_root", "train_transform"]
+
+
+def train_transform(config: DataConfig) -> transforms.Compose:
+    return transforms.Compose([
+        transforms.RandomResizedCrop(config.image_size, scale=tuple(config.crop_scale)),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(config.mean, config.std),
+    ])
+
+
+def train_root(config: DataConfig) -> Path:
+    """The folder to train on: `data.root`, or the generated dataset's `train/` (written if missing)."""
+    if config.root is not None:
+        return Path(config.root)
+    return generate(config.generated, config.generated_dir) / "train"
+
+
+def build_train_dataset(config: DataConfig) -> IndexedImageFolder:
+    return IndexedImageFolder(train_root(config), transform=train_transform(config))
+
+
+def dataset_name(config: DataConfig) -> str:
+    if config.root is None:
+        return "generated"
+    root = Path(config.root).resolve()
+    return f"{root.parent.name}-{root.name}" if root.name in ("train", "training") else root.name

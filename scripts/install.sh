@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Builds .venv with the whole verified stack (see ../shared/ENVIRONMENT.md for why each step is as it is).
+# Idempotent: `make install` runs it only when the stamp is older than this script or requirements.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PY=${PYTHON:-python3}
+D2_WHEEL_SHA256=491af0c7f79bdb2d178e46f6cb16a97c4ac968d45c41ea3f6b6435d59bbee561
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
+have() { "$VENV/bin/python" - "$@" <<'PYEOF'
+import importlib.metadata as m, sys
+name, version = sys.argv[1], sys.argv[2]
+try:
+    sys.exit(0 if m.version(name).startswith(version) else 1)
+except m.PackageNotFoundError:
+    sys.exit(1)
+PYEOF
+}
+
+# mmcv's setup.py needs pkg_resources (setuptools<81) and is built without isolation.
+pip install -q "setuptools<81" wheel ninja packaging
+
+# The local find-links folder holds torch-2.13.0+cpu, whose torchvision ops do not exist: exclude it.
+have torch 2.13.0+cu || pip install -q "torch==2.13.0,!=2.13.0+cpu" "torchvision==0.28.0"
+
+pip install -q -r requirements.txt
+
+# detectron2: the cp310-tagged but pure-Python republish, renamed so pip accepts it on 3.11.
+if ! have sal-detectron2 0.7.2; then
+  tmp=$(mktemp -d)
+  PIP_CONFIG_FILE=/dev/null pip download -q --no-deps --only-binary :all: --python-version 3.10 \
+    sal-detectron2==0.7.2 -d "$tmp"
+  echo "$D2_WHEEL_SHA256  $tmp/sal_detectron2-0.7.2-cp310-none-any.whl" | sha256sum -c --quiet
+  mv "$tmp/sal_detectron2-0.7.2-cp310-none-any.whl" "$tmp/sal_detectron2-0.7.2-py3-none-any.whl"
+  pip install -q --no-deps "$tmp/sal_detectron2-0.7.2-py3-none-any.whl"
+  rm -rf "$tmp"
+fi
+# Its compiled extension is built for CPython 3.10 and cannot load here; nothing we run needs it.
+rm -f "$VENV"/lib/python3*/site-packages/detectron2/_C.cpython-310-*.so
+
+pip install -q --no-deps -e .
+
+# Last because it is slow (about 30 min on one core, then served from pip's wheel cache).
+have mmcv 2.1.0 || MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=${MAX_JOBS:-2} \
+  pip install --no-build-isolation mmcv==2.1.0
+
+"$VENV/bin/python" -c "import torch, torchvision, timm, detectron2, mmcv, mmdet, mmseg, pycocotools; \
+from mmcv.ops import nms; print('stack ok: torch', torch.__version__, 'mmcv', mmcv.__version__)"

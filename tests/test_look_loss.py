@@ -1,0 +1,170 @@
+"""The LOOK loss and memory against a brute-force reference (explicit loops, explicit leave-one-out)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from pretrain.methods.knn_memory import KNNMemory
+from pretrain.methods.look import LeaveOneOutKNN, look_loss
+
+
+def brute_force_loss(queries, memory, memory_labels, labels, indices, k, temperature):
+    """Per sample: rank every other slot by (similarity desc, slot index asc), keep k, softmax, sum positives."""
+    total = 0.0
+    for q, y, own in zip(queries.double(), labels.tolist(), indices.tolist(), strict=True):
+        candidates = [(float(q @ memory[j].double()), j) for j in range(len(memory)) if j != own]
+        candidates.sort(key=lambda c: (-c[0], c[1]))
+        top = candidates[: min(k, len(candidates))]
+        logits = [s / temperature for s, _ in top]
+        top_logit = max(logits)
+        weights = [math.exp(v - top_logit) for v in logits]
+        p = sum(w for w, (_, j) in zip(weights, top, strict=True) if memory_labels[j] == y) / sum(weights)
+        total += -math.log(p) if p > 0 else 0.0
+    return total / len(queries)
+
+
+def loss_from_memory(memory: KNNMemory, queries, labels, indices, k, temperature):
+    _, idx = memory.search(queries.detach(), k, exclude=indices)
+    loss, _, _ = look_loss(queries, memory.embeddings[idx], memory.labels[idx], labels, temperature)
+    return loss
+
+
+def make_memory(embeddings, labels, chunk_size):
+    memory = KNNMemory(labels, embeddings.shape[1], momentum=0.5, chunk_size=chunk_size)
+    memory.embeddings = embeddings.clone()
+    return memory
+
+
+@pytest.mark.parametrize("chunk_size", [7, 64, 100_000])
+@pytest.mark.parametrize("k", [1, 5, 12])
+def test_loss_matches_brute_force_on_random_data(chunk_size, k):
+    g = torch.Generator().manual_seed(k * 1000 + chunk_size)
+    n, dim, batch = 90, 16, 24
+    embeddings = F.normalize(torch.randn(n, dim, generator=g), dim=1)
+    labels_all = torch.randint(0, 6, (n,), generator=g)
+    indices = torch.randperm(n, generator=g)[:batch]
+    queries = F.normalize(torch.randn(batch, dim, generator=g), dim=1)
+    memory = make_memory(embeddings, labels_all, chunk_size)
+    got = loss_from_memory(memory, queries, labels_all[indices], indices, k, 0.1)
+    want = brute_force_loss(queries, embeddings, labels_all.tolist(), labels_all[indices], indices, k, 0.1)
+    assert got.item() == pytest.approx(want, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("chunk_size", [3, 5, 1000])
+def test_ties_are_broken_by_slot_index_whatever_the_chunking(chunk_size):
+    # Integer-valued vectors make every dot product exact, so ties are real ties; with only a few
+    # distinct vectors almost every neighbour set is decided by tie-breaking.
+    g = torch.Generator().manual_seed(1)
+    n, dim, batch, k = 40, 4, 16, 6
+    prototypes = torch.randint(-2, 3, (5, dim), generator=g).float()
+    embeddings = prototypes[torch.randint(0, 5, (n,), generator=g)]
+    labels_all = torch.randint(0, 3, (n,), generator=g)
+    indices = torch.arange(batch) * 2
+    queries = prototypes[torch.randint(0, 5, (batch,), generator=g)].clone().requires_grad_(True)
+    memory = make_memory(embeddings, labels_all, chunk_size)
+    got = loss_from_memory(memory, queries, labels_all[indices], indices, k, 0.5)
+    want = brute_force_loss(queries.detach(), embeddings, labels_all.tolist(), labels_all[indices], indices, k, 0.5)
+    assert got.item() == pytest.approx(want, rel=1e-6, abs=1e-7)
+
+
+def test_search_returns_exactly_the_reference_neighbours_with_ties():
+    embeddings = torch.tensor([[1.0, 0], [1, 0], [0, 1], [1, 0], [1, 0], [0, 1]])
+    memory = make_memory(embeddings, torch.zeros(6, dtype=torch.long), chunk_size=2)
+    sims, idx = memory.search(torch.tensor([[1.0, 0]]), k=3, exclude=torch.tensor([1]))
+    # slots 0, 3, 4 tie at similarity 1 (slot 1 left out); the lowest indices win.
+    assert idx.tolist() == [[0, 3, 4]]
+    assert sims.tolist() == [[1.0, 1.0, 1.0]]
+
+
+def test_classes_smaller_than_k_and_samples_without_positives():
+    g = torch.Generator().manual_seed(3)
+    n, dim, k = 30, 8, 10
+    embeddings = F.normalize(torch.randn(n, dim, generator=g), dim=1)
+    # class 0 has 2 members (fewer than k), class 2 has 1 member (never has a positive: it is left out)
+    labels_all = torch.tensor([0, 0, 2] + [1] * 27)
+    indices = torch.tensor([0, 1, 2, 5, 9])
+    queries = F.normalize(torch.randn(len(indices), dim, generator=g), dim=1)
+    memory = make_memory(embeddings, labels_all, chunk_size=8)
+    _, idx = memory.search(queries, k, exclude=indices)
+    loss, p, has_positive = look_loss(queries, memory.embeddings[idx], memory.labels[idx], labels_all[indices], 0.2)
+    assert not has_positive[2] and p[2] == 0  # the lone class-2 image has no neighbour of its class
+    want = brute_force_loss(queries, embeddings, labels_all.tolist(), labels_all[indices], indices, k, 0.2)
+    assert loss.item() == pytest.approx(want, rel=1e-5)
+
+
+def test_k_at_least_memory_size_uses_every_other_slot():
+    g = torch.Generator().manual_seed(4)
+    embeddings = F.normalize(torch.randn(6, 4, generator=g), dim=1)
+    labels_all = torch.tensor([0, 1, 0, 1, 0, 1])
+    indices = torch.tensor([0, 3])
+    queries = F.normalize(torch.randn(2, 4, generator=g), dim=1)
+    memory = make_memory(embeddings, labels_all, chunk_size=4)
+    _, idx = memory.search(queries, 50, exclude=indices)
+    assert idx.shape == (2, 5)
+    assert 0 not in idx[0].tolist() and 3 not in idx[1].tolist()
+    got = loss_from_memory(memory, queries, labels_all[indices], indices, 50, 0.1)
+    want = brute_force_loss(queries, embeddings, labels_all.tolist(), labels_all[indices], indices, 50, 0.1)
+    assert got.item() == pytest.approx(want, rel=1e-5)
+
+
+def test_gradient_matches_autograd_of_the_reference_formula():
+    g = torch.Generator().manual_seed(5)
+    n, dim, batch, k, tau = 50, 8, 10, 7, 0.1
+    embeddings = F.normalize(torch.randn(n, dim, generator=g, dtype=torch.float64), dim=1)
+    labels_all = torch.randint(0, 3, (n,), generator=g)
+    indices = torch.randperm(n, generator=g)[:batch]
+    raw = torch.randn(batch, dim, generator=g, dtype=torch.float64, requires_grad=True)
+    memory = make_memory(embeddings, labels_all, chunk_size=9)
+    loss = loss_from_memory(memory, F.normalize(raw, dim=1), labels_all[indices], indices, k, tau)
+    (grad,) = torch.autograd.grad(loss, raw)
+
+    def reference(raw_queries):  # dense formula: mask everything outside the explicit kNN set
+        q = F.normalize(raw_queries, dim=1)
+        total = 0
+        for i in range(batch):
+            sims = embeddings @ q[i]
+            order = sorted((j for j in range(n) if j != indices[i]), key=lambda j: (-sims[j].item(), j))[:k]
+            logits = sims[order] / tau
+            pos = labels_all[order] == labels_all[indices[i]]
+            if pos.any():
+                total = total - (logits[pos].logsumexp(0) - logits.logsumexp(0))
+        return total / batch
+
+    (want,) = torch.autograd.grad(reference(raw), raw)
+    torch.testing.assert_close(grad, want)
+
+
+def test_memory_update_momentum_first_visit_and_normalisation():
+    labels = torch.arange(5)
+    memory = KNNMemory(labels, dim=3, momentum=0.75, chunk_size=2)
+    before = memory.embeddings.clone()
+    z1 = torch.tensor([[3.0, 0, 0], [0, 2.0, 0]])
+    memory.update(torch.tensor([1, 3]), z1)
+    # first visit: the slot takes the (normalised) embedding, not a mix with its random init
+    torch.testing.assert_close(memory.embeddings[1], torch.tensor([1.0, 0, 0]))
+    torch.testing.assert_close(memory.embeddings[3], torch.tensor([0.0, 1, 0]))
+    torch.testing.assert_close(memory.embeddings[[0, 2, 4]], before[[0, 2, 4]])
+    assert memory.visited.tolist() == [False, True, False, True, False]
+    # second visit: momentum mix, renormalised
+    memory.update(torch.tensor([1]), torch.tensor([[0.0, 0, 5.0]]))
+    want = F.normalize(torch.tensor([0.75, 0, 0.25]), dim=0)
+    torch.testing.assert_close(memory.embeddings[1], want)
+    assert memory.embeddings.norm(dim=1).sub(1).abs().max() < 1e-6
+
+
+def test_memory_state_round_trips_through_the_method_state_dict():
+    backbone = torch.nn.Flatten()
+    params = LeaveOneOutKNN.Params(k=3, embed_dim=4, hidden_dim=8, chunk_size=4)
+    targets = torch.tensor([0, 1, 0, 1, 2, 2])
+    a = LeaveOneOutKNN(backbone, 12, targets, params)
+    a.memory.update(torch.tensor([2, 4]), torch.randn(2, 4))
+    b = LeaveOneOutKNN(backbone, 12, targets, LeaveOneOutKNN.Params(k=3, embed_dim=4, hidden_dim=8, memory_seed=9))
+    assert not torch.equal(a.memory.embeddings, b.memory.embeddings)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a.memory.embeddings, b.memory.embeddings)
+    assert torch.equal(a.memory.visited, b.memory.visited)
+    assert a.memory.checksum() == b.memory.checksum()

@@ -1,0 +1,1 @@
+"""Transfer stage: convert pretrained backbones into Detectron2 and OpenMMLab checkpoints."""
