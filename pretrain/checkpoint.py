@@ -10,6 +10,7 @@ import datetime
 import hashlib
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,13 @@ def load_weights(path: str | Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0]
-        raise UserError(f"{path} is not a weights-only checkpoint (refusing to unpickle code): {first}") from None
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found:
+            raise UserError(
+                f"{path} is not a weights-only checkpoint: it pickles the Python object {found.group(1)}, "
+                "which is refused (unpickling can run code)"
+            ) from None
+        raise UserError(f"cannot read checkpoint {path}: not a PyTorch weights file") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise UserError(f"cannot read checkpoint {path}: {str(e).strip().splitlines()[0]}") from None
     if not isinstance(obj, dict):
@@ -74,7 +80,7 @@ def export_backbone(state_dict: dict[str, torch.Tensor], meta: dict[str, Any], o
         "format": BACKBONE_FORMAT,
         "format_version": FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         **meta,
     }
     stem = f"{meta['method']}_{meta['arch']}_{meta['dataset']}_ep{meta['epochs']}"

@@ -24,7 +24,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _make_data(args: argparse.Namespace) -> int:
-    from pretrain.config import GeneratedDataConfig, build_dataclass, parse_override, deep_merge
+    from pretrain.config import GeneratedDataConfig, build_dataclass, deep_merge, parse_override
     from pretrain.data.generated import generate
 
     values: dict = {}

@@ -161,8 +161,14 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return [_coerce(v, item, where) for v in value]
     if origin is dict or hint is Any:
         return value
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+    if hint is float:
+        # YAML 1.1 reads `1e-4` (no dot) as a string; accept what float() accepts.
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"config key '{where}' must be a number, got {value!r}") from None
     if hint is bool and not isinstance(value, bool):
         raise UserError(f"config key '{where}' must be true or false, got {value!r}")
     if hint in (int, str) and (not isinstance(value, hint) or isinstance(value, bool)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import time
@@ -103,176 +104,191 @@ class JsonlLog:
 
 
 class Trainer:
+    """Builds everything from a Config, then trains; `run()` is safe to call again on a finished run."""
+
     def __init__(self, config: Config, resume_from: str | Path | None = None):
         self.config = config
         self.resume_from = Path(resume_from) if resume_from else None
+        self.run_dir = config.run_dir()
+        self.ckpt_dir = self.run_dir / "checkpoints"
 
     def run(self) -> Path:
         """Train (or resume, or notice the run is finished) and return the exported backbone file."""
         device = pick_device(self.config.train.device)
         info = init_distributed(device.type)
         try:
-            return self._run(device, info)
+            self._setup(device, info)
+            finished_before = self.step == self.total_steps
+            # closed on the way out of an error too, so that an error message starts on its own line
+            with tqdm(total=self.total_steps, initial=self.step, disable=not info.is_main, dynamic_ncols=True,
+                      desc=f"{self.config.method_name} {self.config.model.arch}", mininterval=1.0) as progress:
+                self.progress = progress
+                while self.epoch < self.config.schedule.epochs:
+                    self._train_epoch()
+            exported = Path()
+            if info.is_main:
+                exported = self._export(reuse=finished_before)
+                self.log.event("done", step=self.step, exported=str(exported))
+                print(f"exported backbone: {exported}", flush=True)
+            barrier()
+            return exported
         finally:
             shutdown()
 
-    def _run(self, device: torch.device, info: DistInfo) -> Path:
+    def _setup(self, device: torch.device, info: DistInfo) -> None:
         config, cfg_train = self.config, self.config.train
-        run_dir = config.run_dir()
-        ckpt_dir = run_dir / "checkpoints"
         if device.type == "cpu" and info.enabled:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.world_size))
         if device.type == "cuda":
             device = torch.device("cuda", info.local_rank)
         if cfg_train.batch_size % info.world_size:
             raise UserError(f"train.batch_size {cfg_train.batch_size} is not divisible by {info.world_size} processes")
+        self.device, self.info = device, info
 
-        # The generated dataset is written once, by rank 0.
-        if info.is_main:
+        if info.is_main:  # the generated dataset is written once, by rank 0
             train_root(config.data)
         barrier()
-        dataset = build_train_dataset(config.data)
-        fingerprint = dataset.fingerprint()
-        sampler = GlobalBatchSampler(len(dataset), cfg_train.batch_size, info.rank, info.world_size, cfg_train.seed)
-        steps_per_epoch = sampler.steps_per_epoch
-        if steps_per_epoch == 0:
-            raise UserError(f"the dataset has {len(dataset)} images, fewer than one batch of {cfg_train.batch_size}")
-        total_steps = steps_per_epoch * config.schedule.epochs
+        self.dataset = build_train_dataset(config.data)
+        self.fingerprint = self.dataset.fingerprint()
+        self.sampler = GlobalBatchSampler(len(self.dataset), cfg_train.batch_size, info.rank, info.world_size,
+                                          cfg_train.seed)
+        self.steps_per_epoch = self.sampler.steps_per_epoch
+        if self.steps_per_epoch == 0:
+            raise UserError(
+                f"the dataset has {len(self.dataset)} images, fewer than one batch of {cfg_train.batch_size}"
+            )
+        self.total_steps = self.steps_per_epoch * config.schedule.epochs
 
         # Everything that can refuse the run is checked before anything is written.
-        resume_path = self.resume_from or (ckpt_dir / "last.pt")
+        resume_path = self.resume_from or (self.ckpt_dir / "last.pt")
         checkpoint = None
         if self.resume_from or resume_path.is_file():
             checkpoint = load_training_checkpoint(resume_path)
-            check_resume_compatible(checkpoint, config, fingerprint, resume_path)
+            check_resume_compatible(checkpoint, config, self.fingerprint, resume_path)
 
         torch.manual_seed(cfg_train.seed)
-        method = build_method(config, dataset.targets)
+        method = build_method(config, self.dataset.targets)
         if checkpoint is not None:
             method.load_state_dict(checkpoint["model"])
         method.to(device)
         method.to_device(device)
-        channels_last = _switch(cfg_train.channels_last, device, "train.channels_last")
-        if channels_last:
+        self.channels_last = _switch(cfg_train.channels_last, device, "train.channels_last")
+        if self.channels_last:
             method.to(memory_format=torch.channels_last)
-        model: torch.nn.Module = method
+        self.model: torch.nn.Module = method
         if info.enabled:
             if cfg_train.sync_bn:
                 if device.type != "cuda":
                     raise UserError("train.sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel)")
                 method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
-            model = DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None)
-        optimizer = build_optimizer(method, config.optim)
-        step, epoch, step_in_epoch = 0, 0, 0
+            self.model = DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None)
+        self.method = method
+        self.optimizer = build_optimizer(method, config.optim)
+        self.step, self.epoch, self.step_in_epoch = 0, 0, 0
         if checkpoint is not None:
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            step, epoch, step_in_epoch = checkpoint["step"], checkpoint["epoch"], checkpoint["step_in_epoch"]
-
-        log = JsonlLog(run_dir / "log.jsonl" if info.is_main else None, cfg_train.log_every)
-        if info.is_main:
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            write_config(config, run_dir / "config.yaml")
-            if checkpoint is not None:
-                print(f"resumed from {resume_path} at step {step}/{total_steps} (epoch {epoch})", flush=True)
-                log.event("resume", step=step, epoch=epoch, checkpoint=str(resume_path))
-            else:
-                log.event("start", total_steps=total_steps, world_size=info.world_size, device=str(device))
-
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.step, self.epoch = checkpoint["step"], checkpoint["epoch"]
+            self.step_in_epoch = checkpoint["step_in_epoch"]
         amp = _switch(cfg_train.amp, device, "train.amp")
-        autocast = (
-            torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
-        )
-        state = {"step": step, "epoch": epoch, "step_in_epoch": step_in_epoch}
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
 
-        def save(path: Path) -> None:
-            atomic_save(
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "config": config.to_dict(),
-                    "config_hash": config_hash(config.to_dict()),
-                    "dataset": fingerprint,
-                    **state,
-                    "model": method.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                },
-                path,
-            )
-
-        progress = tqdm(total=total_steps, initial=step, disable=not info.is_main, dynamic_ncols=True,
-                        desc=f"{config.method_name} {config.model.arch}", mininterval=1.0)
-        model.train()
-        window_start, window_images = time.perf_counter(), 0
-        while state["epoch"] < config.schedule.epochs:
-            sampler.set_epoch(state["epoch"], state["step_in_epoch"])
-            torch.manual_seed(cfg_train.seed + 1000 * info.rank + state["epoch"])  # augmentation seeds
-            loader = DataLoader(
-                dataset, batch_size=sampler.local_batch, sampler=sampler, drop_last=True,
-                num_workers=config.data.workers, pin_memory=device.type == "cuda",
-                persistent_workers=False,
-            )
-            for images, labels, indices in loader:
-                images = images.to(device, non_blocking=True)
-                if channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                labels, indices = labels.to(device, non_blocking=True), indices.to(device, non_blocking=True)
-                lr = set_lr(optimizer, config.optim.lr, state["step"], total_steps, steps_per_epoch, config.schedule)
-                with autocast:
-                    outputs = model(images)
-                loss, metrics = method.loss(outputs, labels, indices)
-                if not torch.isfinite(loss):
-                    last = ckpt_dir / "last.pt"
-                    raise TrainingDiverged(
-                        f"loss is {loss.item()} at step {state['step']} (epoch {state['epoch']}): training diverged; "
-                        f"the last good checkpoint is kept{f' at {last}' if last.is_file() else ''}"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg_train.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(method.parameters(), cfg_train.grad_clip)
-                optimizer.step()
-                state["step"] += 1
-                state["step_in_epoch"] += 1
-                window_images += cfg_train.batch_size
-
-                rows = log.step({"step": state["step"], "epoch": state["epoch"], "lr": lr,
-                                 "loss": loss.detach(), **{k: v.detach() for k, v in metrics.items()}})
-                progress.update(1)
-                if rows:
-                    elapsed = time.perf_counter() - window_start
-                    progress.set_postfix(loss=f"{rows[-1]['loss']:.4f}", img_s=f"{window_images / elapsed:.0f}",
-                                         epoch=state["epoch"])
-                    window_start, window_images = time.perf_counter(), 0
-                every = cfg_train.save_every_steps
-                if every and state["step"] % every == 0 and state["step_in_epoch"] < steps_per_epoch:
-                    if info.is_main:
-                        save(ckpt_dir / "last.pt")
-
-            method.check_consistent_across_ranks()
-            state["epoch"] += 1
-            state["step_in_epoch"] = 0
-            log.flush()
-            if info.is_main:
-                save(ckpt_dir / "last.pt")
-                keep = cfg_train.keep_every_epochs
-                if keep and state["epoch"] % keep == 0:
-                    shutil.copyfile(ckpt_dir / "last.pt", ckpt_dir / f".epoch_{state['epoch']:04d}.tmp")
-                    os.replace(ckpt_dir / f".epoch_{state['epoch']:04d}.tmp",
-                               ckpt_dir / f"epoch_{state['epoch']:04d}.pt")
-                log.event("epoch_end", epoch=state["epoch"], step=state["step"])
-        progress.close()
-
-        exported = None
+        self.log = JsonlLog(self.run_dir / "log.jsonl" if info.is_main else None, cfg_train.log_every)
         if info.is_main:
-            finished_before = checkpoint is not None and step == total_steps
-            exported = self._export(method, fingerprint, state["step"], reuse=finished_before)
-            log.event("done", step=state["step"], exported=str(exported))
-            print(f"exported backbone: {exported}", flush=True)
-        barrier()
-        return exported if exported is not None else Path()
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            write_config(config, self.run_dir / "config.yaml")
+            if checkpoint is not None:
+                print(f"resumed from {resume_path} at step {self.step}/{self.total_steps} (epoch {self.epoch})",
+                      flush=True)
+                self.log.event("resume", step=self.step, epoch=self.epoch, checkpoint=str(resume_path))
+            else:
+                self.log.event("start", total_steps=self.total_steps, world_size=info.world_size, device=str(device))
 
-    def _export(self, method: Method, fingerprint: dict, steps: int, reuse: bool) -> Path:
+    def _train_epoch(self) -> None:
+        config, cfg_train = self.config, self.config.train
+        self.sampler.set_epoch(self.epoch, self.step_in_epoch)
+        torch.manual_seed(cfg_train.seed + 1000 * self.info.rank + self.epoch)  # augmentation seeds
+        loader = DataLoader(self.dataset, batch_size=self.sampler.local_batch, sampler=self.sampler, drop_last=True,
+                            num_workers=config.data.workers, pin_memory=self.device.type == "cuda")
+        self.model.train()
+        window_start, window_images = time.perf_counter(), 0
+        for batch in loader:
+            record = self._step(*batch)
+            window_images += cfg_train.batch_size
+            self.progress.update(1)
+            rows = self.log.step(record)
+            if rows:
+                self._check_finite(rows)
+                elapsed = time.perf_counter() - window_start
+                self.progress.set_postfix(loss=f"{rows[-1]['loss']:.4f}", img_s=f"{window_images / elapsed:.0f}",
+                                          epoch=self.epoch)
+                window_start, window_images = time.perf_counter(), 0
+            every = cfg_train.save_every_steps
+            if every and self.step % every == 0 and self.step_in_epoch < self.steps_per_epoch:
+                self._save()
+
+        self.method.check_consistent_across_ranks()
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self._save()
+        keep = cfg_train.keep_every_epochs
+        if self.info.is_main and keep and self.epoch % keep == 0:
+            periodic = self.ckpt_dir / f"epoch_{self.epoch:04d}.pt"
+            shutil.copyfile(self.ckpt_dir / "last.pt", periodic.with_suffix(".tmp"))
+            os.replace(periodic.with_suffix(".tmp"), periodic)
+        self.log.event("epoch_end", epoch=self.epoch, step=self.step)
+
+    def _step(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> dict[str, Any]:
+        images = images.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels, indices = labels.to(self.device, non_blocking=True), indices.to(self.device, non_blocking=True)
+        lr = set_lr(self.optimizer, self.config.optim.lr, self.step, self.total_steps, self.steps_per_epoch,
+                    self.config.schedule)
+        with self.autocast:
+            outputs = self.model(images)
+        loss, metrics = self.method.loss(outputs, labels, indices)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.config.train.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        self.step_in_epoch += 1
+        # Tensors stay on the device until the log flushes: no host sync per step.
+        return {"step": self.step, "epoch": self.epoch, "lr": lr, "loss": loss.detach(),
+                **{k: v.detach() for k, v in metrics.items()}}
+
+    def _check_finite(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            if not math.isfinite(row["loss"]):
+                last = self.ckpt_dir / "last.pt"
+                kept = f" at {last}" if last.is_file() else ""
+                raise TrainingDiverged(f"loss is {row['loss']} at step {row['step']} (epoch {row['epoch']}): "
+                                       f"training diverged; the last good checkpoint is kept{kept}")
+
+    def _save(self) -> None:
+        """Write `last.pt` atomically, after making sure no NaN went into the state being saved."""
+        self._check_finite(self.log.flush())
+        if not self.info.is_main:
+            return
+        atomic_save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "config": self.config.to_dict(),
+                "config_hash": config_hash(self.config.to_dict()),
+                "dataset": self.fingerprint,
+                "step": self.step,
+                "epoch": self.epoch,
+                "step_in_epoch": self.step_in_epoch,
+                "model": self.method.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+            },
+            self.ckpt_dir / "last.pt",
+        )
+
+    def _export(self, reuse: bool) -> Path:
         config = self.config
-        export_dir = config.run_dir() / "export"
+        export_dir = self.run_dir / "export"
         if reuse:  # a finished run started again: its export is already there
             for old in sorted(export_dir.glob(f"{config.method_name}_{config.model.arch}_*.pth")):
                 return old
@@ -280,19 +296,19 @@ class Trainer:
             "method": config.method_name,
             "arch": config.model.arch,
             "dataset": dataset_name(config.data),
-            "dataset_info": {**fingerprint, "root": str(train_root(config.data).resolve())},
+            "dataset_info": {**self.fingerprint, "root": str(train_root(config.data).resolve())},
             "epochs": config.schedule.epochs,
-            "steps": steps,
+            "steps": self.step,
             # What the backbone was trained on: RGB, pixels scaled to [0, 1], then (x - mean) / std.
             "input": {"channel_order": "RGB", "pixel_range": [0, 1], "mean": config.data.mean,
                       "std": config.data.std, "image_size": config.data.image_size},
-            "dropped_heads": [n for n, _ in method.named_children() if n != "backbone"]
-            + (["memory"] if hasattr(method, "memory") else []),
+            "dropped_heads": [n for n, _ in self.method.named_children() if n != "backbone"]
+            + (["memory"] if hasattr(self.method, "memory") else []),
             "config_hash": config_hash(config.to_dict()),
             "config": config.to_dict(),
             "timm_version": timm.__version__,
         }
-        return export_backbone(method.backbone.state_dict(), meta, export_dir)
+        return export_backbone(self.method.backbone.state_dict(), meta, export_dir)
 
 
 def train(config: Config, resume_from: str | Path | None = None) -> Path:

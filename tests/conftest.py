@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A generated dataset small enough for many short runs: 4 classes x 2 sub-modes x 16 images, 32 px.
+TINY_DATA = [
+    "data.generated.num_classes=4", "data.generated.modes_per_class=2", "data.generated.train_per_mode=16",
+    "data.generated.val_per_mode=2", "data.generated.image_size=32", "data.image_size=32",
+]
+TINY_TRAIN = ["model.arch=resnet18", "train.batch_size=32", "data.workers=0", "train.log_every=1",
+              "schedule.warmup_epochs=0"]
+
+
+@pytest.fixture(scope="session")
+def generated_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("generated")
+
+
+@pytest.fixture
+def tiny_overrides(generated_dir, tmp_path) -> list[str]:
+    """Overrides that turn any shipped config into a seconds-long run under tmp_path."""
+    return [*TINY_DATA, *TINY_TRAIN, f"data.generated_dir={generated_dir}", f"out_dir={tmp_path / 'run'}"]
+
+
+def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+def set_args(overrides: list[str]) -> list[str]:
+    return [a for o in overrides for a in ("--set", o)]

@@ -1,0 +1,83 @@
+"""Each method trains on the generated data, its loss falls, and it exports a clean backbone."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import timm
+import torch
+
+from pretrain.checkpoint import BACKBONE_FORMAT
+from pretrain.config import load_config
+from pretrain.trainer import train
+from tests.conftest import REPO
+
+
+def read_steps(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    return [r for r in rows if "loss" in r]
+
+
+def epoch_mean(steps, key, epochs):
+    rows = [r[key] for r in steps if r["epoch"] in epochs]
+    return sum(rows) / len(rows)
+
+
+@pytest.mark.parametrize("method", ["sl", "slmlp", "look"])
+def test_method_trains_and_loss_falls(method, tiny_overrides, tmp_path):
+    # 64 px: at 32 px ResNet-18's last feature map is 1x1 and LOOK barely moves in a few dozen steps.
+    overrides = [*tiny_overrides, "data.generated.train_per_mode=24", "data.generated.image_size=64",
+                 "data.image_size=64", "schedule.epochs=5", "optim.lr=0.05"]
+    if method == "look":
+        overrides += ["method.k=5"]
+    config = load_config(REPO / f"pretrain/configs/{method}_cpu.yaml", overrides)
+    exported = train(config)
+
+    steps = read_steps(tmp_path / "run")
+    assert len(steps) == 5 * 6  # 192 images / batch 32, 5 epochs
+    first, last = epoch_mean(steps, "loss", {0}), epoch_mean(steps, "loss", {3, 4})
+    assert last < 0.8 * first, (first, last)
+    if method == "look":
+        # p (soft kNN agreement, 0 for images without a positive neighbour) must rise too: the loss
+        # alone could also fall by losing positives.
+        assert epoch_mean(steps, "p_mean", {3, 4}) > epoch_mean(steps, "p_mean", {0}) + 0.1
+
+    # The exported file: backbone only, weights-only loadable, named by its own hash, with metadata.
+    assert hashlib.sha256(exported.read_bytes()).hexdigest()[:8] == exported.stem.rsplit("-", 1)[1]
+    payload = torch.load(exported, weights_only=True)
+    meta = payload["meta"]
+    assert meta["format"] == BACKBONE_FORMAT and meta["method"] == config.method_name
+    assert meta["arch"] == "resnet18" and meta["epochs"] == 5 and meta["dataset"] == "generated"
+    assert meta["input"] == {"channel_order": "RGB", "pixel_range": [0, 1], "mean": config.data.mean,
+                             "std": config.data.std, "image_size": 64}
+    assert "head" in meta["dropped_heads"]
+    assert (method == "look") == ("memory" in meta["dropped_heads"])
+    model = timm.create_model("resnet18", pretrained=False, num_classes=0)
+    model.load_state_dict(payload["state_dict"], strict=True)  # nothing missing, nothing extra
+    assert not any(k.startswith(("fc.", "head", "_extra")) for k in payload["state_dict"])
+    # every run writes its resolved config, with the method's defaults filled in
+    resolved = load_config(tmp_path / "run" / "config.yaml")
+    assert resolved.to_dict() == config.to_dict()
+    assert set(resolved.method) > {"name"}
+
+
+def test_rerunning_a_finished_run_does_not_train_again(tiny_overrides, tmp_path):
+    config = load_config(REPO / "pretrain/configs/sl_cpu.yaml", [*tiny_overrides, "schedule.epochs=1"])
+    first = train(config)
+    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
+    before = ckpt.read_bytes()
+    again = train(config)
+    assert again == first
+    assert ckpt.read_bytes() == before
+    assert len(read_steps(tmp_path / "run")) == 4
+
+
+def test_periodic_checkpoints_are_kept(tiny_overrides, tmp_path):
+    config = load_config(REPO / "pretrain/configs/sl_cpu.yaml",
+                         [*tiny_overrides, "schedule.epochs=4", "train.keep_every_epochs=2"])
+    train(config)
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert names == ["epoch_0002.pt", "epoch_0004.pt", "last.pt"]
+    assert torch.load(tmp_path / "run" / "checkpoints" / "epoch_0002.pt", weights_only=True)["epoch"] == 2
