@@ -103,6 +103,28 @@ class JsonlLog:
                 f.write(json.dumps(row) + "\n")
 
 
+def training_step(
+    model: torch.nn.Module,
+    method: Method,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    indices: torch.Tensor,
+    autocast: contextlib.AbstractContextManager,
+    grad_clip: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One optimisation step; `model` is `method` or its DDP wrapper. Also what the speed benchmark times."""
+    with autocast:
+        outputs = model(images)
+    loss, metrics = method.loss(outputs, labels, indices)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(method.parameters(), grad_clip)
+    optimizer.step()
+    return loss, metrics
+
+
 class Trainer:
     """Builds everything from a Config, then trains; `run()` is safe to call again on a finished run."""
 
@@ -244,14 +266,8 @@ class Trainer:
         labels, indices = labels.to(self.device, non_blocking=True), indices.to(self.device, non_blocking=True)
         lr = set_lr(self.optimizer, self.config.optim.lr, self.step, self.total_steps, self.steps_per_epoch,
                     self.config.schedule)
-        with self.autocast:
-            outputs = self.model(images)
-        loss, metrics = self.method.loss(outputs, labels, indices)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.config.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.config.train.grad_clip)
-        self.optimizer.step()
+        loss, metrics = training_step(self.model, self.method, self.optimizer, images, labels, indices,
+                                      self.autocast, self.config.train.grad_clip)
         self.step += 1
         self.step_in_epoch += 1
         # Tensors stay on the device until the log flushes: no host sync per step.

@@ -1,0 +1,126 @@
+"""Training step time of sl, sl-mlp and look for one backbone and batch, with LOOK memories of several sizes.
+
+Prints figures (never asserts them). Times the trainer's own `training_step` on synthetic images, so
+data loading is left out and what remains is model + loss + memory search/update + optimizer.
+
+  python -m benchmarks.pretrain_step_time                      # CPU-sized defaults
+  python -m benchmarks.pretrain_step_time --arch resnet50 --batch 64 --image-size 224   # one GPU
+The goal on a GPU: look <= 1.03x sl at 1.28M slots with ResNet-50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+from pretrain.config import config_from_dict
+from pretrain.optim import build_optimizer
+from pretrain.trainer import build_method, pick_device, training_step
+
+IMAGENET_TRAIN_IMAGES = 1_281_167
+
+
+class Setup:
+    """One method with its model, optimizer and a fixed synthetic batch, ready to be stepped."""
+
+    def __init__(self, method_name: str, slots: int, args: argparse.Namespace, device: torch.device):
+        torch.manual_seed(0)
+        self.name, self.slots, self.device, self.args = method_name, slots, device, args
+        look = args.look if method_name == "look" else {}
+        config = config_from_dict({"method": {"name": method_name, **look}, "model": {"arch": args.arch},
+                                   "optim": {"name": "sgd", "lr": 0.01}})
+        # `num_classes` classes over `slots` images (only LOOK's memory depends on slots).
+        targets = torch.arange(max(slots, args.num_classes)) % args.num_classes
+        self.method = build_method(config, targets)
+        self.method.to(device)
+        self.method.to_device(device)
+        if args.channels_last:
+            self.method.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(self.method, config.optim)
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.amp else contextlib.nullcontext()
+        self.generator = torch.Generator().manual_seed(1)
+        self.images = torch.randn(args.batch, 3, args.image_size, args.image_size, generator=self.generator).to(device)
+        if args.channels_last:
+            self.images = self.images.contiguous(memory_format=torch.channels_last)
+        self.labels = torch.randint(0, args.num_classes, (args.batch,), generator=self.generator).to(device)
+        self.num_images = len(targets)
+        self.times: list[float] = []
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def run(self, steps: int, record: bool) -> None:
+        for _ in range(steps):
+            indices = torch.randperm(self.num_images, generator=self.generator)[: self.args.batch].to(self.device)
+            self.sync()
+            start = time.perf_counter()
+            training_step(self.method, self.method, self.optimizer, self.images, self.labels, indices, self.autocast)
+            self.sync()
+            if record:
+                self.times.append(time.perf_counter() - start)
+
+    def row(self) -> dict:
+        row = {"method": self.name, "slots": self.slots or None,
+               "ms_per_step": 1000 * statistics.median(self.times), "ms_min": 1000 * min(self.times)}
+        if self.name == "look":
+            memory = self.method.memory.embeddings
+            row["memory_mb"] = memory.numel() * memory.element_size() / 2**20
+        return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--num-classes", type=int, default=1000)
+    parser.add_argument("--slots", type=int, nargs="+", default=[10_000, 100_000, IMAGENET_TRAIN_IMAGES])
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per method per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--json", help="also write the rows to this file")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    args.amp = args.channels_last = device.type == "cuda"  # as the trainer's `auto`
+    args.look = {"k": 50, "temperature": 0.1, "embed_dim": 128}
+
+    setups = [Setup("sl", 0, args, device), Setup("sl-mlp", 0, args, device)]
+    setups += [Setup("look", slots, args, device) for slots in args.slots]
+    for setup in setups:
+        setup.run(args.warmup, record=False)
+    # Interleaved rounds, so that drift of the machine (clock, other load) hits every method alike.
+    for _ in range(args.rounds):
+        for setup in setups:
+            setup.run(args.steps, record=True)
+    rows = [setup.row() for setup in setups]
+    base = rows[0]["ms_per_step"]
+    if device.type == "cuda":
+        where = torch.cuda.get_device_name(device)
+    else:
+        where = f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+    print(f"# {args.arch}, batch {args.batch}, {args.image_size}px, {where}, amp={args.amp}, median of "
+          f"{args.rounds} interleaved rounds x {args.steps} steps, after {args.warmup} warm-up steps each")
+    print(f"{'method':8s} {'memory slots':>13s} {'ms/step':>9s} {'x sl':>6s} {'memory MB':>10s}")
+    for row in rows:
+        row["ratio_to_sl"] = row["ms_per_step"] / base
+        slots = f"{row['slots']:,}" if row["slots"] else "-"
+        mem = f"{row['memory_mb']:.0f}" if "memory_mb" in row else "-"
+        print(f"{row['method']:8s} {slots:>13s} {row['ms_per_step']:9.1f} {row['ratio_to_sl']:6.2f} {mem:>10s}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": {k: v for k, v in vars(args).items()}, "device": where, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
