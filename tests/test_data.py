@@ -1,0 +1,69 @@
+"""The embedded dataset (deterministic, sub-modes recorded and distinct), the ImageFolder reader, backbones."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from pretrain.config import GeneratedDataConfig
+from pretrain.data import IndexedImageFolder
+from pretrain.data.generated import generate, mode_families
+from pretrain.models import TRANSFERABLE_ARCHS, build_backbone
+
+SMALL = GeneratedDataConfig(num_classes=3, modes_per_class=3, train_per_mode=4, val_per_mode=2, image_size=24, seed=5)
+
+
+def file_bytes(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.png"))}
+
+
+def test_generated_dataset_is_a_pure_function_of_its_seed(tmp_path):
+    a = generate(SMALL, tmp_path / "a")
+    b = generate(SMALL, tmp_path / "b")
+    assert file_bytes(a) == file_bytes(b)
+    assert len(file_bytes(a)) == 3 * 3 * (4 + 2)
+    other = generate(GeneratedDataConfig(**{**SMALL.__dict__, "seed": 6}), tmp_path / "c")
+    assert file_bytes(other) != file_bytes(a)
+    # a second call reuses the finished folder instead of writing again
+    assert generate(SMALL, tmp_path / "a") == a
+
+
+def test_submodes_are_recorded_for_every_image_and_are_distinct_families(tmp_path):
+    root = generate(SMALL, tmp_path)
+    for split, per_mode in (("train", 4), ("val", 2)):
+        with open(root / f"{split}_submodes.csv") as f:
+            rows = list(csv.DictReader(f))
+        on_disk = sorted(p.relative_to(root / split).as_posix() for p in (root / split).rglob("*.png"))
+        assert sorted(r["path"] for r in rows) == on_disk
+        for c in range(3):
+            submodes = {int(r["submode"]) for r in rows if int(r["class"]) == c}
+            assert submodes == {3 * c, 3 * c + 1, 3 * c + 2}
+            assert all(r["path"].startswith(f"class_{c:02d}/") for r in rows if int(r["class"]) == c)
+        assert len(rows) == 3 * 3 * per_mode
+    families = json.loads((root / "meta.json").read_text())["families"]
+    assert families == mode_families(SMALL)
+    keys = {(f["shape"], f["hue"], f["texture"]) for f in families}
+    assert len(keys) == 9  # no two sub-modes share a (shape, hue, texture) family
+
+
+def test_image_folder_returns_index_and_label(tmp_path):
+    root = generate(SMALL, tmp_path) / "train"
+    dataset = IndexedImageFolder(root)
+    assert dataset.classes == ["class_00", "class_01", "class_02"]
+    assert len(dataset) == 36 and dataset.targets.tolist() == [0] * 12 + [1] * 12 + [2] * 12
+    image, label, index = dataset[13]
+    assert image.size == (24, 24) and image.mode == "RGB" and label == 1 and index == 13
+    assert dataset.fingerprint()["num_samples"] == 36
+
+
+@pytest.mark.parametrize("arch, dim", [("resnet18", 512), ("resnet34", 512), ("resnet50", 2048), ("resnet101", 2048)])
+def test_transferable_backbones_build_without_weights(arch, dim):
+    assert arch in TRANSFERABLE_ARCHS
+    model, feature_dim = build_backbone(arch)
+    assert feature_dim == dim
+    with torch.no_grad():
+        assert model.eval()(torch.zeros(1, 3, 64, 64)).shape == (1, dim)
+    assert not any(name.startswith("fc.") for name in model.state_dict())
