@@ -1,0 +1,92 @@
+"""Convert one source checkpoint into the requested targets, verify, and describe the result in a JSON sidecar.
+
+Nothing half-done is left behind: each file is written under a temporary name and renamed only after
+it was written (and, with verification, only after it reproduced the source). A target that fails
+leaves no file, and files from earlier exports are only replaced by a verified new one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+from pretrain.checkpoint import sha256_of
+from pretrain.errors import UserError
+from transfer.detectron2 import DETECTRON2
+from transfer.openmmlab import MMDET, MMSEG
+from transfer.source import SourceBackbone, read_backbone
+
+SIDECAR_SUFFIX = ".transfer.json"
+
+
+class Target(Protocol):
+    name: str
+
+    @property
+    def suffix(self) -> str: ...
+    def settings(self, source: SourceBackbone) -> dict[str, Any]: ...
+    def payload(self, source: SourceBackbone, meta: dict[str, Any]) -> dict[str, Any]: ...
+    def write(self, obj: dict[str, Any], path: Path) -> None: ...
+    def verify(self, source: SourceBackbone, path: Path) -> dict[str, float]: ...
+
+
+TARGETS: dict[str, Target] = {"detectron2": DETECTRON2, "mmdet": MMDET, "mmseg": MMSEG}
+
+
+def parse_targets(spec: str) -> list[str]:
+    names = list(TARGETS) if spec == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown or not names:
+        raise UserError(f"unknown target '{','.join(unknown) or spec}'; choose from {', '.join(TARGETS)} or all")
+    return names
+
+
+def source_summary(source: SourceBackbone) -> dict[str, Any]:
+    return {
+        "path": str(source.path), "sha256": sha256_of(source.path) if source.path else None,
+        "flavour": source.flavour, "arch": source.arch, "method": source.meta.get("method"),
+        "dropped": source.dropped, "input": source.input, "input_recorded": source.input_recorded,
+    }
+
+
+def export(checkpoint: str | Path, targets: list[str], out_dir: str | Path, verify: bool) -> dict[str, Any]:
+    """Convert `checkpoint` into each target under `out_dir`; returns (and writes) the sidecar record."""
+    source = read_backbone(checkpoint)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = Path(checkpoint).name.split(".")[0]
+    record: dict[str, Any] = {
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "source": source_summary(source), "targets": {},
+    }
+    sidecar = out_dir / f"{stem}{SIDECAR_SUFFIX}"
+    if sidecar.is_file():  # keep what earlier exports of other targets recorded
+        record["targets"] = json.loads(sidecar.read_text()).get("targets", {})
+    for name in targets:
+        target = TARGETS[name]
+        final = out_dir / f"{stem}{target.suffix}"
+        tmp = out_dir / f".{stem}.tmp-{os.getpid()}{target.suffix}"  # frameworks pick the loader by suffix
+        meta = {"source": record["source"], "target": name, "settings": target.settings(source)}
+        try:
+            target.write(target.payload(source, meta), tmp)
+            errors = target.verify(source, tmp) if verify else None
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        record["targets"][name] = {"file": final.name, "sha256": sha256_of(final), "settings": meta["settings"],
+                                   "verified": errors is not None, "max_relative_error": errors}
+    tmp = sidecar.with_name(f".{sidecar.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, sidecar)
+    return record
+
+
+def load_settings(sidecar: str | Path, target: str) -> dict[str, Any]:
+    """The framework settings an export recorded for `target` (what the benchmark configs apply)."""
+    record = json.loads(Path(sidecar).read_text())
+    if target not in record.get("targets", {}):
+        raise UserError(f"{sidecar} has no '{target}' export; run python -m transfer export ... --to {target}")
+    return record["targets"][target]["settings"]

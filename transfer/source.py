@@ -1,0 +1,167 @@
+"""Read a pretrained ResNet from any of the checkpoint flavours users bring, as a clean timm state dict.
+
+Flavours: this suite's exported backbone, its training checkpoints, a plain timm / torchvision
+ResNet state dict (bare or under `state_dict` / `model`), and MoCo-style checkpoints
+(`module.encoder_q.` prefix). Wrappers are stripped, heads (classifier, projector, LOOK head and
+memory, MoCo's key encoder and queue) are dropped and reported, and what remains must be exactly
+the tensors of a ResNet the converters know, with the right shapes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+
+from pretrain.checkpoint import BACKBONE_FORMAT, CHECKPOINT_FORMAT, load_weights
+from pretrain.config import IMAGENET_MEAN, IMAGENET_STD
+from pretrain.errors import UserError
+
+# (block type, blocks per stage) -> timm / torchvision architecture name
+RESNET_LAYOUTS = {
+    ("basic", (2, 2, 2, 2)): "resnet18",
+    ("basic", (3, 4, 6, 3)): "resnet34",
+    ("bottleneck", (3, 4, 6, 3)): "resnet50",
+    ("bottleneck", (3, 4, 23, 3)): "resnet101",
+    ("bottleneck", (3, 8, 36, 3)): "resnet152",
+}
+DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
+
+# The input convention of torchvision / timm ImageNet models, assumed for files that do not record one.
+TORCHVISION_INPUT = {"channel_order": "RGB", "pixel_range": [0, 1], "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+
+
+@dataclass
+class SourceBackbone:
+    """A ResNet backbone in timm / torchvision key layout, with where it came from."""
+
+    state_dict: dict[str, torch.Tensor]
+    arch: str
+    flavour: str
+    input: dict[str, Any]
+    input_recorded: bool  # False: the file did not say; the torchvision convention is assumed
+    dropped: list[str] = field(default_factory=list)  # top-level names of what was dropped
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def depth(self) -> int:
+        return DEPTHS[self.arch]
+
+    @property
+    def bottleneck(self) -> bool:
+        return self.depth >= 50
+
+
+def _strip(state: dict[str, torch.Tensor], prefix: str) -> tuple[dict[str, torch.Tensor], list[str]]:
+    kept = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    other = sorted({k.split(".")[0] for k in state if not k.startswith(prefix)})
+    return kept, other
+
+
+def _unwrap(obj: dict[str, Any], path: Path) -> tuple[dict[str, torch.Tensor], str, dict[str, Any], list[str]]:
+    """(state dict of the backbone and maybe a classifier, flavour, meta, dropped) for each flavour."""
+    meta = obj.get("meta")
+    if isinstance(meta, dict) and meta.get("format") == BACKBONE_FORMAT:
+        return obj["state_dict"], "transfer-bench backbone", meta, list(meta.get("dropped_heads", []))
+    if obj.get("format") == CHECKPOINT_FORMAT:
+        state, dropped = _strip(obj["model"], "backbone.")
+        dropped = ["memory" if d == "_extra_state" else d for d in dropped]
+        config = obj.get("config", {})
+        meta = {"method": config.get("method", {}).get("name"), "arch": config.get("model", {}).get("arch"),
+                "input": {"channel_order": "RGB", "pixel_range": [0, 1], **{
+                    k: config["data"][k] for k in ("mean", "std") if k in config.get("data", {})}},
+                "epochs_done": obj.get("epoch"), "config": config}
+        return state, "transfer-bench training checkpoint", meta, dropped
+    for wrapper in ("state_dict", "model"):
+        if isinstance(obj.get(wrapper), dict) and all(isinstance(v, torch.Tensor) for v in obj[wrapper].values()):
+            obj = obj[wrapper]
+            break
+    if not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{path}: no state dict of tensors found (keys: {', '.join(list(obj)[:8])})")
+    if any(k.startswith("module.encoder_q.") for k in obj):
+        state, dropped = _strip(obj, "module.encoder_q.")
+        return state, "MoCo", {}, ["module.encoder_k", "module.queue"] if dropped else []
+    for prefix in ("module.", "backbone."):
+        if all(k.startswith(prefix) for k in obj):
+            obj = {k[len(prefix):]: v for k, v in obj.items()}
+    return obj, "timm/torchvision state dict", {}, []
+
+
+def expected_state(arch: str) -> dict[str, torch.Size]:
+    """Every tensor of the timm ResNet backbone (no classifier), with its shape."""
+    model = timm.create_model(arch, pretrained=False, num_classes=0)
+    return {k: v.shape for k, v in model.state_dict().items()}
+
+
+def detect_arch(keys: list[str], path: Path) -> str:
+    blocks = Counter()
+    for key in keys:
+        found = re.match(r"layer([1-4])\.(\d+)\.", key)
+        if found:
+            blocks[int(found.group(1))] = max(blocks[int(found.group(1))], int(found.group(2)) + 1)
+    if not blocks or "conv1.weight" not in keys:
+        shown = ", ".join(sorted(keys)[:6])
+        raise UserError(f"{path} does not hold a ResNet the converter knows (no conv1 / layer1..4 keys; found {shown})")
+    block = "bottleneck" if any(re.match(r"layer1\.0\.conv3\.", k) for k in keys) else "basic"
+    layout = (block, tuple(blocks.get(i, 0) for i in (1, 2, 3, 4)))
+    if layout not in RESNET_LAYOUTS:
+        known = ", ".join(f"{name} ({b}, {list(n)})" for (b, n), name in RESNET_LAYOUTS.items())
+        raise UserError(f"{path}: unknown ResNet architecture ({layout[0]} blocks {list(layout[1])}); known: {known}")
+    return RESNET_LAYOUTS[layout]
+
+
+def read_backbone(path: str | Path) -> SourceBackbone:
+    """Load and validate a ResNet backbone from any supported flavour; every problem is one UserError."""
+    path = Path(path)
+    obj = load_weights(path)
+    state, flavour, meta, dropped = _unwrap(obj, path)
+    heads = sorted({k.split(".")[0] for k in state if k.split(".")[0] in ("fc", "head", "classifier")})
+    state = {k: v for k, v in state.items() if k.split(".")[0] not in heads}
+    dropped = sorted(set(dropped) | set(heads))
+
+    arch = detect_arch(list(state), path)
+    if meta.get("arch") and meta["arch"] != arch:
+        raise UserError(f"{path}: metadata says arch {meta['arch']} but the tensors are a {arch}")
+    expected = expected_state(arch)
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k]))
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} tensor(s): {', '.join(missing[:8])}")
+    if extra:
+        problems.append(f"unexpected {len(extra)} tensor(s): {', '.join(extra[:8])}")
+    if wrong:
+        problems.append("wrong shape: " + ", ".join(
+            f"{k} {tuple(state[k].shape)} (a {arch} has {tuple(expected[k])})" for k in wrong[:8]))
+    if problems:
+        raise UserError(f"{path} is not a complete {arch} backbone: " + "; ".join(problems))
+
+    recorded = "input" in meta and {"mean", "std"} <= set(meta["input"])
+    source_input = {**TORCHVISION_INPUT, **meta["input"]} if recorded else dict(TORCHVISION_INPUT)
+    return SourceBackbone(state_dict={k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+                          arch=arch, flavour=flavour, input=source_input, input_recorded=recorded,
+                          dropped=dropped, meta=meta, path=path)
+
+
+def reference_model(source: SourceBackbone) -> torch.nn.Module:
+    """The source backbone as the timm model it is, weights loaded strictly, in eval mode."""
+    model = timm.create_model(source.arch, pretrained=False, num_classes=0)
+    model.load_state_dict(source.state_dict, strict=True)
+    return model.eval()
+
+
+def reference_stage_features(model: torch.nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
+    """Outputs of the four residual stages (strides 4, 8, 16, 32)."""
+    x = model.maxpool(model.act1(model.bn1(model.conv1(images))))
+    features = []
+    for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
+        x = stage(x)
+        features.append(x)
+    return features
