@@ -71,7 +71,7 @@ def write_flavour(flavour: str, arch: str, folder, input_convention=None):
 
 
 EXPECTED_DROPPED = {"suite-export": {"head", "memory"}, "suite-training": {"head", "memory"}, "timm": {"fc"},
-                    "torchvision": {"fc"}, "moco": {"fc", "module.encoder_k", "module.queue"}}
+                    "torchvision": {"fc"}, "moco": {"fc", "module.encoder_k", "module.queue", "module.queue_ptr"}}
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
@@ -230,7 +230,7 @@ def test_cli_exports_all_and_reports_what_was_dropped(tmp_path):
     path = write_flavour("moco", "resnet18", tmp_path / "in")
     result = run_cli("-m", "transfer", "export", str(path), "--to", "all", "--out", str(tmp_path / "out"), "--verify")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "dropped: fc, module.encoder_k, module.queue" in result.stdout
+    assert "dropped: fc, module.encoder_k, module.queue, module.queue_ptr" in result.stdout
     assert "torchvision's assumed" in result.stdout
     assert result.stdout.count("verified, max relative error") == 3
     names = sorted(p.name for p in (tmp_path / "out").iterdir())

@@ -58,9 +58,12 @@ class SourceBackbone:
         return self.depth >= 50
 
 
-def _strip(state: dict[str, torch.Tensor], prefix: str) -> tuple[dict[str, torch.Tensor], list[str]]:
+def _strip(
+    state: dict[str, torch.Tensor], prefix: str, name_parts: int = 1
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Tensors under `prefix` (prefix removed), and the names (first `name_parts` parts) of the rest."""
     kept = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    other = sorted({k.split(".")[0] for k in state if not k.startswith(prefix)})
+    other = sorted({".".join(k.split(".")[:name_parts]) for k in state if not k.startswith(prefix)})
     return kept, other
 
 
@@ -85,8 +88,8 @@ def _unwrap(obj: dict[str, Any], path: Path) -> tuple[dict[str, torch.Tensor], s
     if not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"{path}: no state dict of tensors found (keys: {', '.join(list(obj)[:8])})")
     if any(k.startswith("module.encoder_q.") for k in obj):
-        state, dropped = _strip(obj, "module.encoder_q.")
-        return state, "MoCo", {}, ["module.encoder_k", "module.queue"] if dropped else []
+        state, dropped = _strip(obj, "module.encoder_q.", name_parts=2)
+        return state, "MoCo", {}, dropped
     for prefix in ("module.", "backbone."):
         if all(k.startswith(prefix) for k in obj):
             obj = {k[len(prefix):]: v for k, v in obj.items()}
