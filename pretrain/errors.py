@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 
 class UserError(Exception):
     """Bad input (config, dataset, checkpoint): the message says what is wrong and where."""
@@ -27,3 +30,18 @@ def user_message(error: BaseException) -> str:
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def report_user_errors(command: Callable[[], int]) -> int:
+    """Run a CLI command: a UserError becomes one `error: ...` line on stderr and exit status 2."""
+    try:
+        return command()
+    except UserError as e:
+        print(f"error: {user_message(e)}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        # DataLoader workers re-raise our errors as RuntimeError when they cannot rebuild them.
+        if "CorruptImageError" in str(e) or "UserError" in str(e):
+            print(f"error: {user_message(e)}", file=sys.stderr)
+            return 2
+        raise

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
-from pretrain.errors import UserError, user_message
+from pretrain.errors import report_user_errors
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -44,8 +43,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except UserError as e:
-        print(f"error: {user_message(e)}", file=sys.stderr)
-        return 2
+    return report_user_errors(lambda: args.func(args))
