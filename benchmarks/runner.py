@@ -1,0 +1,133 @@
+"""The shared benchmark runner: one run directory per (task, framework, schedule, checkpoint, seed).
+
+A run directory holds the converted weights (`weights/`), the framework's resolved config
+(`config.yaml`), `run.json` (what ran, on what, with which versions), the framework's own logs,
+checkpoints and outputs (`work/`), and finally `result.json`. A run whose `result.json` says
+finished is skipped; an
+unfinished one resumes from the framework's last checkpoint; a failed one records `failure.json`
+and never touches the results of other runs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pretrain.errors import UserError
+from transfer.export import export
+
+SCHEDULES = ("1x", "2x", "smoke")
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    framework: str
+    required_files: tuple[str, ...]  # relative to the data root
+    embedded_data: Callable[[], Path]  # the generated dataset the smoke schedule uses
+    run: Callable[[str, Path, dict, Path, Path, int], tuple[str, dict[str, dict[str, float]]]]
+
+
+def _detectron2_coco(schedule: str, weights: Path, settings: dict, data_root: Path, run_dir: Path, seed: int):
+    from detectron2.utils.logger import setup_logger
+
+    from benchmarks.detectron2_coco import build_config, train_and_evaluate
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    setup_logger(output=str(run_dir / "log.txt"))
+    cfg = build_config(schedule, weights, settings, data_root, run_dir, seed)
+    return cfg.dump(), train_and_evaluate(cfg)
+
+
+def _embedded_coco() -> Path:
+    from benchmarks.data.coco import CocoSpec, generate_coco
+
+    return generate_coco(CocoSpec())
+
+
+COCO_FILES = ("train2017", "val2017", "annotations/instances_train2017.json", "annotations/instances_val2017.json")
+TASKS: dict[tuple[str, str], Task] = {
+    ("coco", "detectron2"): Task("coco", "detectron2", COCO_FILES, _embedded_coco, _detectron2_coco),
+}
+
+
+def framework_version(framework: str) -> str:
+    import importlib.metadata as metadata
+
+    package = {"detectron2": "sal-detectron2", "mmdet": "mmdet", "mmseg": "mmsegmentation"}[framework]
+    return metadata.version(package)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def run_benchmark(task: str, ckpt: str | Path, framework: str, schedule: str, seed: int = 0,
+                  data: str | Path | None = None, out: str | Path = "runs/bench") -> Path:
+    """Run (or skip, or resume) one benchmark; returns its run directory."""
+    if (task, framework) not in TASKS:
+        known = ", ".join(f"{t} --framework {f}" for t, f in TASKS)
+        raise UserError(f"no benchmark '{task}' for framework '{framework}' yet; available: {known}")
+    if schedule not in SCHEDULES:
+        raise UserError(f"unknown schedule '{schedule}'; choose from {', '.join(SCHEDULES)}")
+    spec = TASKS[(task, framework)]
+    ckpt = Path(ckpt)
+    if not ckpt.is_file():
+        raise UserError(f"checkpoint not found: {ckpt}")
+    if data is None:
+        if schedule != "smoke":
+            raise UserError(f"--data is required for the {schedule} schedule (the real dataset's folder)")
+        data_root = spec.embedded_data()
+    else:
+        data_root = Path(data)
+        missing = [name for name in spec.required_files if not (data_root / name).exists()]
+        if missing:
+            raise UserError(f"{task} data not found under {data_root}: missing {', '.join(missing)}")
+
+    run_dir = Path(out) / task / framework / schedule / ckpt.name.split(".")[0] / f"seed{seed}"
+    result_path = run_dir / "result.json"
+    if result_path.is_file() and json.loads(result_path.read_text()).get("status") == "finished":
+        print(f"already finished: {result_path}")
+        return run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = export(ckpt, [framework], run_dir / "weights", verify=True)
+    target = record["targets"][framework]
+    provenance = {
+        "task": task, "framework": framework, "framework_version": framework_version(framework),
+        "schedule": schedule, "seed": seed, "data": str(data_root.resolve()), "embedded_data": data is None,
+        "checkpoint": str(ckpt.resolve()), "checkpoint_sha256": record["source"]["sha256"],
+        "method": record["source"]["method"], "arch": record["source"]["arch"],
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    _write_json(run_dir / "run.json", provenance)
+    (run_dir / "failure.json").unlink(missing_ok=True)
+    try:
+        resolved, metrics = spec.run(schedule, run_dir / "weights" / target["file"], target["settings"],
+                                     data_root, run_dir / "work", seed)
+    except Exception as e:
+        _write_json(run_dir / "failure.json", {**provenance, "status": "failed", "error": f"{type(e).__name__}: {e}",
+                                               "traceback": traceback.format_exc()})
+        raise UserError(f"{task}/{framework}/{schedule} failed: {type(e).__name__}: {e} "
+                        f"(recorded in {run_dir / 'failure.json'})") from None
+    (run_dir / "config.yaml").write_text(resolved)
+    # A size bucket without objects is NaN in COCO's own report; a NaN loss raises during training.
+    # What must be finite is each task's headline number.
+    headline = [scores.get("AP", scores.get("mIoU")) for scores in metrics.values()]
+    if not headline or any(v is None or not math.isfinite(v) for v in headline):
+        _write_json(run_dir / "failure.json", {**provenance, "status": "failed", "error": "non-finite metrics",
+                                               "metrics": metrics})
+        raise UserError(f"{task}/{framework}/{schedule} produced non-finite metrics (diverged?): "
+                        f"recorded in {run_dir / 'failure.json'}")
+    _write_json(result_path, {**provenance, "status": "finished",
+                               "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                               "metrics": metrics})
+    return run_dir
