@@ -12,12 +12,12 @@ def _train(args: argparse.Namespace) -> int:
     from pretrain.config import load_config
     from pretrain.trainer import train
 
-    overrides = list(args.set)
+    config = load_config(args.config, args.set)
+    # Paths are set as given, not parsed as YAML like --set values (a folder named `null` or `yes`).
     if args.data is not None:
-        overrides.append(f"data.root={args.data}")
+        config.data.root = args.data
     if args.out is not None:
-        overrides.append(f"out_dir={args.out}")
-    config = load_config(args.config, overrides)
+        config.out_dir = args.out
     train(config, resume_from=args.resume)
     return 0
 

@@ -224,23 +224,19 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
     """Config from a YAML file plus `key=value` overrides, with the method's params resolved."""
-    from pretrain.methods import resolve_method_params
-
     raw: dict[str, Any] = load_yaml(path) if path else {}
     for text in overrides:
         raw = deep_merge(raw, parse_override(text))
-    config = build_dataclass(Config, raw)
-    config.method = resolve_method_params(config.method)
-    if config.train.batch_size <= 0:
-        raise UserError("train.batch_size must be positive")
-    return config
+    return config_from_dict(raw)
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:
-    config = build_dataclass(Config, values)
     from pretrain.methods import resolve_method_params
 
+    config = build_dataclass(Config, values)
     config.method = resolve_method_params(config.method)
+    if config.train.batch_size <= 0:
+        raise UserError("train.batch_size must be positive")
     return config
 
 

@@ -50,6 +50,8 @@ def look_loss(
 
 @register_method("look")
 class LeaveOneOutKNN(Method):
+    """Backbone -> head -> embedding; leave-one-out kNN loss against a memory."""
+
     @dataclasses.dataclass
     class Params:
         k: int = 50

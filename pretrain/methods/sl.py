@@ -13,6 +13,8 @@ from pretrain.methods.base import Method, register_method
 
 @register_method("sl")
 class SupervisedLinear(Method):
+    """Backbone -> linear classifier, cross-entropy."""
+
     @dataclasses.dataclass
     class Params:
         label_smoothing: float = 0.0

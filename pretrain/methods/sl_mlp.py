@@ -17,6 +17,8 @@ from pretrain.methods.sl import SupervisedLinear
 
 @register_method("sl-mlp")
 class SupervisedMLP(SupervisedLinear):
+    """Backbone -> MLP projector -> linear classifier; projector dropped after."""
+
     @dataclasses.dataclass
     class Params:
         hidden_dim: int = 2048
