@@ -10,16 +10,14 @@ and never touches the results of other runs.
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
-import os
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from pretrain.checkpoint import atomic_write_json, utc_now
 from pretrain.errors import UserError
 from transfer.export import export
 
@@ -65,12 +63,6 @@ def framework_version(framework: str) -> str:
     return metadata.version(package)
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
 def run_benchmark(task: str, ckpt: str | Path, framework: str, schedule: str, seed: int = 0,
                   data: str | Path | None = None, out: str | Path = "runs/bench") -> Path:
     """Run (or skip, or resume) one benchmark; returns its run directory."""
@@ -106,16 +98,17 @@ def run_benchmark(task: str, ckpt: str | Path, framework: str, schedule: str, se
         "schedule": schedule, "seed": seed, "data": str(data_root.resolve()), "embedded_data": data is None,
         "checkpoint": str(ckpt.resolve()), "checkpoint_sha256": record["source"]["sha256"],
         "method": record["source"]["method"], "arch": record["source"]["arch"],
-        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "started": utc_now(),
     }
-    _write_json(run_dir / "run.json", provenance)
+    atomic_write_json(run_dir / "run.json", provenance)
     (run_dir / "failure.json").unlink(missing_ok=True)
     try:
         resolved, metrics = spec.run(schedule, run_dir / "weights" / target["file"], target["settings"],
                                      data_root, run_dir / "work", seed)
     except Exception as e:
-        _write_json(run_dir / "failure.json", {**provenance, "status": "failed", "error": f"{type(e).__name__}: {e}",
-                                               "traceback": traceback.format_exc()})
+        failure = {**provenance, "status": "failed", "error": f"{type(e).__name__}: {e}",
+                   "traceback": traceback.format_exc()}
+        atomic_write_json(run_dir / "failure.json", failure)
         raise UserError(f"{task}/{framework}/{schedule} failed: {type(e).__name__}: {e} "
                         f"(recorded in {run_dir / 'failure.json'})") from None
     (run_dir / "config.yaml").write_text(resolved)
@@ -123,11 +116,9 @@ def run_benchmark(task: str, ckpt: str | Path, framework: str, schedule: str, se
     # What must be finite is each task's headline number.
     headline = [scores.get("AP", scores.get("mIoU")) for scores in metrics.values()]
     if not headline or any(v is None or not math.isfinite(v) for v in headline):
-        _write_json(run_dir / "failure.json", {**provenance, "status": "failed", "error": "non-finite metrics",
-                                               "metrics": metrics})
+        failure = {**provenance, "status": "failed", "error": "non-finite metrics", "metrics": metrics}
+        atomic_write_json(run_dir / "failure.json", failure)
         raise UserError(f"{task}/{framework}/{schedule} produced non-finite metrics (diverged?): "
                         f"recorded in {run_dir / 'failure.json'}")
-    _write_json(result_path, {**provenance, "status": "finished",
-                               "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                               "metrics": metrics})
+    atomic_write_json(result_path, {**provenance, "status": "finished", "finished": utc_now(), "metrics": metrics})
     return run_dir

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import os
 import pickle
 import re
@@ -35,6 +36,17 @@ def atomic_save(obj: Any, path: Path) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """JSON written to a temporary file, then renamed: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def load_weights(path: str | Path) -> dict[str, Any]:
@@ -79,7 +91,7 @@ def export_backbone(state_dict: dict[str, torch.Tensor], meta: dict[str, Any], o
     meta = {
         "format": BACKBONE_FORMAT,
         "format_version": FORMAT_VERSION,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "created": utc_now(),
         "torch_version": str(torch.__version__),
         **meta,
     }

@@ -69,11 +69,11 @@ class Detectron2Target:
 
     def settings(self, source: SourceBackbone) -> dict[str, Any]:
         """The Detectron2 config values this backbone needs, derived from its recorded input convention."""
-        scale = 255.0 / source.input["pixel_range"][1]  # Detectron2 feeds 0..255 pixels
+        mean, std = source.pixel_stats_255()
         return {
             "INPUT.FORMAT": source.input["channel_order"],
-            "MODEL.PIXEL_MEAN": [round(m * scale, 4) for m in source.input["mean"]],
-            "MODEL.PIXEL_STD": [round(s * scale, 4) for s in source.input["std"]],
+            "MODEL.PIXEL_MEAN": mean,
+            "MODEL.PIXEL_STD": std,
             "MODEL.RESNETS.DEPTH": source.depth,
             "MODEL.RESNETS.RES2_OUT_CHANNELS": 256 if source.bottleneck else 64,
             "MODEL.RESNETS.STRIDE_IN_1X1": False,  # torchvision / timm put the stride in the 3x3 conv

@@ -7,13 +7,12 @@ leaves no file, and files from earlier exports are only replaced by a verified n
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 from pathlib import Path
 from typing import Any, Protocol
 
-from pretrain.checkpoint import sha256_of
+from pretrain.checkpoint import atomic_write_json, sha256_of, utc_now
 from pretrain.errors import UserError
 from transfer.detectron2 import DETECTRON2
 from transfer.openmmlab import MMDET, MMSEG
@@ -59,7 +58,7 @@ def export(checkpoint: str | Path, targets: list[str], out_dir: str | Path, veri
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(checkpoint).name.split(".")[0]
     record: dict[str, Any] = {
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "created": utc_now(),
         "source": source_summary(source), "targets": {},
     }
     sidecar = out_dir / f"{stem}{SIDECAR_SUFFIX}"
@@ -78,9 +77,7 @@ def export(checkpoint: str | Path, targets: list[str], out_dir: str | Path, veri
             tmp.unlink(missing_ok=True)
         record["targets"][name] = {"file": final.name, "sha256": sha256_of(final), "settings": meta["settings"],
                                    "verified": errors is not None, "max_relative_error": errors}
-    tmp = sidecar.with_name(f".{sidecar.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, sidecar)
+    atomic_write_json(sidecar, record)
     return record
 
 

@@ -56,12 +56,12 @@ class OpenMMLabTarget:
 
     def settings(self, source: SourceBackbone) -> dict[str, Any]:
         """Backbone and data-preprocessor settings for this backbone (mmcv reads images as BGR)."""
-        scale = 255.0 / source.input["pixel_range"][1]
+        mean, std = source.pixel_stats_255()
         return {
             "model.backbone": {"type": "ResNet", "depth": source.depth, "style": "pytorch", "deep_stem": False},
             "model.data_preprocessor": {
-                "mean": [round(m * scale, 4) for m in source.input["mean"]],
-                "std": [round(s * scale, 4) for s in source.input["std"]],
+                "mean": mean,
+                "std": std,
                 "bgr_to_rgb": source.input["channel_order"] == "RGB",
             },
         }

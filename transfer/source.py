@@ -57,6 +57,11 @@ class SourceBackbone:
     def bottleneck(self) -> bool:
         return self.depth >= 50
 
+    def pixel_stats_255(self) -> tuple[list[float], list[float]]:
+        """Mean and std on the 0..255 pixel scale that Detectron2 and OpenMMLab configs use."""
+        scale = 255.0 / self.input["pixel_range"][1]
+        return ([round(m * scale, 4) for m in self.input["mean"]], [round(s * scale, 4) for s in self.input["std"]])
+
 
 def _strip(
     state: dict[str, torch.Tensor], prefix: str, name_parts: int = 1
