@@ -8,7 +8,7 @@ TEST_ARGS ?=
 
 RUN_ARGS = $(if $(DATA),--data $(DATA)) $(if $(OUT),--out $(OUT))
 
-.PHONY: install test lint demo pretrain-sl pretrain-slmlp pretrain-look pretrain-all export bench-coco bench-pretrain-speed clean-runs
+.PHONY: install test lint demo pretrain-sl pretrain-slmlp pretrain-look pretrain-all export bench-coco bench-voc bench-ade tables bench-pretrain-speed clean-runs
 
 install: $(STAMP)
 
@@ -33,18 +33,21 @@ pretrain-look: $(STAMP)
 
 pretrain-all: pretrain-sl pretrain-slmlp pretrain-look
 
-# The main job on the embedded data: pretrain SL, SL-MLP and LOOK, convert each backbone for Detectron2,
-# MMDetection and MMSegmentation (verified by the frameworks), then run the Detectron2 Mask R-CNN smoke
-# benchmark on each. Smoke numbers show the pipeline works; they are not benchmark results.
+# The main job on the embedded data: pretrain SL, SL-MLP and LOOK; then, for each backbone, the smoke
+# benchmarks: Mask R-CNN in Detectron2 and in MMDetection, FCN on VOC and UPerNet on ADE20K in
+# MMSegmentation (each converts and verifies the backbone first); then the tables in results/.
+# Smoke numbers show the pipeline works; they are not benchmark results.
+DEMO_BENCHMARKS := coco:detectron2 coco:mmdet voc:mmseg ade20k:mmseg
 demo: pretrain-all
-	@for run in sl_cpu slmlp_cpu look_cpu; do \
-	  $(PY) -m transfer export $$(ls -t runs/pretrain/$$run/export/*.pth | head -1) --to all --out runs/transfer --verify \
-	    || exit 1; done
 	@mkdir -p runs/bench; for run in sl_cpu slmlp_cpu look_cpu; do \
-	  echo "Detectron2 Mask R-CNN smoke run for $$run (log: runs/bench/demo_$$run.log)"; \
-	  $(PY) -m benchmarks run coco --ckpt $$(ls -t runs/pretrain/$$run/export/*.pth | head -1) --framework detectron2 \
-	    --schedule smoke > runs/bench/demo_$$run.log 2>&1 || { tail -5 runs/bench/demo_$$run.log; exit 1; }; \
-	  grep -E "^(bbox|segm|run directory|already finished)" runs/bench/demo_$$run.log | sed "s|^|  |"; done
+	  ckpt=$$(ls -t runs/pretrain/$$run/export/*.pth | head -1); \
+	  for bench in $(DEMO_BENCHMARKS); do task=$${bench%%:*}; framework=$${bench##*:}; \
+	    log=runs/bench/demo_$${run}_$${task}_$${framework}.log; \
+	    echo "$$run: $$task smoke benchmark in $$framework (log: $$log)"; \
+	    $(PY) -m benchmarks run $$task --ckpt $$ckpt --framework $$framework --schedule smoke > $$log 2>&1 \
+	      || { tail -5 $$log; exit 1; }; \
+	  done; done
+	$(PY) -m benchmarks collect
 	@echo "(smoke numbers on generated data: they show the pipeline works, not which method transfers better)"
 
 # Convert a pretrained backbone for Detectron2 / MMDetection / MMSegmentation and verify it: make export CKPT=...
@@ -61,6 +64,21 @@ bench-coco: $(STAMP)
 	@test -n "$(CKPT)" || { echo "usage: make bench-coco CKPT=path [FRAMEWORK=detectron2] [SCHEDULE=smoke|1x|2x] [DATA=dir]"; exit 2; }
 	$(PY) -m benchmarks run coco --ckpt $(CKPT) --framework $(FRAMEWORK) --schedule $(SCHEDULE) --seed $(SEED) \
 	  $(if $(DATA),--data $(DATA))
+
+# Semantic segmentation in MMSegmentation: make bench-voc CKPT=... [SCHEDULE=smoke|1x|2x] [DATA=VOCdevkit/VOC2012]
+bench-voc: $(STAMP)
+	@test -n "$(CKPT)" || { echo "usage: make bench-voc CKPT=path [SCHEDULE=smoke|1x|2x] [DATA=VOCdevkit/VOC2012]"; exit 2; }
+	$(PY) -m benchmarks run voc --ckpt $(CKPT) --framework mmseg --schedule $(SCHEDULE) --seed $(SEED) \
+	  $(if $(DATA),--data $(DATA))
+
+bench-ade: $(STAMP)
+	@test -n "$(CKPT)" || { echo "usage: make bench-ade CKPT=path [SCHEDULE=smoke|1x|2x] [DATA=ADEChallengeData2016]"; exit 2; }
+	$(PY) -m benchmarks run ade20k --ckpt $(CKPT) --framework mmseg --schedule $(SCHEDULE) --seed $(SEED) \
+	  $(if $(DATA),--data $(DATA))
+
+# Every finished (and failed) run under runs/bench -> results/<task>.{md,csv,png}
+tables: $(STAMP)
+	$(PY) -m benchmarks collect
 
 bench-pretrain-speed: $(STAMP)
 	$(PY) -m benchmarks.pretrain_step_time $(BENCH_ARGS)

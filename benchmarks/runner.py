@@ -10,6 +10,7 @@ and never touches the results of other runs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import traceback
@@ -44,15 +45,52 @@ def _detectron2_coco(schedule: str, weights: Path, settings: dict, data_root: Pa
     return cfg.dump(), train_and_evaluate(cfg)
 
 
+def _mmdet_coco(schedule: str, weights: Path, settings: dict, data_root: Path, run_dir: Path, seed: int):
+    from benchmarks.mmdet_coco import build_config, coco_metrics
+    from benchmarks.openmmlab import train_and_evaluate
+
+    cfg = build_config(schedule, weights, settings, data_root, run_dir, seed)
+    return cfg.pretty_text, train_and_evaluate(cfg, coco_metrics)
+
+
+def _mmseg(task: str) -> Callable:
+    def run(schedule: str, weights: Path, settings: dict, data_root: Path, run_dir: Path, seed: int):
+        from benchmarks.mmseg_semseg import build_config, segmentation_metrics
+        from benchmarks.openmmlab import train_and_evaluate
+
+        cfg = build_config(task, schedule, weights, settings, data_root, run_dir, seed)
+        return cfg.pretty_text, train_and_evaluate(cfg, segmentation_metrics)
+
+    return run
+
+
 def _embedded_coco() -> Path:
     from benchmarks.data.coco import CocoSpec, generate_coco
 
     return generate_coco(CocoSpec())
 
 
+def _embedded_voc() -> Path:
+    from benchmarks.data.segmentation import SegSpec, generate_voc
+
+    return generate_voc(SegSpec())
+
+
+def _embedded_ade20k() -> Path:
+    from benchmarks.data.segmentation import SegSpec, generate_ade20k
+
+    return generate_ade20k(SegSpec())
+
+
 COCO_FILES = ("train2017", "val2017", "annotations/instances_train2017.json", "annotations/instances_val2017.json")
+VOC_FILES = ("JPEGImages", "SegmentationClass", "SegmentationClassAug", "ImageSets/Segmentation/train.txt",
+             "ImageSets/Segmentation/aug.txt", "ImageSets/Segmentation/val.txt")
+ADE20K_FILES = ("images/training", "images/validation", "annotations/training", "annotations/validation")
 TASKS: dict[tuple[str, str], Task] = {
     ("coco", "detectron2"): Task("coco", "detectron2", COCO_FILES, _embedded_coco, _detectron2_coco),
+    ("coco", "mmdet"): Task("coco", "mmdet", COCO_FILES, _embedded_coco, _mmdet_coco),
+    ("voc", "mmseg"): Task("voc", "mmseg", VOC_FILES, _embedded_voc, _mmseg("voc")),
+    ("ade20k", "mmseg"): Task("ade20k", "mmseg", ADE20K_FILES, _embedded_ade20k, _mmseg("ade20k")),
 }
 
 
@@ -97,7 +135,7 @@ def run_benchmark(task: str, ckpt: str | Path, framework: str, schedule: str, se
         "task": task, "framework": framework, "framework_version": framework_version(framework),
         "schedule": schedule, "seed": seed, "data": str(data_root.resolve()), "embedded_data": data is None,
         "checkpoint": str(ckpt.resolve()), "checkpoint_sha256": record["source"]["sha256"],
-        "method": record["source"]["method"], "arch": record["source"]["arch"],
+        "method": record["source"]["method"], "arch": record["source"]["arch"], "recipe": record["source"]["recipe"],
         "started": utc_now(),
     }
     atomic_write_json(run_dir / "run.json", provenance)
@@ -112,6 +150,7 @@ def run_benchmark(task: str, ckpt: str | Path, framework: str, schedule: str, se
         raise UserError(f"{task}/{framework}/{schedule} failed: {type(e).__name__}: {e} "
                         f"(recorded in {run_dir / 'failure.json'})") from None
     (run_dir / "config.yaml").write_text(resolved)
+    provenance["config_sha256"] = hashlib.sha256(resolved.encode()).hexdigest()
     # A size bucket without objects is NaN in COCO's own report; a NaN loss raises during training.
     # What must be finite is each task's headline number.
     headline = [scores.get("AP", scores.get("mIoU")) for scores in metrics.values()]

@@ -6,9 +6,12 @@ import contextlib
 import io
 import json
 import math
+import os
 
+import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -118,3 +121,191 @@ def test_bad_benchmark_input_gets_one_message(tiny_backbone, tmp_path):
         assert result.returncode == 2, (args, result.stderr[-1500:])
         assert message in result.stderr and "Traceback" not in result.stderr, result.stderr[-1500:]
     assert not (tmp_path / "bench").exists()
+
+
+# --- MMDetection / MMSegmentation -------------------------------------------------------------------
+
+
+def test_generated_voc_and_ade20k_are_read_by_mmsegs_own_datasets(tmp_path):
+    from mmseg.registry import DATASETS
+    from mmseg.utils import register_all_modules
+    from PIL import Image
+
+    from benchmarks.data.segmentation import SegSpec, generate_ade20k, generate_voc
+    from benchmarks.openmmlab import load_config, set_dataset
+
+    register_all_modules()
+    spec = SegSpec(train_images=3, val_images=2, extra_aug_images=2, seed=1)
+    voc = generate_voc(spec, tmp_path)
+    assert voc.parts[-2:] == ("VOCdevkit", "VOC2012")
+    lists = {n: (voc / "ImageSets" / "Segmentation" / f"{n}.txt").read_text().split() for n in
+             ("train", "val", "trainval", "aug")}
+    assert len(lists["train"]) == 3 and len(lists["val"]) == 2 and lists["trainval"] == lists["train"] + lists["val"]
+    assert len(lists["aug"]) == 5 and not set(lists["aug"]) & set(lists["val"])
+    first = Image.open(voc / "SegmentationClass" / f"{lists['val'][0]}.png")
+    assert first.mode == "P" and first.getpalette()[3:6] == [128, 0, 0]  # VOC's colour of class 1
+    assert Image.open(voc / "SegmentationClassAug" / f"{lists['aug'][-1]}.png").mode == "L"
+
+    cfg = load_config("mmseg", "fcn_d8_voc", "smoke")
+    set_dataset(cfg, voc)
+    train, val = DATASETS.build(cfg.train_dataloader.dataset), DATASETS.build(cfg.val_dataloader.dataset)
+    assert len(train) == 3 + 5 and len(val) == 2  # VOC train + the aug list, as mmseg's protocol concatenates
+    labels = val[0]["data_samples"].gt_sem_seg.data.unique().tolist()
+    assert 255 in labels and 0 in labels and set(labels) <= {0, 1, 2, 3, 255}  # borders are ignored
+
+    ade = generate_ade20k(spec, tmp_path)
+    assert sorted(p.name for p in (ade / "images" / "training").iterdir())[0] == "ADE_train_00000001.jpg"
+    raw = np.asarray(Image.open(ade / "annotations" / "validation" / "ADE_val_00000001.png"))
+    assert raw.dtype == np.uint8 and 0 in raw and 1 in raw and raw.max() <= 4
+    cfg = load_config("mmseg", "upernet_ade20k", "smoke")
+    set_dataset(cfg, ade)
+    sample = DATASETS.build(cfg.val_dataloader.dataset)[0]["data_samples"].gt_sem_seg.data
+    assert set(sample.unique().tolist()) <= {0, 1, 2, 3, 255} and 255 in sample  # 0 -> ignore, 1..4 -> 0..3
+    assert torch.equal(sample[0] == 255, torch.from_numpy(raw == 0))
+
+
+@pytest.fixture(scope="module")
+def openmmlab_runs(tmp_path_factory):
+    """One smoke run per OpenMMLab benchmark into one output folder; the VOC run is killed after its
+    first checkpoint and resumed by rerunning the same command (a few minutes of CPU)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    base = tmp_path_factory.mktemp("openmmlab")
+    torch.manual_seed(1)
+    import timm
+
+    model = timm.create_model("resnet18", pretrained=False, num_classes=0)
+    meta = {"method": "look", "arch": "resnet18", "dataset": "generated", "epochs": 2, "dropped_heads": [],
+            "input": {"channel_order": "RGB", "pixel_range": [0, 1], "mean": [0.5, 0.5, 0.5],
+                      "std": [0.25, 0.25, 0.25]}}
+    ckpt = export_backbone(model.state_dict(), meta, base / "ckpt")
+    out = base / "bench"
+
+    def command(task, framework):
+        return ["-m", "benchmarks", "run", task, "--ckpt", str(ckpt), "--framework", framework, "--schedule", "smoke",
+                "--out", str(out)]
+
+    voc_dir = out / "voc" / "mmseg" / "smoke" / ckpt.name.split(".")[0] / "seed0"
+    process = subprocess.Popen([sys.executable, *command("voc", "mmseg")], cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    # mmengine names the checkpoint in last_checkpoint once it is completely written
+    while not (voc_dir / "work" / "last_checkpoint").is_file() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at_10 = not (voc_dir / "result.json").exists()
+    results = {"resumed": run_cli(*command("voc", "mmseg"), timeout=600), "killed_at_10": killed_at_10}
+    for task, framework in (("ade20k", "mmseg"), ("coco", "mmdet")):
+        results[task] = run_cli(*command(task, framework), timeout=900)
+    return {"ckpt": ckpt, "out": out, **results}
+
+
+def _run_dir(runs, task, framework):
+    return runs["out"] / task / framework / "smoke" / runs["ckpt"].name.split(".")[0] / "seed0"
+
+
+@pytest.mark.slow
+def test_mmdet_mask_rcnn_smoke_end_to_end(openmmlab_runs):
+    assert openmmlab_runs["coco"].returncode == 0, openmmlab_runs["coco"].stderr[-3000:]
+    run_dir = _run_dir(openmmlab_runs, "coco", "mmdet")
+    record = json.loads((run_dir / "result.json").read_text())
+    assert record["status"] == "finished" and record["framework_version"].startswith("3.")
+    for task in ("bbox", "segm"):  # from mmdet's CocoMetric (pycocotools), in percent
+        assert math.isfinite(record["metrics"][task]["AP"]) and 0 <= record["metrics"][task]["AP"] <= 100
+    cfg = Config.fromstring((run_dir / "config.yaml").read_text(), ".py")
+    weights = run_dir / "weights" / f"{openmmlab_runs['ckpt'].name.split('.')[0]}.mmdet.pth"
+    backbone = cfg.model.backbone
+    assert backbone.init_cfg == {"type": "Pretrained", "checkpoint": str(weights)} and backbone.depth == 18
+    assert backbone.frozen_stages == -1 and backbone.norm_eval is False and backbone.norm_cfg.type == "SyncBN"
+    assert cfg.model.neck.in_channels == [64, 128, 256, 512] and cfg.model.neck.norm_cfg.type == "SyncBN"
+    bbox_head = cfg.model.roi_head.bbox_head
+    assert bbox_head.type == "Shared4Conv1FCBBoxHead" and bbox_head.num_classes == 3
+    assert cfg.train_dataloader.dataset.metainfo.classes == ("triangle", "square", "hexagon")
+    assert cfg.model.data_preprocessor.mean == [127.5] * 3 and cfg.model.data_preprocessor.std == [63.75] * 3
+    assert cfg.model.data_preprocessor.bgr_to_rgb is True  # our weights expect RGB; mmcv reads BGR
+    assert (run_dir / "work" / "iter_20.pth").is_file()
+
+
+@pytest.mark.slow
+def test_mmseg_voc_and_ade20k_smoke_end_to_end_and_resume(openmmlab_runs):
+    for task, key in (("voc", "resumed"), ("ade20k", "ade20k")):
+        assert openmmlab_runs[key].returncode == 0, openmmlab_runs[key].stderr[-3000:]
+        run_dir = _run_dir(openmmlab_runs, task, "mmseg")
+        record = json.loads((run_dir / "result.json").read_text())
+        assert 0 <= record["metrics"]["sem_seg"]["mIoU"] <= 100 and math.isfinite(record["metrics"]["sem_seg"]["mAcc"])
+        cfg = Config.fromstring((run_dir / "config.yaml").read_text(), ".py")
+        assert cfg.model.backbone.type == "ResNet" and cfg.model.backbone.deep_stem is False  # not ResNetV1c
+        assert cfg.model.backbone.init_cfg.checkpoint.endswith(".mmseg.pth") and "pretrained" not in cfg.model
+        in_channels = cfg.model.decode_head.in_channels
+        assert in_channels == (512 if task == "voc" else [64, 128, 256, 512])
+        assert cfg.model.auxiliary_head.in_channels == 256 and cfg.model.backbone.norm_cfg.type == "SyncBN"
+    # The VOC run was killed after its first checkpoint: the rerun resumed there and ran the rest once.
+    assert openmmlab_runs["killed_at_10"]
+    log = openmmlab_runs["resumed"].stdout + openmmlab_runs["resumed"].stderr
+    assert "resumed epoch: 0, iter: 10" in log
+    assert "Iter(train) [15/20]" in log and "Iter(train) [ 5/20]" not in log
+
+
+@pytest.mark.slow
+def test_collect_builds_tables_from_run_directories_and_keeps_rows_of_failed_runs(openmmlab_runs, tmp_path,
+                                                                                 monkeypatch):
+    import shutil
+
+    from benchmarks.collect import collect
+
+    out = tmp_path / "bench"
+    shutil.copytree(openmmlab_runs["out"], out)
+    voc = _run_dir({**openmmlab_runs, "out": out}, "voc", "mmseg")
+    first = json.loads((voc / "result.json").read_text())["metrics"]["sem_seg"]
+    second = voc.with_name("seed1")  # a second seed of the same checkpoint, 2 mIoU points higher
+    shutil.copytree(voc, second)
+    record = json.loads((second / "result.json").read_text())
+    record["seed"], record["metrics"]["sem_seg"]["mIoU"] = 1, first["mIoU"] + 2
+    (second / "result.json").write_text(json.dumps(record))
+
+    def crash(*args):
+        raise FloatingPointError("Loss is NaN at iteration 7")
+
+    for task in ("voc", "ade20k"):
+        spec = runner.TASKS[(task, "mmseg")]
+        monkeypatch.setitem(runner.TASKS, (task, "mmseg"), runner.Task(
+            spec.name, spec.framework, spec.required_files, spec.embedded_data, crash))
+    with pytest.raises(UserError):  # a third seed of the finished checkpoint fails
+        runner.run_benchmark("voc", openmmlab_runs["ckpt"], "mmseg", "smoke", seed=2, out=out)
+    other = export_backbone(__import__("timm").create_model("resnet18", num_classes=0).state_dict(),
+                            {"method": "sl", "arch": "resnet18", "dataset": "generated", "epochs": 1}, tmp_path / "c2")
+    with pytest.raises(UserError):  # a checkpoint whose only run fails
+        runner.run_benchmark("ade20k", other, "mmseg", "smoke", out=out)
+
+    results = tmp_path / "results"
+    by_task = collect(out, results)
+    assert sorted(by_task) == ["ade20k", "coco", "voc"]
+    for task in by_task:
+        assert (results / f"{task}.md").is_file() and (results / f"{task}.csv").is_file()
+        assert (results / f"{task}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    [voc_row] = by_task["voc"]
+    assert sorted(voc_row.seeds) == [0, 1] and voc_row.failed and "Loss is NaN" in voc_row.failed[2]
+    mean, std = voc_row.summary("mIoU")
+    assert mean == pytest.approx(first["mIoU"] + 1) and std == pytest.approx(2 ** 0.5)
+    ade_rows = {row.method: row for row in by_task["ade20k"]}
+    assert ade_rows["look"].status == "finished" and ade_rows["sl"].status == "failed"
+    markdown = (results / "voc.md").read_text()
+    assert "## Smoke runs" in markdown and "NOT a benchmark result" in markdown and "## Benchmark runs" not in markdown
+    assert f"{first['mIoU'] + 1:.1f} ± 1.4" in markdown and "seed 2: FloatingPointError: Loss is NaN" in markdown
+    assert "failed" in (results / "ade20k.md").read_text()
+    coco_csv = (results / "coco.csv").read_text().splitlines()
+    assert coco_csv[0].startswith("checkpoint,method,arch,recipe,framework") and "mmdet" in coco_csv[1]
+    assert openmmlab_runs["ckpt"].name.split(".")[0] in coco_csv[1] and "generated 2 ep" in coco_csv[1]
+
+    # Quoted numbers sit beside ours only as rows marked with their source.
+    (results / "quoted.csv").write_text("task,name,method,arch,framework,schedule,source,mIoU\n"
+                                        "voc,published-baseline,sl,resnet50,mmseg,1x,Some paper (Table 1),70.0\n")
+    collect(out, results)
+    assert "*published-baseline (quoted)*" in (results / "voc.md").read_text()
+    assert "quoted from Some paper (Table 1)" in (results / "voc.md").read_text()

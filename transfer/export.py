@@ -48,7 +48,19 @@ def source_summary(source: SourceBackbone) -> dict[str, Any]:
         "path": str(source.path), "sha256": sha256_of(source.path) if source.path else None,
         "flavour": source.flavour, "arch": source.arch, "method": source.meta.get("method"),
         "dropped": source.dropped, "input": source.input, "input_recorded": source.input_recorded,
+        "recipe": pretraining_recipe(source.meta),
     }
+
+
+def pretraining_recipe(meta: dict[str, Any]) -> str | None:
+    """How the backbone was pretrained, in one line (only this suite's checkpoints record it)."""
+    if not meta.get("dataset"):
+        return None
+    config = meta.get("config") or {}
+    parts = [f"{meta['dataset']} {meta.get('epochs', '?')} ep"]
+    if config.get("name"):
+        parts.append(f"config {config['name']} ({meta.get('config_hash', '?')})")
+    return ", ".join(parts)
 
 
 def export(checkpoint: str | Path, targets: list[str], out_dir: str | Path, verify: bool) -> dict[str, Any]:

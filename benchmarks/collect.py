@@ -1,0 +1,247 @@
+"""Gather every run directory under `runs/bench` into `results/`: per task a CSV, a Markdown table and a
+bar chart, one row per (pretrained checkpoint, framework, schedule), mean ± std over finished seeds.
+
+Rows come only from the run directories, so a failed run never removes a finished one: a checkpoint
+whose runs all failed appears as a failed row with its error. Smoke runs are listed apart and labelled
+as pipeline checks on generated data; they are never benchmark numbers. Published numbers may be
+added as rows marked "quoted" from `results/quoted.csv`, with their source.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pretrain.checkpoint import atomic_write_json
+
+# (metric group in result.json, metric) -> column, per task
+COLUMNS: dict[str, list[tuple[str, str, str]]] = {
+    "coco": [("bbox", "AP", "AP_bb"), ("bbox", "AP50", "AP50_bb"), ("bbox", "AP75", "AP75_bb"),
+             ("segm", "AP", "AP_mk"), ("segm", "AP50", "AP50_mk"), ("segm", "AP75", "AP75_mk")],
+    "voc": [("sem_seg", "mIoU", "mIoU"), ("sem_seg", "mAcc", "mAcc"), ("sem_seg", "aAcc", "aAcc")],
+    "ade20k": [("sem_seg", "mIoU", "mIoU"), ("sem_seg", "mAcc", "mAcc"), ("sem_seg", "aAcc", "aAcc")],
+}
+HEADLINE = {"coco": ["AP_bb", "AP_mk"], "voc": ["mIoU"], "ade20k": ["mIoU"]}
+TITLES = {"coco": "COCO instance segmentation (Mask R-CNN R50-FPN protocol)",
+          "voc": "PASCAL VOC 2012 aug semantic segmentation (FCN-D8 protocol)",
+          "ade20k": "ADE20K semantic segmentation (UPerNet protocol)"}
+SMOKE_NOTE = ("smoke schedule on the embedded generated data: shows that the pipeline runs end to end; "
+              "NOT a benchmark result, and says nothing about which method transfers better")
+
+
+@dataclass
+class Row:
+    task: str
+    checkpoint: str
+    method: str
+    arch: str
+    recipe: str
+    framework: str
+    framework_version: str
+    schedule: str
+    checkpoint_sha256: str
+    config_sha256: set[str] = field(default_factory=set)
+    seeds: dict[int, dict[str, float]] = field(default_factory=dict)  # finished seed -> column -> value
+    failed: dict[int, str] = field(default_factory=dict)  # failed seed -> error
+    date: str = ""
+    quoted_source: str = ""
+
+    @property
+    def status(self) -> str:
+        if self.quoted_source:
+            return "quoted"
+        if not self.seeds:
+            return "failed"
+        return "finished" if not self.failed else f"finished ({len(self.failed)} seed(s) failed)"
+
+    def summary(self, column: str) -> tuple[float, float] | None:
+        values = [scores[column] for scores in self.seeds.values() if column in scores]
+        if not values:
+            return None
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def gather(runs: Path) -> list[Row]:
+    rows: dict[tuple[str, str, str, str], Row] = {}
+    for run_json in sorted(runs.glob("*/*/*/*/seed*/run.json")):
+        run_dir = run_json.parent
+        result, failure = _read_json(run_dir / "result.json"), _read_json(run_dir / "failure.json")
+        record = result if result and result.get("status") == "finished" else failure or _read_json(run_json)
+        if record is None or record.get("task") not in COLUMNS:
+            continue
+        key = (record["task"], record["checkpoint_sha256"], record["framework"], record["schedule"])
+        row = rows.setdefault(key, Row(
+            task=record["task"], checkpoint=Path(record["checkpoint"]).name.split(".")[0],
+            method=record.get("method") or "?", arch=record.get("arch") or "?", recipe=record.get("recipe") or "",
+            framework=record["framework"], framework_version=record.get("framework_version", ""),
+            schedule=record["schedule"], checkpoint_sha256=record["checkpoint_sha256"]))
+        seed = int(record["seed"])
+        if record is result:
+            row.seeds[seed] = {column: float(result["metrics"].get(group, {}).get(metric, math.nan))
+                               for group, metric, column in COLUMNS[row.task]}
+            row.config_sha256.add(result.get("config_sha256", ""))
+            row.date = max(row.date, result.get("finished", ""))
+        elif failure is not None:
+            row.failed[seed] = failure.get("error", "unknown error")
+        else:  # started, neither finished nor failed: running, or killed (a rerun resumes it)
+            row.failed[seed] = "unfinished (running, or interrupted: rerun the same command to resume)"
+    return sorted(rows.values(), key=lambda r: (r.task, r.schedule == "smoke", r.schedule, r.framework,
+                                                r.method, r.checkpoint))
+
+
+def read_quoted(path: Path) -> list[Row]:
+    """Published numbers, one per line: task,name,method,arch,framework,schedule,source,<columns...>."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in csv.DictReader(io.StringIO(path.read_text())):
+        row = Row(task=line["task"], checkpoint=line["name"], method=line["method"], arch=line["arch"],
+                  recipe=line.get("recipe", ""), framework=line["framework"], framework_version="",
+                  schedule=line["schedule"], checkpoint_sha256="", quoted_source=line["source"])
+        row.seeds[0] = {column: float(line[column]) for _, _, column in COLUMNS[row.task]
+                        if line.get(column) not in (None, "")}
+        rows.append(row)
+    return rows
+
+
+def _cell(row: Row, column: str) -> str:
+    summary = row.summary(column)
+    if summary is None or math.isnan(summary[0]):
+        return "—"
+    mean, std = summary
+    return f"{mean:.1f}" if row.quoted_source or len(row.seeds) == 1 else f"{mean:.1f} ± {std:.1f}"
+
+
+def _csv(rows: list[Row], task: str) -> str:
+    columns = [c for _, _, c in COLUMNS[task]]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["checkpoint", "method", "arch", "recipe", "framework", "framework_version", "schedule",
+                     "status", "seeds", *[f"{c}_{s}" for c in columns for s in ("mean", "std")],
+                     "checkpoint_sha256", "config_sha256", "date", "error", "source"])
+    for row in rows:
+        stats = []
+        for column in columns:
+            summary = row.summary(column)
+            stats += ["", ""] if summary is None else [f"{summary[0]:.3f}", f"{summary[1]:.3f}"]
+        writer.writerow([row.checkpoint, row.method, row.arch, row.recipe, row.framework, row.framework_version,
+                         row.schedule, row.status, " ".join(map(str, sorted(row.seeds))) if not row.quoted_source
+                         else "", *stats, row.checkpoint_sha256, " ".join(sorted(row.config_sha256)), row.date,
+                         "; ".join(f"seed {s}: {e}" for s, e in sorted(row.failed.items())), row.quoted_source])
+    return out.getvalue()
+
+
+def _markdown(rows: list[Row], task: str, chart: str | None) -> str:
+    columns = [c for _, _, c in COLUMNS[task]]
+    lines = [f"# {TITLES[task]}", "", "Generated by `python -m benchmarks collect` from the run directories; "
+             "mean ± std over the seeds listed. Do not edit by hand.", ""]
+    for smoke in (False, True):
+        part = [r for r in rows if (r.schedule == "smoke") == smoke]
+        if not part:
+            continue
+        lines += [f"## {'Smoke runs' if smoke else 'Benchmark runs'}", ""]
+        if smoke:
+            lines += [f"> {SMOKE_NOTE}.", ""]
+        lines += ["| checkpoint | method | arch | pretraining | framework | schedule | seeds | "
+                  + " | ".join(columns) + " | status | provenance |",
+                  "|" + "---|" * (len(columns) + 9)]
+        for row in part:
+            seeds = ", ".join(map(str, sorted(row.seeds))) if not row.quoted_source else "—"
+            if row.quoted_source:
+                provenance = f"quoted from {row.quoted_source}"
+            else:
+                provenance = (f"ckpt `{row.checkpoint_sha256[:12]}`, {row.framework} {row.framework_version}, "
+                              f"config `{'/'.join(sorted(h[:8] for h in row.config_sha256 if h)) or '—'}`, "
+                              f"{row.date[:10] or '—'}")
+            status = row.status
+            if row.failed:
+                status += ": " + "; ".join(f"seed {seed}: {error.splitlines()[0][:120]}"
+                                           for seed, error in sorted(row.failed.items()))
+            name = f"*{row.checkpoint} (quoted)*" if row.quoted_source else row.checkpoint
+            lines.append(f"| {name} | {row.method} | {row.arch} | {row.recipe or '—'} | {row.framework} | "
+                         f"{row.schedule} | {seeds} | " + " | ".join(_cell(row, c) for c in columns)
+                         + f" | {status} | {provenance} |")
+        lines.append("")
+    if chart:
+        lines += [f"![{task}]({chart})", ""]
+    return "\n".join(lines)
+
+
+def _chart(rows: list[Row], task: str, path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plotted = [r for r in rows if r.seeds]
+    if not plotted:
+        return False
+    metrics = HEADLINE[task]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(5.0, 1.2 * len(plotted) + 2) * len(metrics), 4.2),
+                             squeeze=False)
+    labels = [f"{r.method} {r.arch}\n" + ("(quoted)" if r.quoted_source else r.checkpoint_sha256[:8])
+              + f"\n{r.framework}/{r.schedule}" for r in plotted]
+    colours = ["#bbbbbb" if r.quoted_source else "#e07b39" if r.schedule == "smoke" else "#3b75af" for r in plotted]
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        values = [r.summary(metric) or (math.nan, 0.0) for r in plotted]
+        ax.bar(range(len(plotted)), [v[0] for v in values], yerr=[v[1] for v in values], color=colours, capsize=4)
+        ax.set_xticks(range(len(plotted)), labels, fontsize=7)
+        ax.set_ylabel(metric)
+        ax.grid(axis="y", alpha=0.3)
+    title = TITLES[task]
+    if any(r.schedule == "smoke" for r in plotted):
+        title += "\norange: smoke runs on generated data, NOT benchmark results"
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+    return True
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def collect(runs: str | Path = "runs/bench", out: str | Path = "results") -> dict[str, list[Row]]:
+    """Write results/<task>.csv, .md and .png for every task with runs; returns the rows per task."""
+    runs, out = Path(runs), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    by_task: dict[str, list[Row]] = defaultdict(list)
+    for row in read_quoted(out / "quoted.csv") + gather(runs):
+        by_task[row.task].append(row)
+    for task, rows in by_task.items():
+        if all(r.quoted_source for r in rows):
+            continue
+        chart = f"{task}.png" if _chart(rows, task, out / f"{task}.png") else None
+        _write_text(out / f"{task}.csv", _csv(rows, task))
+        _write_text(out / f"{task}.md", _markdown(rows, task, chart))
+    atomic_write_json(out / "index.json", {task: len(rows) for task, rows in sorted(by_task.items())})
+    return dict(by_task)
+
+
+def print_tables(by_task: dict[str, list[Row]]) -> None:
+    for task, rows in by_task.items():
+        columns = HEADLINE[task]
+        print(f"\n{TITLES[task]}")
+        for row in rows:
+            scores = "  ".join(f"{c} {_cell(row, c):>11}" for c in columns)
+            flag = " (smoke: not a benchmark result)" if row.schedule == "smoke" else ""
+            print(f"  {row.method:8s} {row.framework:10s} {row.schedule:5s} {scores}  {row.status}{flag}")

@@ -1,0 +1,33 @@
+# Smoke schedule: the 1x model on the embedded COCO-format data, sized for 2 CPU cores (minutes):
+# 128 px images, batch 2, 20 iterations, no worker processes. Its numbers are never benchmark results.
+_base_ = './mask_rcnn_r50_fpn_1x.py'
+
+model = dict(
+    train_cfg=dict(rpn=dict(sampler=dict(num=64)), rcnn=dict(sampler=dict(num=128))))
+
+_pipeline_scale = (128, 128)
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='Resize', scale=_pipeline_scale, keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=_pipeline_scale, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+train_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=20, val_interval=20)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=5),
+    dict(type='MultiStepLR', begin=0, end=20, by_epoch=False, milestones=[15], gamma=0.1),
+]
+optim_wrapper = dict(optimizer=dict(lr=0.01))
+default_hooks = dict(logger=dict(interval=5), checkpoint=dict(by_epoch=False, interval=10))
+log_processor = dict(by_epoch=False)

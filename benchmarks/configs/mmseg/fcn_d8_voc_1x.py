@@ -1,0 +1,7 @@
+# PASCAL VOC 2012 + aug semantic segmentation: FCN with a dilated (output stride 8) ResNet, 512x512 crops,
+# 4 GPUs x 4 images, 20k iterations, SGD lr 0.01 poly: mmseg's own protocol. SyncBN, no frozen stages,
+# BN statistics trained. The runner swaps mmseg's deep-stem ResNetV1c for the plain ResNet our weights
+# fit, points init_cfg at the converted checkpoint, and sets the heads' input channels for its depth.
+_base_ = 'mmseg::fcn/fcn_r50-d8_4xb4-20k_voc12aug-512x512.py'
+
+model = dict(backbone=dict(frozen_stages=-1, norm_eval=False))

@@ -1,0 +1,4 @@
+# ADE20K, UPerNet, 160k iterations (mmseg's longer ADE20K schedule); otherwise as 1x.
+_base_ = 'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py'
+
+model = dict(backbone=dict(frozen_stages=-1, norm_eval=False))

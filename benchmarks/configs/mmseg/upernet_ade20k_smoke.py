@@ -1,0 +1,30 @@
+# Smoke schedule for the ADE20K protocol: the 1x model on the embedded ADE20K-format data.
+_base_ = './upernet_ade20k_1x.py'
+
+# Sized for 2 CPU cores (minutes) on the embedded data: 96x96 crops of ~128 px images, batch 2,
+# 20 iterations, one evaluation at the end, no worker processes. Never a benchmark result.
+crop_size = (96, 96)
+_scale = (160, 96)
+model = dict(data_preprocessor=dict(size=crop_size))
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=20, val_interval=20)
+param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=20, by_epoch=False)]
+default_hooks = dict(logger=dict(interval=5), checkpoint=dict(by_epoch=False, interval=10))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='RandomResize', scale=_scale, ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=_scale, keep_ratio=True),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='PackSegInputs'),
+]
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader
