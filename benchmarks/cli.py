@@ -11,9 +11,13 @@ from pretrain.errors import report_user_errors
 
 
 def _run(args: argparse.Namespace) -> int:
+    from benchmarks.launch import is_main_process
     from benchmarks.runner import run_benchmark
 
-    run_dir = run_benchmark(args.task, args.ckpt, args.framework, args.schedule, args.seed, args.data, args.out)
+    run_dir = run_benchmark(args.task, args.ckpt, args.framework, args.schedule, args.seed, args.data, args.out,
+                            args.gpus)
+    if not is_main_process():
+        return 0
     metrics = json.loads((run_dir / "result.json").read_text())["metrics"]
     for task, scores in metrics.items():
         shown = ", ".join(f"{k} {v:.2f}" for k, v in scores.items() if k in ("AP", "AP50", "AP75", "mIoU", "mAcc"))
@@ -45,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", help="dataset root in its standard layout (default for smoke: the embedded data)")
     p.add_argument("--out", default="runs/bench")
+    p.add_argument("--gpus", type=int, default=1,
+                   help="GPU processes to start (Detectron2's launch / torch multiprocessing); or start an "
+                        "mmdet / mmseg run under torchrun --nproc_per_node N instead")
     p.set_defaults(func=_run)
     c = sub.add_parser("collect", help="gather finished runs into tables and charts in results/")
     c.add_argument("--runs", default="runs/bench")

@@ -13,11 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.launch import is_main_process, train_in_processes
 from pretrain.checkpoint import atomic_write_json, utc_now
 from pretrain.errors import UserError
 from transfer.export import export
@@ -35,12 +37,13 @@ class Task:
 
 
 def _detectron2_coco(schedule: str, weights: Path, settings: dict, data_root: Path, run_dir: Path, seed: int):
+    from detectron2.utils import comm
     from detectron2.utils.logger import setup_logger
 
     from benchmarks.detectron2_coco import build_config, train_and_evaluate
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    setup_logger(output=str(run_dir / "log.txt"))
+    setup_logger(output=str(run_dir / "log.txt"), distributed_rank=comm.get_rank())
     cfg = build_config(schedule, weights, settings, data_root, run_dir, seed)
     return cfg.dump(), train_and_evaluate(cfg)
 
@@ -94,6 +97,12 @@ TASKS: dict[tuple[str, str], Task] = {
 }
 
 
+def _cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
 def framework_version(framework: str) -> str:
     import importlib.metadata as metadata
 
@@ -102,14 +111,22 @@ def framework_version(framework: str) -> str:
 
 
 def run_benchmark(task: str, ckpt: str | Path, framework: str, schedule: str, seed: int = 0,
-                  data: str | Path | None = None, out: str | Path = "runs/bench") -> Path:
-    """Run (or skip, or resume) one benchmark; returns its run directory."""
+                  data: str | Path | None = None, out: str | Path = "runs/bench", gpus: int = 1) -> Path:
+    """Run (or skip, or resume) one benchmark on `gpus` GPU processes; returns its run directory.
+
+    Under `torchrun` (mmdet / mmseg) every process calls this; only rank 0 writes the run's records."""
     if (task, framework) not in TASKS:
         known = ", ".join(f"{t} --framework {f}" for t, f in TASKS)
         raise UserError(f"no benchmark '{task}' for framework '{framework}' yet; available: {known}")
     if schedule not in SCHEDULES:
         raise UserError(f"unknown schedule '{schedule}'; choose from {', '.join(SCHEDULES)}")
     spec = TASKS[(task, framework)]
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and (framework == "detectron2" or gpus > 1):
+        raise UserError("under torchrun, run mmdet / mmseg benchmarks without --gpus; Detectron2 starts its "
+                        "own processes: use --gpus N without torchrun")
+    if gpus < 1 or (gpus > 1 and gpus > _cuda_devices()):
+        raise UserError(f"--gpus {gpus}: this machine has {_cuda_devices()} CUDA GPU(s)")
+    main = is_main_process()
     ckpt = Path(ckpt)
     if not ckpt.is_file():
         raise UserError(f"checkpoint not found: {ckpt}")
@@ -138,17 +155,24 @@ def run_benchmark(task: str, ckpt: str | Path, framework: str, schedule: str, se
         "method": record["source"]["method"], "arch": record["source"]["arch"], "recipe": record["source"]["recipe"],
         "started": utc_now(),
     }
-    atomic_write_json(run_dir / "run.json", provenance)
-    (run_dir / "failure.json").unlink(missing_ok=True)
+    if main:
+        atomic_write_json(run_dir / "run.json", provenance)
+        (run_dir / "failure.json").unlink(missing_ok=True)
     try:
-        resolved, metrics = spec.run(schedule, run_dir / "weights" / target["file"], target["settings"],
-                                     data_root, run_dir / "work", seed)
+        resolved, metrics = train_in_processes(
+            (task, framework), gpus,
+            (schedule, run_dir / "weights" / target["file"], target["settings"], data_root, run_dir / "work", seed),
+            run_dir / "work" / "final_result.json")
     except Exception as e:
+        if not main:
+            raise
         failure = {**provenance, "status": "failed", "error": f"{type(e).__name__}: {e}",
                    "traceback": traceback.format_exc()}
         atomic_write_json(run_dir / "failure.json", failure)
         raise UserError(f"{task}/{framework}/{schedule} failed: {type(e).__name__}: {e} "
                         f"(recorded in {run_dir / 'failure.json'})") from None
+    if not main:
+        return run_dir
     (run_dir / "config.yaml").write_text(resolved)
     provenance["config_sha256"] = hashlib.sha256(resolved.encode()).hexdigest()
     # A size bucket without objects is NaN in COCO's own report; a NaN loss raises during training.
