@@ -52,8 +52,7 @@ def finish_config(cfg, run_dir: Path, seed: int) -> None:
     cfg.randomness = dict(seed=seed)
     cfg.resume = True  # mmengine resumes from work_dir's last_checkpoint when there is one
     cfg.load_from = None
-    cfg.launcher = "pytorch" if _distributed() else "none"
-    cfg.env_cfg.dist_cfg = dict(backend="nccl")
+    cfg.launcher = "pytorch" if _distributed() else "none"  # env:// rendezvous, NCCL (env_cfg's default)
 
 
 def _distributed() -> bool:

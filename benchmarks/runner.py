@@ -3,9 +3,9 @@
 A run directory holds the converted weights (`weights/`), the framework's resolved config
 (`config.yaml`), `run.json` (what ran, on what, with which versions), the framework's own logs,
 checkpoints and outputs (`work/`), and finally `result.json`. A run whose `result.json` says
-finished is skipped; an
-unfinished one resumes from the framework's last checkpoint; a failed one records `failure.json`
-and never touches the results of other runs.
+finished is skipped; an unfinished one resumes from the framework's last checkpoint; a failed one
+records `failure.json` and never touches the results of other runs. Each framework's training is
+one `Task.run`; `benchmarks.launch` starts it in 1 or N processes.
 """
 
 from __future__ import annotations
