@@ -20,7 +20,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     metrics = json.loads((run_dir / "result.json").read_text())["metrics"]
     for task, scores in metrics.items():
-        shown = ", ".join(f"{k} {v:.2f}" for k, v in scores.items() if k in ("AP", "AP50", "AP75", "mIoU", "mAcc"))
+        shown = ", ".join(f"{k} {v:.2f}" for k, v in scores.items() if k not in ("APs", "APm", "APl"))
         print(f"{task}: {shown}")
     print(f"run directory: {run_dir}")
     return 0

@@ -27,11 +27,22 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
              ("segm", "AP", "AP_mk"), ("segm", "AP50", "AP50_mk"), ("segm", "AP75", "AP75_mk")],
     "voc": [("sem_seg", "mIoU", "mIoU"), ("sem_seg", "mAcc", "mAcc"), ("sem_seg", "aAcc", "aAcc")],
     "ade20k": [("sem_seg", "mIoU", "mIoU"), ("sem_seg", "mAcc", "mAcc"), ("sem_seg", "aAcc", "aAcc")],
+    "probe": [("probe", "linear_top1", "linear_top1"), ("probe", "knn_top1", "knn_top1"),
+              ("diagnostics", "within_between", "within_between"), ("diagnostics", "effective_rank", "eff_rank"),
+              ("diagnostics", "submode_separability", "submode_sep"),
+              ("diagnostics", "knn_agreement", "knn_agree")],
 }
-HEADLINE = {"coco": ["AP_bb", "AP_mk"], "voc": ["mIoU"], "ade20k": ["mIoU"]}
+HEADLINE = {"coco": ["AP_bb", "AP_mk"], "voc": ["mIoU"], "ade20k": ["mIoU"],
+            "probe": ["linear_top1", "knn_top1", "within_between", "submode_sep"]}
 TITLES = {"coco": "COCO instance segmentation (Mask R-CNN R50-FPN protocol)",
           "voc": "PASCAL VOC 2012 aug semantic segmentation (FCN-D8 protocol)",
-          "ade20k": "ADE20K semantic segmentation (UPerNet protocol)"}
+          "ade20k": "ADE20K semantic segmentation (UPerNet protocol)",
+          "probe": "Frozen features: linear probe, kNN (k=20) and intra-class diagnostics"}
+PROBE_NOTE = ("linear_top1 / knn_top1: accuracy on the data's own (fine) labels; the diagnostics use the val "
+              "features with the coarse classes of `coarse_map.csv` (sub-modes = fine labels) or the folders: "
+              "within_between = within-class / between-class variance, eff_rank = mean per-class effective "
+              "rank, submode_sep = sub-mode kNN accuracy inside each class, knn_agree = kNN class agreement; "
+              "the 'by method' table averages the checkpoints of each method (e.g. pretraining seeds)")
 SMOKE_NOTE = ("smoke schedule on the embedded generated data: shows that the pipeline runs end to end; "
               "NOT a benchmark result, and says nothing about which method transfers better")
 
@@ -47,6 +58,8 @@ class Row:
     framework_version: str
     schedule: str
     checkpoint_sha256: str
+    data: str = ""
+    run_dirs: list[Path] = field(default_factory=list)
     config_sha256: set[str] = field(default_factory=set)
     seeds: dict[int, dict[str, float]] = field(default_factory=dict)  # finished seed -> column -> value
     failed: dict[int, str] = field(default_factory=dict)  # failed seed -> error
@@ -76,20 +89,22 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def gather(runs: Path) -> list[Row]:
-    rows: dict[tuple[str, str, str, str], Row] = {}
+    rows: dict[tuple[str, str, str, str, str], Row] = {}
     for run_json in sorted(runs.glob("*/*/*/*/seed*/run.json")):
         run_dir = run_json.parent
         result, failure = _read_json(run_dir / "result.json"), _read_json(run_dir / "failure.json")
         record = result if result and result.get("status") == "finished" else failure or _read_json(run_json)
         if record is None or record.get("task") not in COLUMNS:
             continue
-        key = (record["task"], record["checkpoint_sha256"], record["framework"], record["schedule"])
+        data = "embedded" if record.get("embedded_data") else Path(record.get("data", "")).name
+        key = (record["task"], record["checkpoint_sha256"], record["framework"], record["schedule"], data)
         row = rows.setdefault(key, Row(
             task=record["task"], checkpoint=Path(record["checkpoint"]).name.split(".")[0],
             method=record.get("method") or "?", arch=record.get("arch") or "?", recipe=record.get("recipe") or "",
             framework=record["framework"], framework_version=record.get("framework_version", ""),
-            schedule=record["schedule"], checkpoint_sha256=record["checkpoint_sha256"]))
+            schedule=record["schedule"], checkpoint_sha256=record["checkpoint_sha256"], data=data))
         seed = int(record["seed"])
+        row.run_dirs.append(run_dir)
         if record is result:
             row.seeds[seed] = {column: float(result["metrics"].get(group, {}).get(metric, math.nan))
                                for group, metric, column in COLUMNS[row.task]}
@@ -130,7 +145,7 @@ def _csv(rows: list[Row], task: str) -> str:
     columns = [c for _, _, c in COLUMNS[task]]
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["checkpoint", "method", "arch", "recipe", "framework", "framework_version", "schedule",
+    writer.writerow(["checkpoint", "method", "arch", "recipe", "data", "framework", "framework_version", "schedule",
                      "status", "seeds", *[f"{c}_{s}" for c in columns for s in ("mean", "std")],
                      "checkpoint_sha256", "config_sha256", "date", "error", "source"])
     for row in rows:
@@ -138,7 +153,8 @@ def _csv(rows: list[Row], task: str) -> str:
         for column in columns:
             summary = row.summary(column)
             stats += ["", ""] if summary is None else [f"{summary[0]:.3f}", f"{summary[1]:.3f}"]
-        writer.writerow([row.checkpoint, row.method, row.arch, row.recipe, row.framework, row.framework_version,
+        writer.writerow([row.checkpoint, row.method, row.arch, row.recipe, row.data, row.framework,
+                         row.framework_version,
                          row.schedule, row.status, " ".join(map(str, sorted(row.seeds))) if not row.quoted_source
                          else "", *stats, row.checkpoint_sha256, " ".join(sorted(row.config_sha256)), row.date,
                          "; ".join(f"seed {s}: {e}" for s, e in sorted(row.failed.items())), row.quoted_source])
@@ -156,9 +172,9 @@ def _markdown(rows: list[Row], task: str, chart: str | None) -> str:
         lines += [f"## {'Smoke runs' if smoke else 'Benchmark runs'}", ""]
         if smoke:
             lines += [f"> {SMOKE_NOTE}.", ""]
-        lines += ["| checkpoint | method | arch | pretraining | framework | schedule | seeds | "
+        lines += ["| checkpoint | method | arch | pretraining | data | framework | schedule | seeds | "
                   + " | ".join(columns) + " | status | provenance |",
-                  "|" + "---|" * (len(columns) + 9)]
+                  "|" + "---|" * (len(columns) + 10)]
         for row in part:
             seeds = ", ".join(map(str, sorted(row.seeds))) if not row.quoted_source else "—"
             if row.quoted_source:
@@ -172,13 +188,102 @@ def _markdown(rows: list[Row], task: str, chart: str | None) -> str:
                 status += ": " + "; ".join(f"seed {seed}: {error.splitlines()[0][:120]}"
                                            for seed, error in sorted(row.failed.items()))
             name = f"*{row.checkpoint} (quoted)*" if row.quoted_source else row.checkpoint
-            lines.append(f"| {name} | {row.method} | {row.arch} | {row.recipe or '—'} | {row.framework} | "
+            lines.append(f"| {name} | {row.method} | {row.arch} | {row.recipe or '—'} | {row.data or '—'} | "
+                         f"{row.framework} | "
                          f"{row.schedule} | {seeds} | " + " | ".join(_cell(row, c) for c in columns)
                          + f" | {status} | {provenance} |")
         lines.append("")
+    if task == "probe":
+        lines = lines[:4] + [f"> {PROBE_NOTE}.", ""] + lines[4:] + _by_method(rows, columns)
     if chart:
         lines += [f"![{task}]({chart})", ""]
+    for extra in ("probe_projection.png", "probe_spectra.png") if task == "probe" else ():
+        lines += [f"![{extra}]({extra})", ""]
     return "\n".join(lines)
+
+
+def method_summary(rows: list[Row], column: str) -> dict[tuple[str, str], tuple[float, float, int]]:
+    """(method, data) -> (mean, std, n) over the checkpoints' seed means."""
+    groups: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for row in rows:
+        summary = row.summary(column)
+        if summary is not None and not row.quoted_source and not math.isnan(summary[0]):
+            groups[(row.method, row.data)].append(summary[0])
+    return {key: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
+            for key, v in sorted(groups.items())}
+
+
+def _by_method(rows: list[Row], columns: list[str]) -> list[str]:
+    summaries = {column: method_summary(rows, column) for column in columns}
+    keys = sorted({key for summary in summaries.values() for key in summary})
+    lines = ["## By method (mean ± std over checkpoints)", "",
+             "| method | data | checkpoints | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 3)]
+    for key in keys:
+        n = max(summaries[c].get(key, (0, 0, 0))[2] for c in columns)
+        cells = [f"{summaries[c][key][0]:.2f} ± {summaries[c][key][1]:.2f}" if key in summaries[c] else "—"
+                 for c in columns]
+        lines.append(f"| {key[0]} | {key[1]} | {n} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _probe_figures(rows: list[Row], out: Path) -> None:
+    """2-D projections coloured by class and by sub-mode (one checkpoint per method), and the mean
+    per-class eigenvalue spectra of every checkpoint side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    plotted = []
+    for row in rows:
+        for run_dir in sorted(row.run_dirs):
+            data = _read_json(run_dir / "work" / "plot_data.json")
+            if data is not None and row.seeds:
+                plotted.append((row, data))
+                break
+    if not plotted:
+        return
+    first_per_method = {}
+    for row, data in plotted:
+        first_per_method.setdefault(row.method, (row, data))
+    fig, axes = plt.subplots(len(first_per_method), 2, figsize=(8, 3.6 * len(first_per_method)), squeeze=False)
+    for (method, (row, data)), (by_class, by_submode) in zip(first_per_method.items(), axes, strict=True):
+        xy = np.asarray(data["projection"], dtype=float)
+        by_class.scatter(xy[:, 0], xy[:, 1], c=data["labels"], cmap="tab10", s=6)
+        by_class.set_title(f"{method} ({row.checkpoint[-8:]}): colour = class", fontsize=8)
+        if data["submodes"] is not None:
+            by_submode.scatter(xy[:, 0], xy[:, 1], c=data["submodes"], cmap="tab20", s=6)
+            by_submode.set_title(f"{method}: colour = sub-mode (fine label)", fontsize=8)
+        for ax in (by_class, by_submode):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle("val features, first two principal components", fontsize=9)
+    fig.tight_layout()
+    _save(fig, out / "probe_projection.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    colours = dict(zip(sorted(first_per_method), plt.get_cmap("tab10").colors, strict=False))
+    for row, data in plotted:
+        shares = [v for v in data["spectrum"] if v > 1e-10]  # a class of n images has n - 1 non-zero values
+        ax.semilogy(range(1, len(shares) + 1), shares, color=colours[row.method], alpha=0.8, label=row.method)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(unique.values(), unique.keys())
+    ax.set_xlabel("eigenvalue index (per class, sorted)")
+    ax.set_ylabel("share of the class's variance")
+    ax.set_title("mean per-class eigenvalue spectrum of the val features", fontsize=9)
+    fig.tight_layout()
+    _save(fig, out / "probe_spectra.png")
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    tmp.replace(path)
 
 
 def _chart(rows: list[Row], task: str, path: Path) -> bool:
@@ -207,10 +312,7 @@ def _chart(rows: list[Row], task: str, path: Path) -> bool:
         title += "\norange: smoke runs on generated data, NOT benchmark results"
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+    _save(fig, path)
     return True
 
 
@@ -231,6 +333,8 @@ def collect(runs: str | Path = "runs/bench", out: str | Path = "results") -> dic
         if all(r.quoted_source for r in rows):
             continue
         chart = f"{task}.png" if _chart(rows, task, out / f"{task}.png") else None
+        if task == "probe":
+            _probe_figures(rows, out)
         _write_text(out / f"{task}.csv", _csv(rows, task))
         _write_text(out / f"{task}.md", _markdown(rows, task, chart))
     atomic_write_json(out / "index.json", {task: len(rows) for task, rows in sorted(by_task.items())})
@@ -245,3 +349,10 @@ def print_tables(by_task: dict[str, list[Row]]) -> None:
             scores = "  ".join(f"{c} {_cell(row, c):>11}" for c in columns)
             flag = " (smoke: not a benchmark result)" if row.schedule == "smoke" else ""
             print(f"  {row.method:8s} {row.framework:10s} {row.schedule:5s} {scores}  {row.status}{flag}")
+        if task == "probe":
+            print("  by method (mean ± std over checkpoints):")
+            summaries = {c: method_summary(rows, c) for c in columns}
+            for key in sorted({k for summary in summaries.values() for k in summary}):
+                cells = "  ".join(f"{c} {summaries[c][key][0]:6.2f} ± {summaries[c][key][1]:5.2f}"
+                                  for c in columns if key in summaries[c])
+                print(f"  {key[0]:8s} {key[1]:10s} n={summaries[columns[0]].get(key, (0, 0, 0))[2]}  {cells}")

@@ -22,9 +22,8 @@ from pathlib import Path
 from benchmarks.launch import is_main_process, train_in_processes
 from pretrain.checkpoint import atomic_write_json, utc_now
 from pretrain.errors import UserError
-from transfer.export import export
-
-SCHEDULES = ("1x", "2x", "smoke")
+from transfer.export import export, source_summary
+from transfer.source import read_backbone
 
 
 @dataclass(frozen=True)
@@ -34,6 +33,10 @@ class Task:
     required_files: tuple[str, ...]  # relative to the data root
     embedded_data: Callable[[], Path]  # the generated dataset the smoke schedule uses
     run: Callable[[str, Path, dict, Path, Path, int], tuple[str, dict[str, dict[str, float]]]]
+    headline: tuple[tuple[str, str], ...]  # (metric group, metric) that must be finite
+    schedules: tuple[str, ...] = ("1x", "2x", "smoke")
+    embedded_schedules: tuple[str, ...] = ("smoke",)  # schedules that may run on the embedded data
+    converts: bool = True  # False: the task reads the checkpoint itself (frozen features)
 
 
 def _detectron2_coco(schedule: str, weights: Path, settings: dict, data_root: Path, run_dir: Path, seed: int):
@@ -67,6 +70,19 @@ def _mmseg(task: str) -> Callable:
     return run
 
 
+def _probe(schedule: str, weights: Path, settings: dict, data_root: Path, run_dir: Path, seed: int):
+    from benchmarks.probe import run_probe
+
+    return run_probe(schedule, weights, settings, data_root, run_dir, seed)
+
+
+def _embedded_fine_labels() -> Path:
+    from pretrain.config import GeneratedDataConfig
+    from pretrain.data.generated import fine_view, generate
+
+    return fine_view(generate(GeneratedDataConfig()))
+
+
 def _embedded_coco() -> Path:
     from benchmarks.data.coco import CocoSpec, generate_coco
 
@@ -89,11 +105,18 @@ COCO_FILES = ("train2017", "val2017", "annotations/instances_train2017.json", "a
 VOC_FILES = ("JPEGImages", "SegmentationClass", "SegmentationClassAug", "ImageSets/Segmentation/train.txt",
              "ImageSets/Segmentation/aug.txt", "ImageSets/Segmentation/val.txt")
 ADE20K_FILES = ("images/training", "images/validation", "annotations/training", "annotations/validation")
+COCO_HEADLINE = (("bbox", "AP"), ("segm", "AP"))
+SEG_HEADLINE = (("sem_seg", "mIoU"),)
 TASKS: dict[tuple[str, str], Task] = {
-    ("coco", "detectron2"): Task("coco", "detectron2", COCO_FILES, _embedded_coco, _detectron2_coco),
-    ("coco", "mmdet"): Task("coco", "mmdet", COCO_FILES, _embedded_coco, _mmdet_coco),
-    ("voc", "mmseg"): Task("voc", "mmseg", VOC_FILES, _embedded_voc, _mmseg("voc")),
-    ("ade20k", "mmseg"): Task("ade20k", "mmseg", ADE20K_FILES, _embedded_ade20k, _mmseg("ade20k")),
+    ("coco", "detectron2"): Task("coco", "detectron2", COCO_FILES, _embedded_coco, _detectron2_coco, COCO_HEADLINE),
+    ("coco", "mmdet"): Task("coco", "mmdet", COCO_FILES, _embedded_coco, _mmdet_coco, COCO_HEADLINE),
+    ("voc", "mmseg"): Task("voc", "mmseg", VOC_FILES, _embedded_voc, _mmseg("voc"), SEG_HEADLINE),
+    ("ade20k", "mmseg"): Task("ade20k", "mmseg", ADE20K_FILES, _embedded_ade20k, _mmseg("ade20k"), SEG_HEADLINE),
+    # Frozen features: linear probe, kNN and intra-class diagnostics on an ImageFolder train/val pair;
+    # the embedded data is the generated set labelled by sub-mode (coarse-to-fine).
+    ("probe", "frozen"): Task("probe", "frozen", ("train", "val"), _embedded_fine_labels, _probe,
+                              (("probe", "linear_top1"), ("probe", "knn_top1")), schedules=("standard",),
+                              embedded_schedules=("standard",), converts=False),
 }
 
 
@@ -106,7 +129,8 @@ def _cuda_devices() -> int:
 def framework_version(framework: str) -> str:
     import importlib.metadata as metadata
 
-    package = {"detectron2": "sal-detectron2", "mmdet": "mmdet", "mmseg": "mmsegmentation"}[framework]
+    packages = {"detectron2": "sal-detectron2", "mmdet": "mmdet", "mmseg": "mmsegmentation", "frozen": "torch"}
+    package = packages[framework]
     return metadata.version(package)
 
 
@@ -118,9 +142,9 @@ def run_benchmark(task: str, ckpt: str | Path, framework: str, schedule: str, se
     if (task, framework) not in TASKS:
         known = ", ".join(f"{t} --framework {f}" for t, f in TASKS)
         raise UserError(f"no benchmark '{task}' for framework '{framework}' yet; available: {known}")
-    if schedule not in SCHEDULES:
-        raise UserError(f"unknown schedule '{schedule}'; choose from {', '.join(SCHEDULES)}")
     spec = TASKS[(task, framework)]
+    if schedule not in spec.schedules:
+        raise UserError(f"unknown schedule '{schedule}' for {task}; choose from {', '.join(spec.schedules)}")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and (framework == "detectron2" or gpus > 1):
         raise UserError("under torchrun, run mmdet / mmseg benchmarks without --gpus; Detectron2 starts its "
                         "own processes: use --gpus N without torchrun")
@@ -131,7 +155,7 @@ def run_benchmark(task: str, ckpt: str | Path, framework: str, schedule: str, se
     if not ckpt.is_file():
         raise UserError(f"checkpoint not found: {ckpt}")
     if data is None:
-        if schedule != "smoke":
+        if schedule not in spec.embedded_schedules:
             raise UserError(f"--data is required for the {schedule} schedule (the real dataset's folder)")
         data_root = spec.embedded_data()
     else:
@@ -146,13 +170,17 @@ def run_benchmark(task: str, ckpt: str | Path, framework: str, schedule: str, se
         print(f"already finished: {result_path}")
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    record = export(ckpt, [framework], run_dir / "weights", verify=True)
-    target = record["targets"][framework]
+    if spec.converts:
+        record = export(ckpt, [framework], run_dir / "weights", verify=True)
+        target = record["targets"][framework]
+        source, weights, settings = record["source"], run_dir / "weights" / target["file"], target["settings"]
+    else:
+        source, weights, settings = source_summary(read_backbone(ckpt)), ckpt.resolve(), {}
     provenance = {
         "task": task, "framework": framework, "framework_version": framework_version(framework),
         "schedule": schedule, "seed": seed, "data": str(data_root.resolve()), "embedded_data": data is None,
-        "checkpoint": str(ckpt.resolve()), "checkpoint_sha256": record["source"]["sha256"],
-        "method": record["source"]["method"], "arch": record["source"]["arch"], "recipe": record["source"]["recipe"],
+        "checkpoint": str(ckpt.resolve()), "checkpoint_sha256": source["sha256"],
+        "method": source["method"], "arch": source["arch"], "recipe": source["recipe"],
         "started": utc_now(),
     }
     if main:
@@ -161,7 +189,7 @@ def run_benchmark(task: str, ckpt: str | Path, framework: str, schedule: str, se
     try:
         resolved, metrics = train_in_processes(
             (task, framework), gpus,
-            (schedule, run_dir / "weights" / target["file"], target["settings"], data_root, run_dir / "work", seed),
+            (schedule, weights, settings, data_root, run_dir / "work", seed),
             run_dir / "work" / "final_result.json")
     except Exception as e:
         if not main:
@@ -177,8 +205,8 @@ def run_benchmark(task: str, ckpt: str | Path, framework: str, schedule: str, se
     provenance["config_sha256"] = hashlib.sha256(resolved.encode()).hexdigest()
     # A size bucket without objects is NaN in COCO's own report; a NaN loss raises during training.
     # What must be finite is each task's headline number.
-    headline = [scores.get("AP", scores.get("mIoU")) for scores in metrics.values()]
-    if not headline or any(v is None or not math.isfinite(v) for v in headline):
+    headline = [metrics.get(group, {}).get(name) for group, name in spec.headline]
+    if any(v is None or not math.isfinite(v) for v in headline):
         failure = {**provenance, "status": "failed", "error": "non-finite metrics", "metrics": metrics}
         atomic_write_json(run_dir / "failure.json", failure)
         raise UserError(f"{task}/{framework}/{schedule} produced non-finite metrics (diverged?): "

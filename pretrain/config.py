@@ -40,6 +40,8 @@ class GeneratedDataConfig:
 class DataConfig:
     # ImageNet-layout folder (root/<class>/<image>); null means the embedded generated dataset.
     root: str | None = None
+    # Optional CSV `fine,coarse`: train on the coarse class of each fine class folder (coarse-to-fine).
+    coarse_map: str | None = None
     generated: GeneratedDataConfig = field(default_factory=GeneratedDataConfig)
     generated_dir: str = "data/generated"
     image_size: int = 224

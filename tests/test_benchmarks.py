@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -96,9 +97,8 @@ def test_a_crashing_run_is_recorded_as_failed(tiny_backbone, tmp_path, monkeypat
     def crash(*args):
         raise FloatingPointError("Loss became infinite or NaN at iteration=3!")
 
-    task = runner.TASKS[("coco", "detectron2")]
-    monkeypatch.setitem(runner.TASKS, ("coco", "detectron2"), runner.Task(
-        task.name, task.framework, task.required_files, task.embedded_data, crash))
+    monkeypatch.setitem(runner.TASKS, ("coco", "detectron2"), dataclasses.replace(
+        runner.TASKS[("coco", "detectron2")], run=crash))
     with pytest.raises(UserError, match="failed: FloatingPointError: Loss became infinite or NaN"):
         runner.run_benchmark("coco", tiny_backbone, "detectron2", "smoke", out=tmp_path / "bench")
     run_dir = tmp_path / "bench" / "coco" / "detectron2" / "smoke" / tiny_backbone.name.split(".")[0] / "seed0"
@@ -114,7 +114,7 @@ def test_bad_benchmark_input_gets_one_message(tiny_backbone, tmp_path):
          "coco data not found under"),
         (["coco", "--ckpt", str(tmp_path / "missing.pth")], "checkpoint not found"),
         (["coco", "--ckpt", str(tiny_backbone), "--framework", "caffe"], "no benchmark 'coco' for framework 'caffe'"),
-        (["coco", "--ckpt", str(tiny_backbone), "--schedule", "3x"], "unknown schedule '3x'"),
+        (["coco", "--ckpt", str(tiny_backbone), "--schedule", "3x"], "unknown schedule '3x' for coco"),
     ]
     for args, message in cases:
         result = run_cli("-m", "benchmarks", "run", *args, "--out", str(tmp_path / "bench"))
@@ -273,9 +273,8 @@ def test_collect_builds_tables_from_run_directories_and_keeps_rows_of_failed_run
         raise FloatingPointError("Loss is NaN at iteration 7")
 
     for task in ("voc", "ade20k"):
-        spec = runner.TASKS[(task, "mmseg")]
-        monkeypatch.setitem(runner.TASKS, (task, "mmseg"), runner.Task(
-            spec.name, spec.framework, spec.required_files, spec.embedded_data, crash))
+        crashing = dataclasses.replace(runner.TASKS[(task, "mmseg")], run=crash)
+        monkeypatch.setitem(runner.TASKS, (task, "mmseg"), crashing)
     with pytest.raises(UserError):  # a third seed of the finished checkpoint fails
         runner.run_benchmark("voc", openmmlab_runs["ckpt"], "mmseg", "smoke", seed=2, out=out)
     other = export_backbone(__import__("timm").create_model("resnet18", num_classes=0).state_dict(),

@@ -7,11 +7,12 @@ from pathlib import Path
 from torchvision import transforms
 
 from pretrain.config import DataConfig
-from pretrain.data.folder import IndexedImageFolder
+from pretrain.data.folder import IndexedImageFolder, read_coarse_map
 from pretrain.data.generated import generate
 from pretrain.data.sampler import GlobalBatchSampler
 
-__all__ = ["IndexedImageFolder", "GlobalBatchSampler", "build_train_dataset", "train_root", "train_transform"]
+__all__ = ["IndexedImageFolder", "read_coarse_map", "GlobalBatchSampler", "build_train_dataset", "train_root",
+           "train_transform"]
 
 
 def train_transform(config: DataConfig) -> transforms.Compose:
@@ -31,7 +32,8 @@ def train_root(config: DataConfig) -> Path:
 
 
 def build_train_dataset(config: DataConfig) -> IndexedImageFolder:
-    return IndexedImageFolder(train_root(config), transform=train_transform(config))
+    coarse = read_coarse_map(config.coarse_map) if config.coarse_map else None
+    return IndexedImageFolder(train_root(config), transform=train_transform(config), coarse_map=coarse)
 
 
 def dataset_name(config: DataConfig) -> str:

@@ -20,8 +20,30 @@ from pretrain.errors import CorruptImageError, UserError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
+def read_coarse_map(path: str | Path) -> dict[str, str]:
+    """A CSV with a header `fine,coarse`: the coarse class of each fine class folder."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"coarse map not found: {path}")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not {"fine", "coarse"} <= set(reader.fieldnames):
+            raise UserError(f"{path}: expected a CSV with the header 'fine,coarse'")
+        mapping = {}
+        for row in reader:
+            if row["fine"] in mapping and mapping[row["fine"]] != row["coarse"]:
+                raise UserError(f"{path}: fine class {row['fine']!r} is mapped twice")
+            mapping[row["fine"]] = row["coarse"]
+    return mapping
+
+
 class IndexedImageFolder(Dataset):
-    def __init__(self, root: str | Path, transform: Callable | None = None):
+    """Labels are the class folders, or with `coarse_map` (fine folder -> coarse name) the coarse classes."""
+
+    def __init__(self, root: str | Path, transform: Callable | None = None,
+                 coarse_map: dict[str, str] | None = None):
         self.root = Path(root)
         if not self.root.exists():
             raise UserError(f"dataset folder not found: {self.root}")
@@ -32,9 +54,18 @@ class IndexedImageFolder(Dataset):
             raise UserError(
                 f"no class folders in {self.root}: expected the ImageNet layout <root>/<class>/<image>"
             )
+        folders = self.classes
+        if coarse_map is not None:
+            unmapped = [name for name in folders if name not in coarse_map]
+            if unmapped:
+                raise UserError(f"class folder(s) of {self.root} missing from the coarse map: "
+                                + ", ".join(unmapped[:5]) + (" ..." if len(unmapped) > 5 else ""))
+            self.classes = sorted({coarse_map[name] for name in folders})
         self.samples: list[tuple[str, int]] = []
         empty = []
-        for label, name in enumerate(self.classes):
+        label_of = {name: i for i, name in enumerate(self.classes)}
+        for name in folders:
+            label = label_of[coarse_map[name] if coarse_map is not None else name]
             files = sorted(
                 e.path for e in os.scandir(self.root / name)
                 if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)

@@ -141,3 +141,34 @@ def generate(config: GeneratedDataConfig, base: str | Path = "data/generated") -
     except OSError:  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def fine_view(root: str | Path) -> Path:
+    """The generated dataset relabelled by sub-mode, as any fine-labelled ImageFolder would be:
+    `<root>/fine/{train,val}/<class>_m<submode>/` (hard links to the images) and
+    `<root>/fine/coarse_map.csv` (`fine,coarse`), which turns it back into the coarse pretraining set."""
+    root = Path(root)
+    fine = root / "fine"
+    if (fine / "coarse_map.csv").is_file():
+        return fine
+    tmp = root / f"fine.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    mapping: dict[str, str] = {}
+    for split in ("train", "val"):
+        with (root / f"{split}_submodes.csv").open(newline="") as f:
+            for row in csv.DictReader(f):
+                coarse = Path(row["path"]).parent.name
+                name = f"{coarse}_m{row['submode']}"
+                mapping[name] = coarse
+                target = tmp / split / name / Path(row["path"]).name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(root / split / row["path"], target)
+                except OSError:  # another file system: copy
+                    shutil.copyfile(root / split / row["path"], target)
+    (tmp / "coarse_map.csv").write_text("fine,coarse\n" + "".join(f"{f},{c}\n" for f, c in sorted(mapping.items())))
+    try:
+        os.replace(tmp, fine)
+    except OSError:  # written concurrently by another process
+        shutil.rmtree(tmp, ignore_errors=True)
+    return fine
