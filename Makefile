@@ -8,7 +8,7 @@ TEST_ARGS ?=
 
 RUN_ARGS = $(if $(DATA),--data $(DATA)) $(if $(OUT),--out $(OUT))
 
-.PHONY: install test lint demo pretrain-sl pretrain-slmlp pretrain-look pretrain-all export bench-coco bench-voc bench-ade tables bench-pretrain-speed clean-runs
+.PHONY: install test lint demo pretrain-sl pretrain-slmlp pretrain-look pretrain-all export bench-coco bench-voc bench-ade bench-probe tables bench-pretrain-speed clean-runs
 
 install: $(STAMP)
 
@@ -35,16 +35,18 @@ pretrain-all: pretrain-sl pretrain-slmlp pretrain-look
 
 # The main job on the embedded data: pretrain SL, SL-MLP and LOOK; then, for each backbone, the smoke
 # benchmarks: Mask R-CNN in Detectron2 and in MMDetection, FCN on VOC and UPerNet on ADE20K in
-# MMSegmentation (each converts and verifies the backbone first); then the tables in results/.
-# Smoke numbers show the pipeline works; they are not benchmark results.
-DEMO_BENCHMARKS := coco:detectron2 coco:mmdet voc:mmseg ade20k:mmseg
+# MMSegmentation (each converts and verifies the backbone first), and the frozen-feature probe
+# (linear, kNN, intra-class diagnostics; coarse-to-fine on the embedded data); then the tables in
+# results/. Smoke numbers show the pipeline works; they are not benchmark results.
+DEMO_BENCHMARKS := coco:detectron2:smoke coco:mmdet:smoke voc:mmseg:smoke ade20k:mmseg:smoke probe:frozen:standard
 demo: pretrain-all
 	@mkdir -p runs/bench; for run in sl_cpu slmlp_cpu look_cpu; do \
 	  ckpt=$$(ls -t runs/pretrain/$$run/export/*.pth | head -1); \
-	  for bench in $(DEMO_BENCHMARKS); do task=$${bench%%:*}; framework=$${bench##*:}; \
+	  for bench in $(DEMO_BENCHMARKS); do task=$$(echo $$bench | cut -d: -f1); \
+	    framework=$$(echo $$bench | cut -d: -f2); schedule=$$(echo $$bench | cut -d: -f3); \
 	    log=runs/bench/demo_$${run}_$${task}_$${framework}.log; \
-	    echo "$$run: $$task smoke benchmark in $$framework (log: $$log)"; \
-	    $(PY) -m benchmarks run $$task --ckpt $$ckpt --framework $$framework --schedule smoke > $$log 2>&1 \
+	    echo "$$run: $$task ($$schedule) in $$framework (log: $$log)"; \
+	    $(PY) -m benchmarks run $$task --ckpt $$ckpt --framework $$framework --schedule $$schedule > $$log 2>&1 \
 	      || { tail -5 $$log; exit 1; }; \
 	  done; done
 	$(PY) -m benchmarks collect
@@ -74,6 +76,13 @@ bench-voc: $(STAMP)
 bench-ade: $(STAMP)
 	@test -n "$(CKPT)" || { echo "usage: make bench-ade CKPT=path [SCHEDULE=smoke|1x|2x] [DATA=ADEChallengeData2016]"; exit 2; }
 	$(PY) -m benchmarks run ade20k --ckpt $(CKPT) --framework mmseg --schedule $(SCHEDULE) --seed $(SEED) \
+	  $(if $(DATA),--data $(DATA))
+
+# Frozen-feature probe of a backbone on an ImageFolder train/val pair (default: the embedded data by
+# sub-mode, i.e. coarse-to-fine): make bench-probe CKPT=... [DATA=dir with train/ val/ [coarse_map.csv]]
+bench-probe: $(STAMP)
+	@test -n "$(CKPT)" || { echo "usage: make bench-probe CKPT=path [DATA=dir with train/ and val/]"; exit 2; }
+	$(PY) -m benchmarks run probe --framework frozen --schedule standard --ckpt $(CKPT) --seed $(SEED) \
 	  $(if $(DATA),--data $(DATA))
 
 # Every finished (and failed) run under runs/bench -> results/<task>.{md,csv,png}
