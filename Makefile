@@ -8,7 +8,7 @@ TEST_ARGS ?=
 
 RUN_ARGS = $(if $(DATA),--data $(DATA)) $(if $(OUT),--out $(OUT))
 
-.PHONY: install test lint demo pretrain-sl pretrain-slmlp pretrain-look pretrain-all export bench-coco bench-voc bench-ade bench-probe tables bench-pretrain-speed clean-runs
+.PHONY: install test lint demo pretrain-sl pretrain-slmlp pretrain-look pretrain-all export bench-coco bench-voc bench-ade bench-probe probe-seeds tables bench-pretrain-speed clean-runs
 
 install: $(STAMP)
 
@@ -84,6 +84,20 @@ bench-probe: $(STAMP)
 	@test -n "$(CKPT)" || { echo "usage: make bench-probe CKPT=path [DATA=dir with train/ and val/]"; exit 2; }
 	$(PY) -m benchmarks run probe --framework frozen --schedule standard --ckpt $(CKPT) --seed $(SEED) \
 	  $(if $(DATA),--data $(DATA))
+
+# The proxy-transfer report: pretrain every method with each seed on the embedded data, probe each
+# backbone (coarse-to-fine), then the tables (results/probe.md has the by-method mean ± std).
+SEEDS ?= 0 1 2
+probe-seeds: $(STAMP)
+	@mkdir -p runs/pretrain; for seed in $(SEEDS); do for run in sl slmlp look; do \
+	  out=runs/pretrain/$${run}_cpu$$( [ $$seed = 0 ] || echo _seed$$seed ); \
+	  $(PY) -m pretrain train --config pretrain/configs/$${run}_cpu.yaml \
+	    $$( [ $$seed = 0 ] || echo --set train.seed=$$seed --out $$out ) > $$out.log 2>&1 || { tail -5 $$out.log; exit 1; }; \
+	  $(PY) -m benchmarks run probe --framework frozen --schedule standard --ckpt $$(ls -t $$out/export/*.pth | head -1) \
+	    > $$out.probe.log 2>&1 || { tail -5 $$out.probe.log; exit 1; }; \
+	  grep -E "^(probe|diagnostics):" $$out.probe.log | sed "s|^|$$run seed $$seed: |"; \
+	done; done
+	$(PY) -m benchmarks collect
 
 # Every finished (and failed) run under runs/bench -> results/<task>.{md,csv,png}
 tables: $(STAMP)
