@@ -9,6 +9,7 @@ weight exp(similarity / 0.07) (the weighting of Wu et al. 2018, as used by DINO'
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,16 +44,20 @@ def extract(ckpt: Path, data_root: Path, image_size: int | None = None, batch_si
     model.eval().to(device)
     size = image_size or source.input.get("image_size") or 224
     resize = size if size < 224 else int(size * 256 / 224)  # ImageNet's 256 -> 224 centre crop
-    transform = transforms.Compose([
-        transforms.Resize(resize), transforms.CenterCrop(size), transforms.ToTensor(),
-        transforms.Normalize(source.input["mean"], source.input["std"]),
-    ])
+    # the input convention the backbone was trained with (recorded with the checkpoint)
+    steps = [transforms.Resize(resize), transforms.CenterCrop(size), transforms.ToTensor()]
+    if source.input.get("channel_order", "RGB") == "BGR":
+        steps.append(transforms.Lambda(lambda t: t.flip(0)))
+    if list(source.input.get("pixel_range", [0, 1])) == [0, 255]:
+        steps.append(transforms.Lambda(lambda t: t * 255))
+    transform = transforms.Compose([*steps, transforms.Normalize(source.input["mean"], source.input["std"])])
     out = {}
     for split in ("train", "val"):
         dataset = IndexedImageFolder(data_root / split, transform=transform)
         if split == "val" and dataset.classes != out["train"][2]:
             raise ValueError(f"{data_root}: train and val have different class folders")
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+        workers = 0 if len(dataset) < 5000 else min(8, os.cpu_count() or 1)  # real datasets: decode in parallel
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
         feats = []
         with torch.no_grad():
             for images, _, _ in loader:
@@ -154,7 +159,7 @@ def run_probe(schedule: str, weights: Path, settings: dict, data_root: Path, run
 
     torch.manual_seed(seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    features = extract(weights, data_root)
+    features = extract(weights, data_root, device="cuda" if torch.cuda.is_available() else "cpu")
     labels, submodes, class_names = _coarse_labels(data_root, features)
     diagnostics, spectrum = diagnose(features.val, labels, submodes)
     metrics = {"probe": {**linear_probe(features, seed), **knn_accuracy(features)}, "diagnostics": diagnostics}

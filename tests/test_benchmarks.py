@@ -299,7 +299,7 @@ def test_collect_builds_tables_from_run_directories_and_keeps_rows_of_failed_run
     assert f"{first['mIoU'] + 1:.1f} ± 1.4" in markdown and "seed 2: FloatingPointError: Loss is NaN" in markdown
     assert "failed" in (results / "ade20k.md").read_text()
     coco_csv = (results / "coco.csv").read_text().splitlines()
-    assert coco_csv[0].startswith("checkpoint,method,arch,recipe,framework") and "mmdet" in coco_csv[1]
+    assert coco_csv[0].startswith("checkpoint,method,arch,recipe,data,framework") and ",embedded,mmdet," in coco_csv[1]
     assert openmmlab_runs["ckpt"].name.split(".")[0] in coco_csv[1] and "generated 2 ep" in coco_csv[1]
 
     # Quoted numbers sit beside ours only as rows marked with their source.

@@ -58,6 +58,8 @@ def pretraining_recipe(meta: dict[str, Any]) -> str | None:
         return None
     config = meta.get("config") or {}
     parts = [f"{meta['dataset']} {meta.get('epochs', '?')} ep"]
+    if "seed" in config.get("train", {}):
+        parts.append(f"seed {config['train']['seed']}")
     if config.get("name"):
         parts.append(f"config {config['name']} ({meta.get('config_hash', '?')})")
     return ", ".join(parts)
