@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from pretrain.data.generated import write_once
 
 CATEGORIES = [("triangle", 3), ("square", 4), ("hexagon", 6)]
 
@@ -83,19 +83,14 @@ def _split(spec: CocoSpec, split: str, count: int, folder: Path, first_ann_id: i
 def generate_coco(spec: CocoSpec, base: str | Path = "data/generated") -> Path:
     """Write the dataset (once) and return its root."""
     root = Path(base) / f"coco-{spec.seed}-{spec.train_images}-{spec.val_images}-{spec.image_size}-{spec.max_objects}"
-    if (root / "annotations" / "instances_val2017.json").is_file():
-        return root
-    tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "annotations").mkdir(parents=True)
-    next_id = 1
-    for split, count in (("train", spec.train_images), ("val", spec.val_images)):
-        (tmp / f"{split}2017").mkdir()
-        data = _split(spec, split, count, tmp / f"{split}2017", next_id)
-        next_id += len(data["annotations"])
-        (tmp / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(data))
-    try:
-        os.replace(tmp, root)
-    except OSError:  # written concurrently by another process
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+
+    def write(tmp: Path) -> None:
+        (tmp / "annotations").mkdir(parents=True)
+        next_id = 1
+        for split, count in (("train", spec.train_images), ("val", spec.val_images)):
+            (tmp / f"{split}2017").mkdir()
+            data = _split(spec, split, count, tmp / f"{split}2017", next_id)
+            next_id += len(data["annotations"])
+            (tmp / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(data))
+
+    return write_once(root, "annotations/instances_val2017.json", write)

@@ -15,14 +15,13 @@ Deterministic from the seed; written once, atomically.
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from pretrain.data.generated import write_once
 
 SHAPES = ("ellipse", "triangle", "rectangle")  # drawn as classes 1, 2, 3 (VOC) or 2, 3, 4 (ADE20K)
 
@@ -77,20 +76,6 @@ def _scene(rng: np.random.Generator, first_label: int) -> tuple[Image.Image, np.
     return image, np.asarray(labels), np.asarray(borders) > 0
 
 
-def _write_once(root: Path, complete: Path, write: Callable[[Path], None]) -> Path:
-    if complete.is_file():
-        return root
-    tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write(tmp)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(tmp, root)
-    except OSError:  # written concurrently by another process
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
-
-
 def generate_voc(spec: SegSpec, base: str | Path = "data/generated") -> Path:
     """Write VOCdevkit/VOC2012 (once) and return the VOC2012 folder (mmseg's data_root)."""
     top = Path(base) / f"voc-{spec.seed}-{spec.train_images}-{spec.val_images}-{spec.extra_aug_images}"
@@ -119,8 +104,7 @@ def generate_voc(spec: SegSpec, base: str | Path = "data/generated") -> Path:
         for name, ids in lists.items():
             (root / "ImageSets" / "Segmentation" / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids))
 
-    voc = _write_once(top, top / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "aug.txt", write)
-    return voc / "VOCdevkit" / "VOC2012"
+    return write_once(top, "VOCdevkit/VOC2012/ImageSets/Segmentation/aug.txt", write) / "VOCdevkit" / "VOC2012"
 
 
 def generate_ade20k(spec: SegSpec, base: str | Path = "data/generated") -> Path:
@@ -142,6 +126,5 @@ def generate_ade20k(spec: SegSpec, base: str | Path = "data/generated") -> Path:
                 image.save(root / "images" / split / f"{name}.jpg", quality=95)
                 Image.fromarray(labels, "L").save(root / "annotations" / split / f"{name}.png")
 
-    ade = _write_once(top, top / "ADEChallengeData2016" / "annotations" / "validation" /
-                      f"ADE_val_{spec.val_images:08d}.png", write)
-    return ade / "ADEChallengeData2016"
+    marker = f"ADEChallengeData2016/annotations/validation/ADE_val_{spec.val_images:08d}.png"
+    return write_once(top, marker, write) / "ADEChallengeData2016"

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -111,31 +112,15 @@ def dataset_dir(config: GeneratedDataConfig, base: str | Path) -> Path:
     return Path(base) / f"synthetic-{hashlib.sha256(blob).hexdigest()[:10]}"
 
 
-def generate(config: GeneratedDataConfig, base: str | Path = "data/generated") -> Path:
-    """Write the dataset once (atomically: a half-written folder is never used) and return its root."""
-    root = dataset_dir(config, base)
-    if (root / "meta.json").is_file():
+def write_once(root: Path, marker: str, write: Callable[[Path], None]) -> Path:
+    """Write a generated folder once: `write(tmp)` fills a temporary folder that is renamed to `root`,
+    so a half-written folder is never used; `root / marker` existing means it is complete."""
+    if (root / marker).is_file():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    families = mode_families(config)
-    for split_id, (split, per_mode) in enumerate([("train", config.train_per_mode), ("val", config.val_per_mode)]):
-        rows = []
-        for fam in families:
-            class_dir = tmp / split / f"class_{fam['class']:02d}"
-            class_dir.mkdir(parents=True, exist_ok=True)
-            for i in range(per_mode):
-                rng = np.random.default_rng([config.seed, split_id, fam["class"], fam["mode"], i])
-                name = f"m{fam['mode']}_{i:04d}.png"
-                Image.fromarray(render(fam, config.image_size, rng)).save(class_dir / name)
-                rows.append({"path": f"{class_dir.name}/{name}", "class": fam["class"], "submode": fam["submode"]})
-        with open(tmp / f"{split}_submodes.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["path", "class", "submode"])
-            writer.writeheader()
-            writer.writerows(rows)
-    meta = {"generator": "pretrain.data.generated", "config": dataclasses.asdict(config), "families": families}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    write(tmp)
     try:
         os.replace(tmp, root)
     except OSError:  # another process finished first
@@ -143,32 +128,54 @@ def generate(config: GeneratedDataConfig, base: str | Path = "data/generated") -
     return root
 
 
+def generate(config: GeneratedDataConfig, base: str | Path = "data/generated") -> Path:
+    """Write the dataset once and return its root."""
+
+    def write(tmp: Path) -> None:
+        families = mode_families(config)
+        splits = [("train", config.train_per_mode), ("val", config.val_per_mode)]
+        for split_id, (split, per_mode) in enumerate(splits):
+            rows = []
+            for fam in families:
+                class_dir = tmp / split / f"class_{fam['class']:02d}"
+                class_dir.mkdir(parents=True, exist_ok=True)
+                for i in range(per_mode):
+                    rng = np.random.default_rng([config.seed, split_id, fam["class"], fam["mode"], i])
+                    name = f"m{fam['mode']}_{i:04d}.png"
+                    Image.fromarray(render(fam, config.image_size, rng)).save(class_dir / name)
+                    rows.append({"path": f"{class_dir.name}/{name}", "class": fam["class"],
+                                 "submode": fam["submode"]})
+            with open(tmp / f"{split}_submodes.csv", "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=["path", "class", "submode"])
+                writer.writeheader()
+                writer.writerows(rows)
+        meta = {"generator": "pretrain.data.generated", "config": dataclasses.asdict(config), "families": families}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+
+    return write_once(dataset_dir(config, base), "meta.json", write)
+
+
 def fine_view(root: str | Path) -> Path:
     """The generated dataset relabelled by sub-mode, as any fine-labelled ImageFolder would be:
     `<root>/fine/{train,val}/<class>_m<submode>/` (hard links to the images) and
     `<root>/fine/coarse_map.csv` (`fine,coarse`), which turns it back into the coarse pretraining set."""
     root = Path(root)
-    fine = root / "fine"
-    if (fine / "coarse_map.csv").is_file():
-        return fine
-    tmp = root / f"fine.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    mapping: dict[str, str] = {}
-    for split in ("train", "val"):
-        with (root / f"{split}_submodes.csv").open(newline="") as f:
-            for row in csv.DictReader(f):
-                coarse = Path(row["path"]).parent.name
-                name = f"{coarse}_m{row['submode']}"
-                mapping[name] = coarse
-                target = tmp / split / name / Path(row["path"]).name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(root / split / row["path"], target)
-                except OSError:  # another file system: copy
-                    shutil.copyfile(root / split / row["path"], target)
-    (tmp / "coarse_map.csv").write_text("fine,coarse\n" + "".join(f"{f},{c}\n" for f, c in sorted(mapping.items())))
-    try:
-        os.replace(tmp, fine)
-    except OSError:  # written concurrently by another process
-        shutil.rmtree(tmp, ignore_errors=True)
-    return fine
+
+    def write(tmp: Path) -> None:
+        mapping: dict[str, str] = {}
+        for split in ("train", "val"):
+            with (root / f"{split}_submodes.csv").open(newline="") as f:
+                for row in csv.DictReader(f):
+                    coarse = Path(row["path"]).parent.name
+                    name = f"{coarse}_m{row['submode']}"
+                    mapping[name] = coarse
+                    target = tmp / split / name / Path(row["path"]).name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    try:
+                        os.link(root / split / row["path"], target)
+                    except OSError:  # another file system: copy
+                        shutil.copyfile(root / split / row["path"], target)
+        (tmp / "coarse_map.csv").write_text(
+            "fine,coarse\n" + "".join(f"{f},{c}\n" for f, c in sorted(mapping.items())))
+
+    return write_once(root / "fine", "coarse_map.csv", write)
