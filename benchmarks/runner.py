@@ -169,13 +169,14 @@ def run_benchmark(task: str, ckpt: str | Path, framework: str, schedule: str, se
     if result_path.is_file() and json.loads(result_path.read_text()).get("status") == "finished":
         print(f"already finished: {result_path}")
         return run_dir
+    backbone = read_backbone(ckpt)  # an unreadable checkpoint is refused before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     if spec.converts:
-        record = export(ckpt, [framework], run_dir / "weights", verify=True)
+        record = export(backbone, [framework], run_dir / "weights", verify=True)
         target = record["targets"][framework]
         source, weights, settings = record["source"], run_dir / "weights" / target["file"], target["settings"]
     else:
-        source, weights, settings = source_summary(read_backbone(ckpt)), ckpt.resolve(), {}
+        source, weights, settings = source_summary(backbone), ckpt.resolve(), {}
     provenance = {
         "task": task, "framework": framework, "framework_version": framework_version(framework),
         "schedule": schedule, "seed": seed, "data": str(data_root.resolve()), "embedded_data": data is None,

@@ -108,6 +108,8 @@ def test_a_crashing_run_is_recorded_as_failed(tiny_backbone, tmp_path, monkeypat
 
 
 def test_bad_benchmark_input_gets_one_message(tiny_backbone, tmp_path):
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
     cases = [
         (["coco", "--ckpt", str(tiny_backbone), "--schedule", "1x"], "--data is required for the 1x schedule"),
         (["coco", "--ckpt", str(tiny_backbone), "--data", str(tmp_path / "nope")],
@@ -115,6 +117,13 @@ def test_bad_benchmark_input_gets_one_message(tiny_backbone, tmp_path):
         (["coco", "--ckpt", str(tmp_path / "missing.pth")], "checkpoint not found"),
         (["coco", "--ckpt", str(tiny_backbone), "--framework", "caffe"], "no benchmark 'coco' for framework 'caffe'"),
         (["coco", "--ckpt", str(tiny_backbone), "--schedule", "3x"], "unknown schedule '3x' for coco"),
+        (["voc", "--framework", "mmseg", "--ckpt", str(tiny_backbone), "--data", str(tmp_path)],
+         "voc data not found under"),
+        (["probe", "--framework", "frozen", "--schedule", "standard", "--ckpt", str(tiny_backbone), "--data",
+          str(tmp_path / "nope")], "probe data not found under"),
+        (["probe", "--framework", "frozen", "--schedule", "standard", "--ckpt", str(garbage)],
+         "not a PyTorch weights file"),
+        (["coco", "--framework", "mmdet", "--ckpt", str(garbage)], "not a PyTorch weights file"),
     ]
     for args, message in cases:
         result = run_cli("-m", "benchmarks", "run", *args, "--out", str(tmp_path / "bench"))

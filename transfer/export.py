@@ -65,9 +65,12 @@ def pretraining_recipe(meta: dict[str, Any]) -> str | None:
     return ", ".join(parts)
 
 
-def export(checkpoint: str | Path, targets: list[str], out_dir: str | Path, verify: bool) -> dict[str, Any]:
-    """Convert `checkpoint` into each target under `out_dir`; returns (and writes) the sidecar record."""
-    source = read_backbone(checkpoint)
+def export(checkpoint: str | Path | SourceBackbone, targets: list[str], out_dir: str | Path, verify: bool
+           ) -> dict[str, Any]:
+    """Convert `checkpoint` (a path, or a backbone already read from one) into each target under `out_dir`;
+    returns (and writes) the sidecar record."""
+    source = checkpoint if isinstance(checkpoint, SourceBackbone) else read_backbone(checkpoint)
+    checkpoint = source.path
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(checkpoint).name.split(".")[0]
