@@ -34,7 +34,7 @@ class Setup:
         self.name, self.slots, self.device, self.args = method_name, slots, device, args
         look = args.look if method_name == "look" else {}
         config = config_from_dict({"method": {"name": method_name, **look}, "model": {"arch": args.arch},
-                                   "optim": {"name": "sgd", "lr": 0.01}})
+                                   "optim": {"name": "sgd", "lr_per_256": 0.01}})
         # `num_classes` classes over `slots` images (only LOOK's memory depends on slots).
         targets = torch.arange(max(slots, args.num_classes)) % args.num_classes
         self.method = build_method(config, targets)
@@ -42,7 +42,7 @@ class Setup:
         self.method.to_device(device)
         if args.channels_last:
             self.method.to(memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(self.method, config.optim)
+        self.optimizer = build_optimizer(self.method, config.optim, config.peak_lr)
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.amp else contextlib.nullcontext()
         self.generator = torch.Generator().manual_seed(1)
         self.images = torch.randn(args.batch, 3, args.image_size, args.image_size, generator=self.generator).to(device)

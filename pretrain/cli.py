@@ -45,6 +45,38 @@ def _methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect(args: argparse.Namespace) -> int:
+    """Per-epoch summary of a run's log.jsonl: loss (mean, max), logged metrics (max), loss spikes."""
+    import json
+    from pathlib import Path
+
+    from pretrain.errors import UserError
+
+    log = Path(args.run_dir) / "log.jsonl"
+    if not log.is_file():
+        raise UserError(f"no log.jsonl in {args.run_dir}: not a pretraining run directory")
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    start = next((r for r in rows if r.get("event") == "start"), {})
+    if "peak_lr" in start:
+        print(f"lr {start['peak_lr']:g} (lr_per_256 {start['lr_per_256']:g}, global batch {start['global_batch']}), "
+              f"{start['total_steps']} steps, warmup {start['warmup_steps']}")
+    steps = [r for r in rows if "event" not in r]
+    extra = [k for k in (steps[0] if steps else {}) if k not in ("step", "epoch", "lr", "loss")]
+    print("epoch  steps  loss mean   loss max  " + "  ".join(f"{k + ' max':>12s}" for k in extra) + "  spikes")
+    spikes = [r for r in rows if r.get("event") == "loss_spike"]
+    for epoch in sorted({r["epoch"] for r in steps}):
+        mine = [r for r in steps if r["epoch"] == epoch]
+        first, last = mine[0]["step"], mine[-1]["step"]
+        count = sum(first <= s["step"] <= last for s in spikes)
+        print(f"{epoch + 1:5d}  {len(mine):5d}  {sum(r['loss'] for r in mine) / len(mine):9.4g}  "
+              f"{max(r['loss'] for r in mine):9.4g}  " + "  ".join(f"{max(r[k] for r in mine):12.4g}" for k in extra)
+              + f"  {count:6d}")
+    if spikes:
+        print("loss spikes at steps " + ", ".join(str(s["step"]) for s in spikes[:20])
+              + (" ..." if len(spikes) > 20 else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pretrain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="generator setting, e.g. --set num_classes=10")
     p.set_defaults(func=_make_data)
+
+    p = sub.add_parser("inspect", help="per-epoch loss, metrics and loss spikes of a run directory's log")
+    p.add_argument("run_dir")
+    p.set_defaults(func=_inspect)
 
     p = sub.add_parser("methods", help="list the registered methods and their parameters")
     p.set_defaults(func=_methods)

@@ -59,7 +59,9 @@ class ModelConfig:
 @dataclass
 class OptimConfig:
     name: str = "sgd"  # sgd | lars | adamw
-    lr: float = 0.1  # absolute, for the global batch size below (no implicit scaling)
+    # The learning rate for 256 images: the run uses lr_per_256 * train.batch_size / 256 (the linear
+    # scaling rule), so a recipe means the same protocol at any batch size and on any number of GPUs.
+    lr_per_256: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -72,7 +74,7 @@ class OptimConfig:
 class ScheduleConfig:
     epochs: int = 100
     warmup_epochs: float = 5.0
-    min_lr_ratio: float = 0.0  # cosine ends at lr * min_lr_ratio
+    min_lr_ratio: float = 0.0  # cosine ends at peak lr * min_lr_ratio
 
 
 @dataclass
@@ -86,7 +88,10 @@ class TrainConfig:
     log_every: int = 10
     save_every_steps: int = 0  # also write `last` every N steps (0: at epoch ends only)
     keep_every_epochs: int = 10  # keep a periodic copy every N epochs (0: none)
-    grad_clip: float = 0.0
+    grad_clip: float = 0.0  # clip the global gradient norm to this value (0: off)
+    # A step whose loss exceeds loss_spike_factor x the median of the previous 50 is logged and counted
+    # as a loss spike in the run record (0: off).
+    loss_spike_factor: float = 3.0
 
 
 @dataclass
@@ -104,6 +109,11 @@ class Config:
     def method_name(self) -> str:
         return self.method["name"]
 
+    @property
+    def peak_lr(self) -> float:
+        """The learning rate after warmup: lr_per_256 scaled by the global batch."""
+        return self.optim.lr_per_256 * self.train.batch_size / 256
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -115,6 +125,7 @@ class Config:
 RESUME_FREE_KEYS = {
     "name", "out_dir", "data.root", "data.workers", "data.generated_dir",
     "train.log_every", "train.save_every_steps", "train.keep_every_epochs", "train.device",
+    "train.loss_spike_factor",
 }
 
 
@@ -139,7 +150,16 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
+# Keys that were renamed, with what to write instead.
+RENAMED_KEYS = {
+    "optim.lr": "optim.lr was replaced by optim.lr_per_256, the learning rate for 256 images, scaled by "
+                "train.batch_size / 256 (for lr 0.4 at batch 1024 write lr_per_256: 0.1)",
+}
+
+
 def _unknown_key(key: str, allowed: typing.Iterable[str], where: str) -> UserError:
+    if f"{where}{key}" in RENAMED_KEYS:
+        return UserError(RENAMED_KEYS[f"{where}{key}"])
     close = difflib.get_close_matches(key, list(allowed), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return UserError(f"unknown config key '{where}{key}'{hint}")
@@ -239,6 +259,8 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     config.method = resolve_method_params(config.method)
     if config.train.batch_size <= 0:
         raise UserError("train.batch_size must be positive")
+    if config.optim.lr_per_256 <= 0:
+        raise UserError("optim.lr_per_256 must be positive")
     return config
 
 

@@ -24,9 +24,30 @@ class DistInfo:
         return self.world_size > 1
 
 
+def launched_world_size() -> int:
+    """The number of processes `torchrun` (or our own launcher) started, from the environment."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return launched_world_size()
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
 def init_distributed(device_type: str) -> DistInfo:
     """Join the process group that `torchrun` describes in the environment (no-op when run plainly)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = launched_world_size()
     if world_size <= 1:
         return DistInfo()
     info = DistInfo(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))

@@ -58,34 +58,39 @@ def parameter_groups(model: nn.Module, config: OptimConfig) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, config: OptimConfig, lr: float) -> torch.optim.Optimizer:
+    """The optimizer at `lr` (the peak learning rate; the schedule sets each step's value)."""
     groups = parameter_groups(model, config)
     if config.name == "sgd":
         for g in groups:
             g.pop("lars_exclude", None)
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum,
                                nesterov=config.nesterov, weight_decay=config.weight_decay)
     if config.name == "lars":
-        return LARS(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return LARS(groups, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
     if config.name == "adamw":
         for g in groups:
             g.pop("lars_exclude", None)
-        return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
     raise UserError(f"unknown optimizer '{config.name}'; known: sgd, lars, adamw")
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
-    """Multiplier of the base lr at `step`: linear warmup from ~0, then cosine down to `min_ratio`."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+def lr_factor(step: int, total_steps: int, warmup: int, min_ratio: float) -> float:
+    """Multiplier of the peak lr at `step`: linear warmup from ~0 over `warmup` steps, then cosine down to
+    `min_ratio`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def set_lr(optimizer: torch.optim.Optimizer, base_lr: float, step: int, total_steps: int,
+def warmup_steps(schedule: ScheduleConfig, steps_per_epoch: int) -> int:
+    return round(schedule.warmup_epochs * steps_per_epoch)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, peak_lr: float, step: int, total_steps: int,
            steps_per_epoch: int, schedule: ScheduleConfig) -> float:
-    warmup = round(schedule.warmup_epochs * steps_per_epoch)
-    lr = base_lr * lr_factor(step, total_steps, warmup, schedule.min_lr_ratio)
+    lr = peak_lr * lr_factor(step, total_steps, warmup_steps(schedule, steps_per_epoch), schedule.min_lr_ratio)
     for group in optimizer.param_groups:
         group["lr"] = lr
     return lr

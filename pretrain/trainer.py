@@ -29,7 +29,8 @@ from pretrain.distributed import DistInfo, barrier, init_distributed, shutdown
 from pretrain.errors import TrainingDiverged, UserError
 from pretrain.methods import Method, get_method
 from pretrain.models import build_backbone
-from pretrain.optim import build_optimizer, set_lr
+from pretrain.monitor import LossSpikeDetector
+from pretrain.optim import build_optimizer, set_lr, warmup_steps
 
 
 def pick_device(name: str) -> torch.device:
@@ -150,7 +151,12 @@ class Trainer:
             exported = Path()
             if info.is_main:
                 exported = self._export(reuse=finished_before)
-                self.log.event("done", step=self.step, exported=str(exported))
+                self.log.event("done", step=self.step, exported=str(exported), **self.spikes.summary())
+                spikes = self.spikes.summary()
+                if spikes["loss_spikes"]:
+                    print(f"warning: {spikes['loss_spikes']} loss spike(s) in this run (steps "
+                          f"{', '.join(map(str, spikes['spike_steps']))}; largest loss {spikes['max_loss']:.3g} at "
+                          f"step {spikes['max_loss_step']}): the backbone may be damaged", flush=True)
                 print(f"exported backbone: {exported}", flush=True)
             barrier()
             return exported
@@ -205,12 +211,15 @@ class Trainer:
                 method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
             self.model = DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None)
         self.method = method
-        self.optimizer = build_optimizer(method, config.optim)
+        self.optimizer = build_optimizer(method, config.optim, config.peak_lr)
         self.step, self.epoch, self.step_in_epoch = 0, 0, 0
+        self.spikes = LossSpikeDetector(factor=cfg_train.loss_spike_factor)
         if checkpoint is not None:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
             self.step, self.epoch = checkpoint["step"], checkpoint["epoch"]
             self.step_in_epoch = checkpoint["step_in_epoch"]
+            if "loss_spikes" in checkpoint:
+                self.spikes.load_state_dict(checkpoint["loss_spikes"])
         amp = _switch(cfg_train.amp, device, "train.amp")
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
 
@@ -218,12 +227,25 @@ class Trainer:
         if info.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             write_config(config, self.run_dir / "config.yaml")
+            schedule = self.schedule_record()
+            print(f"lr {schedule['peak_lr']:g} (lr_per_256 {config.optim.lr_per_256:g} x global batch "
+                  f"{cfg_train.batch_size} / 256 on {info.world_size} process(es)), warmup "
+                  f"{schedule['warmup_steps']} of {self.total_steps} steps", flush=True)
             if checkpoint is not None:
                 print(f"resumed from {resume_path} at step {self.step}/{self.total_steps} (epoch {self.epoch})",
                       flush=True)
                 self.log.event("resume", step=self.step, epoch=self.epoch, checkpoint=str(resume_path))
             else:
-                self.log.event("start", total_steps=self.total_steps, world_size=info.world_size, device=str(device))
+                self.log.event("start", device=str(device), **schedule)
+
+    def schedule_record(self) -> dict[str, Any]:
+        """The resolved optimisation protocol: what `lr_per_256` and the batch turned into for this run."""
+        config = self.config
+        return {"lr_per_256": config.optim.lr_per_256, "global_batch": config.train.batch_size,
+                "peak_lr": config.peak_lr, "world_size": self.info.world_size,
+                "per_process_batch": config.train.batch_size // self.info.world_size,
+                "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
+                "warmup_steps": warmup_steps(config.schedule, self.steps_per_epoch)}
 
     def _train_epoch(self) -> None:
         config, cfg_train = self.config, self.config.train
@@ -239,7 +261,7 @@ class Trainer:
             self.progress.update(1)
             rows = self.log.step(record)
             if rows:
-                self._check_finite(rows)
+                self._check_rows(rows)
                 elapsed = time.perf_counter() - window_start
                 self.progress.set_postfix(loss=f"{rows[-1]['loss']:.4f}", img_s=f"{window_images / elapsed:.0f}",
                                           epoch=self.epoch)
@@ -264,7 +286,7 @@ class Trainer:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         labels, indices = labels.to(self.device, non_blocking=True), indices.to(self.device, non_blocking=True)
-        lr = set_lr(self.optimizer, self.config.optim.lr, self.step, self.total_steps, self.steps_per_epoch,
+        lr = set_lr(self.optimizer, self.config.peak_lr, self.step, self.total_steps, self.steps_per_epoch,
                     self.config.schedule)
         loss, metrics = training_step(self.model, self.method, self.optimizer, images, labels, indices,
                                       self.autocast, self.config.train.grad_clip)
@@ -274,17 +296,27 @@ class Trainer:
         return {"step": self.step, "epoch": self.epoch, "lr": lr, "loss": loss.detach(),
                 **{k: v.detach() for k, v in metrics.items()}}
 
-    def _check_finite(self, rows: list[dict[str, Any]]) -> None:
+    def _check_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Stop on a non-finite loss; log and count loss spikes."""
         for row in rows:
             if not math.isfinite(row["loss"]):
                 last = self.ckpt_dir / "last.pt"
                 kept = f" at {last}" if last.is_file() else ""
                 raise TrainingDiverged(f"loss is {row['loss']} at step {row['step']} (epoch {row['epoch']}): "
                                        f"training diverged; the last good checkpoint is kept{kept}")
+            spike = self.spikes.update(row["step"], row["loss"])
+            if spike is not None:
+                self.log.event("loss_spike", **spike, lr=row["lr"])
+                if self.info.is_main:
+                    self.progress.write(
+                        f"warning: loss spike at step {spike['step']}: {spike['loss']:.3g}, "
+                        f"{spike['loss'] / spike['running_median']:.1f}x its running median "
+                        f"{spike['running_median']:.3g} (lr {row['lr']:.3g}); {len(self.spikes.spikes)} so far. "
+                        "The run goes on; the count is recorded with the backbone.")
 
     def _save(self) -> None:
         """Write `last.pt` atomically, after making sure no NaN went into the state being saved."""
-        self._check_finite(self.log.flush())
+        self._check_rows(self.log.flush())
         if not self.info.is_main:
             return
         atomic_save(
@@ -298,6 +330,7 @@ class Trainer:
                 "step_in_epoch": self.step_in_epoch,
                 "model": self.method.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
+                "loss_spikes": self.spikes.state_dict(),
             },
             self.ckpt_dir / "last.pt",
         )
@@ -322,6 +355,8 @@ class Trainer:
             + (["memory"] if hasattr(self.method, "memory") else []),
             "config_hash": config_hash(config.to_dict()),
             "config": config.to_dict(),
+            "schedule": self.schedule_record(),
+            "training": self.spikes.summary(),
             "timm_version": timm.__version__,
         }
         return export_backbone(self.method.backbone.state_dict(), meta, export_dir)

@@ -136,7 +136,7 @@ def test_diverged_run_stops_with_a_message_and_keeps_the_last_checkpoint(tiny_ov
     result = train_cli("--resume", str(last), "--out", str(tmp_path / "run2"),
                        *set_args([*tiny_overrides, "schedule.epochs=1"]))
     assert result.returncode == 0  # finished run: nothing to do
-    result = train_cli(*set_args([*tiny_overrides, "schedule.epochs=3", "optim.lr=1e30",
+    result = train_cli(*set_args([*tiny_overrides, "schedule.epochs=3", "optim.lr_per_256=1e30",
                                   f"out_dir={tmp_path / 'run3'}"]))
     assert_clean_error(result, "training diverged")
     assert last.read_bytes() == before

@@ -41,11 +41,24 @@ def test_look_defaults_are_filled_in():
 
 
 def test_numbers_in_yaml_exponent_form_are_floats():
-    assert load_config(None, ["optim.lr=1e-4"]).optim.lr == pytest.approx(1e-4)
-    with pytest.raises(UserError, match="'optim.lr' must be a number"):
-        load_config(None, ["optim.lr=fast"])
+    assert load_config(None, ["optim.lr_per_256=1e-4"]).optim.lr_per_256 == pytest.approx(1e-4)
+    with pytest.raises(UserError, match="'optim.lr_per_256' must be a number"):
+        load_config(None, ["optim.lr_per_256=fast"])
     with pytest.raises(UserError, match="'train.amp'"):
         load_config(None, ["train.amp=[1]"])
+
+
+def test_learning_rate_is_given_per_256_images_and_scaled_by_the_global_batch():
+    config = load_config(REPO / "pretrain/configs/sl_imagenet_r50.yaml")
+    assert config.optim.lr_per_256 == pytest.approx(0.1) and config.peak_lr == pytest.approx(0.4)  # batch 1024
+    for batch in (64, 256, 4096):
+        scaled = load_config(REPO / "pretrain/configs/sl_imagenet_r50.yaml", [f"train.batch_size={batch}"])
+        assert scaled.peak_lr == pytest.approx(0.1 * batch / 256)
+    # the old absolute key is refused with what to write instead, not silently ignored
+    with pytest.raises(UserError, match="optim.lr was replaced by optim.lr_per_256"):
+        load_config(None, ["optim.lr=0.4"])
+    with pytest.raises(UserError, match="must be positive"):
+        load_config(None, ["optim.lr_per_256=0"])
 
 
 def test_override_parsing():

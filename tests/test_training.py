@@ -29,7 +29,7 @@ def epoch_mean(steps, key, epochs):
 def test_method_trains_and_loss_falls(method, tiny_overrides, tmp_path):
     # 64 px: at 32 px ResNet-18's last feature map is 1x1 and LOOK barely moves in a few dozen steps.
     overrides = [*tiny_overrides, "data.generated.train_per_mode=24", "data.generated.image_size=64",
-                 "data.image_size=64", "schedule.epochs=5", "optim.lr=0.05"]
+                 "data.image_size=64", "schedule.epochs=5", "optim.lr_per_256=0.4"]  # lr 0.05 at batch 32
     if method == "look":
         overrides += ["method.k=5"]
     config = load_config(REPO / f"pretrain/configs/{method}_cpu.yaml", overrides)

@@ -62,6 +62,9 @@ def pretraining_recipe(meta: dict[str, Any]) -> str | None:
         parts.append(f"seed {config['train']['seed']}")
     if config.get("name"):
         parts.append(f"config {config['name']} ({meta.get('config_hash', '?')})")
+    spikes = (meta.get("training") or {}).get("loss_spikes")
+    if spikes is not None:  # recorded since the spike detector exists; a damaged run must not pass unseen
+        parts.append(f"{spikes} loss spike{'s' if spikes != 1 else ''}" + (" (!)" if spikes else ""))
     return ", ".join(parts)
 
 

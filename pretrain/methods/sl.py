@@ -26,4 +26,5 @@ class SupervisedLinear(Method):
     def loss(self, outputs, labels, indices):
         loss = F.cross_entropy(outputs.float(), labels, label_smoothing=self.params.label_smoothing)
         top1 = (outputs.argmax(1) == labels).float().mean()
-        return loss, {"top1": top1}
+        # the largest |logit| of the batch: how sharp the softmax has become (its growth precedes a blow-up)
+        return loss, {"top1": top1, "logit_max": outputs.detach().abs().max().float()}
