@@ -8,7 +8,7 @@ TEST_ARGS ?=
 
 RUN_ARGS = $(if $(DATA),--data $(DATA)) $(if $(OUT),--out $(OUT))
 
-.PHONY: install test lint demo pretrain-sl pretrain-slmlp pretrain-look pretrain-all export bench-coco bench-voc bench-ade bench-probe probe-seeds tables bench-pretrain-speed clean-runs
+.PHONY: install test lint demo pretrain-sl pretrain-slmlp pretrain-look pretrain-all export bench-coco bench-voc bench-ade bench-probe probe-seeds bench-proxy data-fmnist bench-dryrun tables bench-pretrain-speed clean-runs
 
 install: $(STAMP)
 
@@ -50,7 +50,9 @@ demo: pretrain-all
 	      || { tail -5 $$log; exit 1; }; \
 	  done; done
 	$(PY) -m benchmarks collect
-	@echo "(smoke numbers on generated data: they show the pipeline works, not which method transfers better)"
+	@echo "(smoke numbers on generated data: they show the pipeline works, not which method transfers better."
+	@echo " The generated data cannot show the papers' effect; the real-data tier can: make bench-proxy DATASET=fmnist,"
+	@echo " results/proxy_fmnist.md)"
 
 # Convert a pretrained backbone for Detectron2 / MMDetection / MMSegmentation and verify it: make export CKPT=...
 TO ?= all
@@ -59,24 +61,28 @@ export: $(STAMP)
 	$(PY) -m transfer export $(CKPT) --to $(TO) --out $(or $(OUT),runs/transfer) --verify
 
 # Fine-tune and evaluate on COCO: make bench-coco CKPT=... [FRAMEWORK=detectron2] [SCHEDULE=smoke|1x|2x] [DATA=coco/]
+# GPUS=N trains in N processes (one per GPU; with DEVICE=cpu, CPU processes over gloo); the protocol's
+# global batch, lr and length stay the same. OPTS="KEY=VALUE ..." go to the framework's own override
+# mechanism and make another run (directory and table row).
 FRAMEWORK ?= detectron2
 SCHEDULE  ?= smoke
 SEED      ?= 0
+GPUS      ?= 1
+DEVICE    ?= auto
+BENCH_RUN_ARGS = --seed $(SEED) --procs $(GPUS) --device $(DEVICE) $(if $(DATA),--data $(DATA)) \
+  $(if $(OPTS),--opts $(OPTS))
 bench-coco: $(STAMP)
-	@test -n "$(CKPT)" || { echo "usage: make bench-coco CKPT=path [FRAMEWORK=detectron2] [SCHEDULE=smoke|1x|2x] [DATA=dir]"; exit 2; }
-	$(PY) -m benchmarks run coco --ckpt $(CKPT) --framework $(FRAMEWORK) --schedule $(SCHEDULE) --seed $(SEED) \
-	  $(if $(DATA),--data $(DATA))
+	@test -n "$(CKPT)" || { echo "usage: make bench-coco CKPT=path [FRAMEWORK=detectron2|mmdet] [SCHEDULE=smoke|1x|2x] [DATA=dir] [GPUS=8]"; exit 2; }
+	$(PY) -m benchmarks run coco --ckpt $(CKPT) --framework $(FRAMEWORK) --schedule $(SCHEDULE) $(BENCH_RUN_ARGS)
 
 # Semantic segmentation in MMSegmentation: make bench-voc CKPT=... [SCHEDULE=smoke|1x|2x] [DATA=VOCdevkit/VOC2012]
 bench-voc: $(STAMP)
-	@test -n "$(CKPT)" || { echo "usage: make bench-voc CKPT=path [SCHEDULE=smoke|1x|2x] [DATA=VOCdevkit/VOC2012]"; exit 2; }
-	$(PY) -m benchmarks run voc --ckpt $(CKPT) --framework mmseg --schedule $(SCHEDULE) --seed $(SEED) \
-	  $(if $(DATA),--data $(DATA))
+	@test -n "$(CKPT)" || { echo "usage: make bench-voc CKPT=path [SCHEDULE=smoke|1x|2x] [DATA=VOCdevkit/VOC2012] [GPUS=4]"; exit 2; }
+	$(PY) -m benchmarks run voc --ckpt $(CKPT) --framework mmseg --schedule $(SCHEDULE) $(BENCH_RUN_ARGS)
 
 bench-ade: $(STAMP)
-	@test -n "$(CKPT)" || { echo "usage: make bench-ade CKPT=path [SCHEDULE=smoke|1x|2x] [DATA=ADEChallengeData2016]"; exit 2; }
-	$(PY) -m benchmarks run ade20k --ckpt $(CKPT) --framework mmseg --schedule $(SCHEDULE) --seed $(SEED) \
-	  $(if $(DATA),--data $(DATA))
+	@test -n "$(CKPT)" || { echo "usage: make bench-ade CKPT=path [SCHEDULE=smoke|1x|2x] [DATA=ADEChallengeData2016] [GPUS=4]"; exit 2; }
+	$(PY) -m benchmarks run ade20k --ckpt $(CKPT) --framework mmseg --schedule $(SCHEDULE) $(BENCH_RUN_ARGS)
 
 # Frozen-feature probe of a backbone on an ImageFolder train/val pair (default: the embedded data by
 # sub-mode, i.e. coarse-to-fine): make bench-probe CKPT=... [DATA=dir with train/ val/ [coarse_map.csv]]
@@ -98,6 +104,31 @@ probe-seeds: $(STAMP)
 	  grep -E "^(probe|diagnostics):" $$out.probe.log | sed "s|^|$$run seed $$seed: |"; \
 	done; done
 	$(PY) -m benchmarks collect
+
+# The real-data coarse-to-fine tier: pretrain SL, SL-MLP, LOOK on a real dataset's coarse labels with the
+# protocol's seeds, probe the fine classes, write results/proxy_<DATASET>.{md,csv}:
+#   make bench-proxy DATASET=fmnist|cifar100|imagefolder [SOURCE=file or dir] [SEEDS="0 1 2"]
+DATASET ?= fmnist
+PROXY_ARGS = --dataset $(DATASET) $(if $(SOURCE),--source $(SOURCE)) \
+  $(if $(filter command line,$(origin SEEDS)),--seeds $(SEEDS))
+bench-proxy: $(STAMP) $(if $(and $(filter fmnist,$(DATASET)),$(if $(SOURCE),,1)),data-fmnist)
+	$(PY) -m benchmarks proxy $(PROXY_ARGS) \
+	  --command-line "make bench-proxy DATASET=$(DATASET)$(if $(SOURCE), SOURCE=$(SOURCE))$(if $(filter command line,$(origin SEEDS)), SEEDS=\"$(SEEDS)\")"
+
+# Fashion-MNIST is packaged by Debian (dataset-fashion-mnist): install it when missing (as root).
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+data-fmnist:
+	@test -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	  else echo "error: Fashion-MNIST is missing: sudo apt-get install dataset-fashion-mnist"; exit 2; fi; }
+	@echo "Fashion-MNIST idx files: $(FMNIST_DIR)"
+
+# Every real protocol (COCO 1x/2x in Detectron2 and MMDetection, VOC and ADE20K in MMSegmentation) built,
+# loaded and stepped for ITERS iterations here at its real input sizes; batches, lr and length for 1, 8 and
+# 16 GPUs: make bench-dryrun [CKPT=...] [ITERS=2] [ONLY="coco:mmdet:1x ..."]
+ITERS ?= 2
+bench-dryrun: $(STAMP)
+	$(PY) -m benchmarks dryrun --iters $(ITERS) $(if $(CKPT),--ckpt $(CKPT)) $(if $(ONLY),--only $(ONLY))
 
 # Every finished (and failed) run under runs/bench -> results/<task>.{md,csv,png}
 tables: $(STAMP)

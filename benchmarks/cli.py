@@ -11,11 +11,11 @@ from pretrain.errors import report_user_errors
 
 
 def _run(args: argparse.Namespace) -> int:
-    from benchmarks.launch import is_main_process
     from benchmarks.runner import run_benchmark
+    from pretrain.distributed import is_main_process
 
     run_dir = run_benchmark(args.task, args.ckpt, args.framework, args.schedule, args.seed, args.data, args.out,
-                            args.gpus)
+                            args.procs, args.device, args.opts)
     if not is_main_process():
         return 0
     metrics = json.loads((run_dir / "result.json").read_text())["metrics"]
@@ -38,6 +38,34 @@ def _collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _proxy(args: argparse.Namespace) -> int:
+    from benchmarks.proxy import run_proxy
+
+    per_class = None
+    if args.train_per_class is not None or args.val_per_class is not None:
+        per_class = (args.train_per_class, args.val_per_class)
+    table = run_proxy(args.dataset, args.source, args.seeds, args.out, args.results, args.data_dir, args.set,
+                      command=args.command_line, per_class=per_class)
+    print(f"table: {table} (+ .csv)")
+    return 0
+
+
+def _dryrun(args: argparse.Namespace) -> int:
+    from benchmarks.dryrun import dry_run
+
+    dry_run(args.ckpt, args.out, args.iters, args.only)
+    return 0
+
+
+def _protocols(args: argparse.Namespace) -> int:
+    from benchmarks.coco_protocol import markdown
+
+    for schedule in args.schedule:
+        print(markdown(schedule))
+        print()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,10 +77,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", help="dataset root in its standard layout (default for smoke: the embedded data)")
     p.add_argument("--out", default="runs/bench")
-    p.add_argument("--gpus", type=int, default=1,
-                   help="GPU processes to start (Detectron2's launch / torch multiprocessing); or start an "
-                        "mmdet / mmseg run under torchrun --nproc_per_node N instead")
+    p.add_argument("--procs", "--gpus", dest="procs", type=int, default=1,
+                   help="processes to train in, one per GPU (Detectron2's launch / torch multiprocessing); with "
+                        "--device cpu, CPU processes over gloo. An mmdet / mmseg run may instead be started under "
+                        "torchrun --nproc_per_node N. The protocol's global batch is split over them")
+    p.add_argument("--device", default="auto", help="auto (cuda when torch sees a GPU), cuda or cpu")
+    p.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="overrides through the framework's own mechanism (Detectron2 merge_from_list, mmengine "
+                        "merge_from_dict), e.g. SOLVER.BASE_LR=0.01 or optim_wrapper.optimizer.lr=0.01; a run "
+                        "with overrides is another run (its own directory and table row)")
     p.set_defaults(func=_run)
+    x = sub.add_parser("proxy", help="real-data coarse-to-fine tier: pretrain sl / sl-mlp / look on coarse labels "
+                                     "with several seeds, probe the fine classes, one table")
+    x.add_argument("--dataset", required=True, help="fmnist, cifar100 or imagefolder (benchmarks/configs/proxy/)")
+    x.add_argument("--source", help="fmnist: the idx folder (default: Debian's /usr/share/datasets/fashion-mnist); "
+                                    "cifar100: cifar-100-python.tar.gz; imagefolder: a folder with train/, val/ "
+                                    "and coarse_map.csv")
+    x.add_argument("--seeds", type=int, nargs="+", help="pretraining seeds (default: the protocol's)")
+    x.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="pretraining override for every run (a new run directory, not the protocol's table)")
+    x.add_argument("--train-per-class", type=int, help="training images a fine class (default: the protocol's)")
+    x.add_argument("--val-per-class", type=int, help="test images a fine class (default: the protocol's)")
+    x.add_argument("--out", default="runs/proxy")
+    x.add_argument("--data-dir", default="data/proxy", help="where the dataset is written as an ImageFolder")
+    x.add_argument("--results", default="results")
+    x.add_argument("--command-line", help=argparse.SUPPRESS)  # how make called it, for the table
+    x.set_defaults(func=_proxy)
+    d = sub.add_parser("dryrun", help="build every real protocol, load the checkpoint, train a few iterations here "
+                                      "on the embedded data; print batches / lr / length for 1, 8, 16 GPUs")
+    d.add_argument("--ckpt", help="backbone to load (default: a randomly initialised ResNet-50)")
+    d.add_argument("--iters", type=int, default=2)
+    d.add_argument("--only", nargs="+", metavar="TASK:FRAMEWORK:SCHEDULE", help="e.g. coco:detectron2:1x")
+    d.add_argument("--out", default="runs/dryrun")
+    d.set_defaults(func=_dryrun)
+    q = sub.add_parser("protocols", help="the COCO protocol of Detectron2 and MMDetection side by side, read from "
+                                         "their resolved configs")
+    q.add_argument("--schedule", nargs="+", default=["1x"])
+    q.set_defaults(func=_protocols)
     c = sub.add_parser("collect", help="gather finished runs into tables and charts in results/")
     c.add_argument("--runs", default="runs/bench")
     c.add_argument("--out", default="results")

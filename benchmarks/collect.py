@@ -65,6 +65,8 @@ class Row:
     failed: dict[int, str] = field(default_factory=dict)  # failed seed -> error
     date: str = ""
     quoted_source: str = ""
+    opts: tuple[str, ...] = ()
+    batches: set[str] = field(default_factory=set)  # "global = processes x per process", per finished seed
 
     @property
     def status(self) -> str:
@@ -97,12 +99,13 @@ def gather(runs: Path) -> list[Row]:
         if record is None or record.get("task") not in COLUMNS:
             continue
         data = "embedded" if record.get("embedded_data") else Path(record.get("data", "")).name
-        key = (record["task"], record["checkpoint_sha256"], record["framework"], record["schedule"], data)
+        opts = tuple(record.get("opts") or ())
+        key = (record["task"], record["checkpoint_sha256"], record["framework"], record["schedule"], data, opts)
         row = rows.setdefault(key, Row(
             task=record["task"], checkpoint=Path(record["checkpoint"]).name.split(".")[0],
             method=record.get("method") or "?", arch=record.get("arch") or "?", recipe=record.get("recipe") or "",
             framework=record["framework"], framework_version=record.get("framework_version", ""),
-            schedule=record["schedule"], checkpoint_sha256=record["checkpoint_sha256"], data=data))
+            schedule=record["schedule"], checkpoint_sha256=record["checkpoint_sha256"], data=data, opts=opts))
         seed = int(record["seed"])
         row.run_dirs.append(run_dir)
         if record is result:
@@ -110,6 +113,10 @@ def gather(runs: Path) -> list[Row]:
                                for group, metric, column in COLUMNS[row.task]}
             row.config_sha256.add(result.get("config_sha256", ""))
             row.date = max(row.date, result.get("finished", ""))
+            protocol = result.get("protocol") or {}
+            if "global_batch" in protocol:
+                row.batches.add(f"{protocol['global_batch']} = {protocol['world_size']} × "
+                                f"{protocol['per_process_batch']}")
         elif failure is not None:
             row.failed[seed] = failure.get("error", "unknown error")
         else:  # started, neither finished nor failed: running, or killed (a rerun resumes it)
@@ -146,6 +153,7 @@ def _csv(rows: list[Row], task: str) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["checkpoint", "method", "arch", "recipe", "data", "framework", "framework_version", "schedule",
+                     "opts", "batch (global = processes x per process)",
                      "status", "seeds", *[f"{c}_{s}" for c in columns for s in ("mean", "std")],
                      "checkpoint_sha256", "config_sha256", "date", "error", "source"])
     for row in rows:
@@ -153,10 +161,11 @@ def _csv(rows: list[Row], task: str) -> str:
         for column in columns:
             summary = row.summary(column)
             stats += ["", ""] if summary is None else [f"{summary[0]:.3f}", f"{summary[1]:.3f}"]
+        seeds = " ".join(map(str, sorted(row.seeds))) if not row.quoted_source else ""
         writer.writerow([row.checkpoint, row.method, row.arch, row.recipe, row.data, row.framework,
-                         row.framework_version,
-                         row.schedule, row.status, " ".join(map(str, sorted(row.seeds))) if not row.quoted_source
-                         else "", *stats, row.checkpoint_sha256, " ".join(sorted(row.config_sha256)), row.date,
+                         row.framework_version, row.schedule, " ".join(row.opts), "; ".join(sorted(row.batches)),
+                         row.status, seeds, *stats, row.checkpoint_sha256, " ".join(sorted(row.config_sha256)),
+                         row.date,
                          "; ".join(f"seed {s}: {e}" for s, e in sorted(row.failed.items())), row.quoted_source])
     return out.getvalue()
 
@@ -172,9 +181,9 @@ def _markdown(rows: list[Row], task: str, chart: str | None) -> str:
         lines += [f"## {'Smoke runs' if smoke else 'Benchmark runs'}", ""]
         if smoke:
             lines += [f"> {SMOKE_NOTE}.", ""]
-        lines += ["| checkpoint | method | arch | pretraining | data | framework | schedule | seeds | "
-                  + " | ".join(columns) + " | status | provenance |",
-                  "|" + "---|" * (len(columns) + 10)]
+        lines += ["| checkpoint | method | arch | pretraining | data | framework | schedule | batch (global = "
+                  "processes × per process) | seeds | " + " | ".join(columns) + " | status | provenance |",
+                  "|" + "---|" * (len(columns) + 11)]
         for row in part:
             seeds = ", ".join(map(str, sorted(row.seeds))) if not row.quoted_source else "—"
             if row.quoted_source:
@@ -188,9 +197,11 @@ def _markdown(rows: list[Row], task: str, chart: str | None) -> str:
                 status += ": " + "; ".join(f"seed {seed}: {error.splitlines()[0][:120]}"
                                            for seed, error in sorted(row.failed.items()))
             name = f"*{row.checkpoint} (quoted)*" if row.quoted_source else row.checkpoint
+            if row.opts:
+                name += f" (opts: {' '.join(row.opts)})"
             lines.append(f"| {name} | {row.method} | {row.arch} | {row.recipe or '—'} | {row.data or '—'} | "
-                         f"{row.framework} | "
-                         f"{row.schedule} | {seeds} | " + " | ".join(_cell(row, c) for c in columns)
+                         f"{row.framework} | {row.schedule} | {'; '.join(sorted(row.batches)) or '—'} | "
+                         f"{seeds} | " + " | ".join(_cell(row, c) for c in columns)
                          + f" | {status} | {provenance} |")
         lines.append("")
     if task == "probe":

@@ -1,43 +1,49 @@
-"""Run one benchmark's training in 1 or N GPU processes and hand its result back to the runner.
+"""Run one benchmark's training in 1 or N processes and hand its result back to the runner.
 
-Detectron2 runs start their processes with Detectron2's own `launch()`; mmengine runs with
-torch.multiprocessing and the environment `torchrun` would set (RANK, LOCAL_RANK, WORLD_SIZE,
-MASTER_ADDR/PORT), so that the Runner initialises the process group with `launcher='pytorch'`.
-A run started by `torchrun` itself (WORLD_SIZE set) trains in the current process. In every case
-rank 0 writes the resolved config and the metrics to a file that the runner reads.
+Knows nothing of tasks: it gets the task's training function and the run.
+- 1 process: the function runs here.
+- N processes, Detectron2: Detectron2's own `launch()` (NCCL on GPUs, gloo without).
+- N processes, mmengine: torch.multiprocessing with the environment `torchrun` sets (RANK, LOCAL_RANK,
+  WORLD_SIZE, MASTER_ADDR/PORT); each process joins the group (NCCL or gloo) before the Runner, which
+  then uses it (`launcher='pytorch'`).
+- Started by `torchrun` itself (WORLD_SIZE set): this process is one of them; it joins the group and trains.
+A CPU run with N processes (`--device cpu --procs N`) uses gloo and hides any GPU from its processes.
+Rank 0 writes the result to a file that the parent reads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
+from benchmarks.spec import RunSpec, TrainResult
 from pretrain.checkpoint import atomic_write_json
+from pretrain.distributed import init_distributed, is_main_process, launched_world_size
+
+Train = Callable[[RunSpec], TrainResult]
 
 
-def is_main_process() -> bool:
-    import torch.distributed as dist
+def _train_and_write(train: Train, spec: RunSpec, result_file: str) -> None:
+    if spec.device == "cpu" and spec.world_size > 1:
+        import torch
 
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank() == 0
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def _train(task_key: tuple[str, str], args: tuple[Any, ...], result_file: str) -> None:
-    from benchmarks.runner import TASKS
-
-    resolved, metrics = TASKS[task_key].run(*args)
+        # N processes on the machine's cores: one thread each is several times faster than oversubscribing
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // spec.world_size))
+    result = train(spec)
     if is_main_process():
-        atomic_write_json(Path(result_file), {"resolved": resolved, "metrics": metrics})
+        atomic_write_json(Path(result_file), asdict(result))
 
 
-def _torch_worker(local_rank: int, world_size: int, port: int, task_key, args, result_file: str) -> None:
-    os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world_size),
+def _torch_worker(local_rank: int, port: int, train: Train, spec: RunSpec, result_file: str) -> None:
+    os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(spec.world_size),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    _train(task_key, args, result_file)
+    init_distributed(spec.device)
+    _train_and_write(train, spec, result_file)
 
 
 def _free_port() -> int:
@@ -46,23 +52,39 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def train_in_processes(task_key: tuple[str, str], gpus: int, args: tuple[Any, ...], result_file: Path
-                       ) -> tuple[str, dict[str, dict[str, float]]]:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: this is one of the processes
-        from benchmarks.runner import TASKS
+@contextlib.contextmanager
+def _visible_devices(device: str) -> Iterator[None]:
+    """CPU processes on a GPU machine must not see the GPUs (Detectron2's launch would pick NCCL)."""
+    if device != "cpu":
+        yield
+        return
+    previous = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = previous
 
-        return TASKS[task_key].run(*args)  # mmengine's evaluator gives every rank the metrics
+
+def run_in_processes(train: Train, spec: RunSpec, framework: str, result_file: Path) -> TrainResult:
+    """Train `spec` in `spec.world_size` processes (or in this one under torchrun); rank 0's result."""
+    if launched_world_size() > 1:  # started by torchrun: this is one of the processes
+        init_distributed(spec.device)
+        return train(spec)  # the frameworks' evaluators give every rank the metrics
     result_file.unlink(missing_ok=True)
-    if gpus <= 1:
-        _train(task_key, args, str(result_file))
-    elif task_key[1] == "detectron2":
-        from detectron2.engine import launch
+    if spec.world_size == 1:
+        return train(spec)
+    with _visible_devices(spec.device):
+        if framework == "detectron2":
+            from detectron2.engine import launch
 
-        launch(_train, gpus, dist_url="auto", args=(task_key, args, str(result_file)))
-    else:
-        import torch.multiprocessing as mp
+            launch(_train_and_write, spec.world_size, dist_url="auto", args=(train, spec, str(result_file)))
+        else:
+            import torch.multiprocessing as mp
 
-        mp.start_processes(_torch_worker, args=(gpus, _free_port(), task_key, args, str(result_file)),
-                           nprocs=gpus, start_method="spawn")
-    record = json.loads(result_file.read_text())
-    return record["resolved"], record["metrics"]
+            mp.start_processes(_torch_worker, args=(_free_port(), train, spec, str(result_file)),
+                               nprocs=spec.world_size, start_method="spawn")
+    return TrainResult(**json.loads(result_file.read_text()))

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
-from typing import Any
 
-from benchmarks.openmmlab import apply_backbone, finish_config, load_config, set_dataset
+from benchmarks.openmmlab import apply_backbone, finish_config, load_config, set_dataset, train_and_evaluate
+from benchmarks.spec import RunSpec, TrainResult
 
 # CocoMetric's names (fractions) -> the suite's (Detectron2's, in percent)
 METRIC_NAMES = {"mAP": "AP", "mAP_50": "AP50", "mAP_75": "AP75", "mAP_s": "APs", "mAP_m": "APm", "mAP_l": "APl"}
 
 
-def build_config(schedule: str, weights: Path, settings: dict[str, Any], data_root: Path, run_dir: Path, seed: int):
-    cfg = load_config("mmdet", "mask_rcnn_r50_fpn", schedule)
-    cfg.model.neck.in_channels = apply_backbone(cfg, weights, settings)
+def build_config(spec: RunSpec):
+    cfg = load_config("mmdet", "mask_rcnn_r50_fpn", spec.schedule)
+    cfg.model.neck.in_channels = apply_backbone(cfg, spec.weights, spec.settings)
+    data_root = spec.data_root
     categories = json.loads((data_root / "annotations" / "instances_val2017.json").read_text())["categories"]
     classes = tuple(c["name"] for c in sorted(categories, key=lambda c: c["id"]))
     cfg.model.roi_head.bbox_head.num_classes = len(classes)
@@ -28,8 +28,12 @@ def build_config(schedule: str, weights: Path, settings: dict[str, Any], data_ro
     set_dataset(cfg, data_root, metainfo=dict(classes=classes))
     for evaluator in (cfg.val_evaluator, cfg.test_evaluator):
         evaluator.ann_file = str(data_root / "annotations" / "instances_val2017.json")
-    finish_config(cfg, run_dir, seed)
+    finish_config(cfg, spec, "coco/mmdet")
     return cfg
+
+
+def run(spec: RunSpec) -> TrainResult:
+    return train_and_evaluate(build_config(spec), spec, coco_metrics)
 
 
 def coco_metrics(metrics: dict[str, float]) -> dict[str, dict[str, float]]:

@@ -7,25 +7,26 @@ then the converted checkpoint's settings, then the dataset root. Class lists are
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-from benchmarks.openmmlab import apply_backbone, finish_config, load_config, set_dataset
+from benchmarks.openmmlab import apply_backbone, finish_config, load_config, set_dataset, train_and_evaluate
+from benchmarks.spec import RunSpec, TrainResult
 
 MODELS = {"voc": "fcn_d8_voc", "ade20k": "upernet_ade20k"}
 
 
-def build_config(task: str, schedule: str, weights: Path, settings: dict[str, Any], data_root: Path,
-                 run_dir: Path, seed: int):
-    cfg = load_config("mmseg", MODELS[task], schedule)
-    stages = apply_backbone(cfg, weights, settings)
+def build_config(task: str, spec: RunSpec):
+    cfg = load_config("mmseg", MODELS[task], spec.schedule)
+    stages = apply_backbone(cfg, spec.weights, spec.settings)
     decode = cfg.model.decode_head
     decode.in_channels = [stages[i] for i in decode.in_index] if isinstance(decode.in_index, (list, tuple)) \
         else stages[decode.in_index]
     cfg.model.auxiliary_head.in_channels = stages[cfg.model.auxiliary_head.in_index]
-    set_dataset(cfg, data_root)
-    finish_config(cfg, run_dir, seed)
+    set_dataset(cfg, spec.data_root)
+    finish_config(cfg, spec, f"{task}/mmseg")
     return cfg
+
+
+def run(task: str, spec: RunSpec) -> TrainResult:
+    return train_and_evaluate(build_config(task, spec), spec, segmentation_metrics)
 
 
 def segmentation_metrics(metrics: dict[str, float]) -> dict[str, dict[str, float]]:

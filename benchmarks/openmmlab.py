@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from benchmarks.spec import RunSpec, TrainResult, per_process_batch, split_opts
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -47,16 +50,59 @@ def set_dataset(cfg, data_root: Path, **dataset_fields: Any) -> None:
             part.update(dataset_fields)
 
 
-def finish_config(cfg, run_dir: Path, seed: int) -> None:
-    cfg.work_dir = str(run_dir)
-    cfg.randomness = dict(seed=seed)
+def finish_config(cfg, spec: RunSpec, what: str) -> None:
+    """The run's part of the config: paths, seed, processes, the batch split, overrides, dry-run length."""
+    cfg.work_dir = str(spec.work_dir)
+    # one seed for the data order (mmengine's sampler syncs its own), a different one per rank for the
+    # augmentations, as Detectron2 does
+    cfg.randomness = dict(seed=spec.seed, diff_rank_seed=True)
     cfg.resume = True  # mmengine resumes from work_dir's last_checkpoint when there is one
     cfg.load_from = None
-    cfg.launcher = "pytorch" if _distributed() else "none"  # env:// rendezvous, NCCL (env_cfg's default)
+    distributed = spec.world_size > 1 and not spec.max_iters
+    cfg.launcher = "pytorch" if distributed else "none"  # the process group exists already (benchmarks.launch)
+    if spec.device == "cpu":
+        cfg.env_cfg.dist_cfg = dict(backend="gloo")
+        if distributed:  # DDP refuses device ids for a CPU module
+            cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", broadcast_buffers=False,
+                                         find_unused_parameters=False, device_ids=None)
+    cfg.merge_from_dict(dict(_parse_opts(spec.opts)))
+    # the protocol's global batch, split over the processes (mmengine's batch_size is per process)
+    cfg.train_dataloader.batch_size = per_process_batch(cfg.global_batch_size, spec.world_size, what)
+    if cfg.get("auto_scale_lr"):
+        cfg.auto_scale_lr.enable = False  # the lr is the protocol's for its global batch
+    if spec.max_iters:  # dry run: a few iterations in this process, no evaluation, no checkpoint
+        cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=spec.max_iters, val_interval=10**9)
+        for key in ("val_dataloader", "val_cfg", "val_evaluator", "test_dataloader", "test_cfg", "test_evaluator"):
+            cfg[key] = None
+        cfg.default_hooks.checkpoint = None
+        cfg.resume = False
 
 
-def _distributed() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+def _parse_opts(opts: tuple[str, ...]) -> list[tuple[str, Any]]:
+    """`key=value` with the value read as a Python literal where it is one (mmengine's --cfg-options style)."""
+    import ast
+
+    parsed = []
+    for key, text in split_opts(opts):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        parsed.append((key, value))
+    return parsed
+
+
+def protocol_record(cfg, spec: RunSpec) -> dict[str, Any]:
+    loop = cfg.train_cfg
+    if spec.max_iters:
+        length = f"{spec.max_iters} (dry run)"
+    elif "max_epochs" in loop:
+        length = f"{loop.max_epochs} epochs"
+    else:
+        length = f"{loop.max_iters} iterations"
+    return {"world_size": spec.world_size, "global_batch": cfg.global_batch_size,
+            "per_process_batch": cfg.train_dataloader.batch_size, "lr": cfg.optim_wrapper.optimizer.lr,
+            "length": length, "seed": spec.seed, "seed_per_rank": "seed + rank (diff_rank_seed)"}
 
 
 @contextlib.contextmanager
@@ -74,14 +120,21 @@ def _unrestricted_unpickling() -> Iterator[None]:
             os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = previous
 
 
-def train_and_evaluate(cfg, convert_metrics: Callable[[dict[str, float]], dict[str, dict[str, float]]]
-                       ) -> dict[str, dict[str, float]]:
+def train_and_evaluate(cfg, spec: RunSpec, convert_metrics: Callable[[dict[str, float]], dict[str, dict[str, float]]]
+                       ) -> TrainResult:
     """Train with mmengine's Runner (resuming if work_dir has a checkpoint), evaluate with the config's
     evaluator at the end of training, and return the metrics in the suite's shape."""
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
 
-    class ResumingRunner(Runner):
+    from benchmarks.cpu_distributed import convert_sync_batchnorm_for_cpu, needs_cpu_replacements
+
+    class BenchmarkRunner(Runner):
+        def wrap_model(self, model_wrapper_cfg, model):
+            if needs_cpu_replacements(spec.device):
+                model = convert_sync_batchnorm_for_cpu(model)
+            return super().wrap_model(model_wrapper_cfg, model)
+
         def resume(self, filename: str, *args: Any, **kwargs: Any) -> None:
             if not Path(filename).resolve().is_relative_to(Path(self.work_dir).resolve()):
                 raise ValueError(f"refusing to resume from {filename}: not in this run's work dir")
@@ -89,15 +142,25 @@ def train_and_evaluate(cfg, convert_metrics: Callable[[dict[str, float]], dict[s
                 super().resume(filename, *args, **kwargs)
 
     recorded: dict[str, float] = {}
+    seconds: list[float] = []
 
     class RecordMetrics(Hook):
+        def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+            self.start = time.perf_counter()
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+            seconds.append(time.perf_counter() - self.start)
+
         def after_val_epoch(self, runner, metrics=None) -> None:
             recorded.clear()
             recorded.update(metrics or {})
 
-    runner = ResumingRunner.from_cfg(cfg)
+    runner = BenchmarkRunner.from_cfg(cfg)
     runner.register_hook(RecordMetrics(), priority="LOWEST")
     runner.train()
-    # A run resumed after its last iteration does not validate again; evaluate it here.
+    protocol = protocol_record(cfg, spec)
+    if spec.max_iters:
+        return TrainResult(cfg.pretty_text, {}, {**protocol, "seconds_per_iter": seconds})
+    # A run resumed after its last iteration does not validate again; evaluate it here (on every rank).
     metrics = recorded or runner.test()
-    return convert_metrics(metrics)
+    return TrainResult(cfg.pretty_text, convert_metrics(metrics), protocol)

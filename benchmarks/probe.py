@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from benchmarks.spec import RunSpec, TrainResult
+
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 HELD_OUT = 0.2
 
@@ -150,16 +152,17 @@ def _coarse_labels(data_root: Path, features: Features) -> tuple[torch.Tensor, t
     return fine_to_coarse[features.val_labels], features.val_labels, coarse_names
 
 
-def run_probe(schedule: str, weights: Path, settings: dict, data_root: Path, run_dir: Path, seed: int):
+def run_probe(spec: RunSpec) -> TrainResult:
     """The runner's task: probe and kNN on the data's own labels, diagnostics of the val features."""
     import json
 
     from benchmarks.diagnostics import diagnose, projection_2d
     from pretrain.checkpoint import atomic_write_json
 
+    weights, data_root, run_dir, seed = spec.weights, spec.data_root, spec.work_dir, spec.seed
     torch.manual_seed(seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    features = extract(weights, data_root, device="cuda" if torch.cuda.is_available() else "cpu")
+    features = extract(weights, data_root, device=spec.device)
     labels, submodes, class_names = _coarse_labels(data_root, features)
     diagnostics, spectrum = diagnose(features.val, labels, submodes)
     metrics = {"probe": {**linear_probe(features, seed), **knn_accuracy(features)}, "diagnostics": diagnostics}
@@ -174,4 +177,4 @@ def run_probe(schedule: str, weights: Path, settings: dict, data_root: Path, run
                 "knn": {"k": 20, "temperature": 0.07, "similarity": "cosine"},
                 "train_images": len(features.train), "val_images": len(features.val),
                 "feature_dim": features.train.shape[1]}
-    return json.dumps(resolved, indent=1), metrics
+    return TrainResult(json.dumps(resolved, indent=1), metrics, {"world_size": 1})

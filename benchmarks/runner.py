@@ -1,11 +1,12 @@
-"""The shared benchmark runner: one run directory per (task, framework, schedule, checkpoint, seed).
+"""The shared benchmark runner: one run directory per (task, framework, schedule, checkpoint, overrides, seed).
 
 A run directory holds the converted weights (`weights/`), the framework's resolved config
-(`config.yaml`), `run.json` (what ran, on what, with which versions), the framework's own logs,
-checkpoints and outputs (`work/`), and finally `result.json`. A run whose `result.json` says
-finished is skipped; an unfinished one resumes from the framework's last checkpoint; a failed one
-records `failure.json` and never touches the results of other runs. Each framework's training is
-one `Task.run`; `benchmarks.launch` starts it in 1 or N processes.
+(`config.yaml`), `run.json` (what ran, on what, with which versions, in how many processes), the
+framework's own logs, checkpoints and outputs (`work/`), and finally `result.json`. A run whose
+`result.json` says finished is skipped; an unfinished one resumes from the framework's last checkpoint
+(with the same number of processes only); a failed one records `failure.json` and never touches the
+results of other runs. `run_benchmark` is four steps: resolve the run, prepare the weights, train and
+evaluate (in 1 or N processes, `benchmarks.launch`), record.
 """
 
 from __future__ import annotations
@@ -13,17 +14,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from benchmarks.launch import is_main_process, train_in_processes
+from benchmarks.launch import run_in_processes
+from benchmarks.spec import RunSpec, TrainResult, split_opts
 from pretrain.checkpoint import atomic_write_json, utc_now
+from pretrain.distributed import barrier, init_distributed, is_main_process, launched_world_size
 from pretrain.errors import UserError
 from transfer.export import export, source_summary
-from transfer.source import read_backbone
+from transfer.source import SourceBackbone, read_backbone
 
 
 @dataclass(frozen=True)
@@ -32,48 +35,52 @@ class Task:
     framework: str
     required_files: tuple[str, ...]  # relative to the data root
     embedded_data: Callable[[], Path]  # the generated dataset the smoke schedule uses
-    run: Callable[[str, Path, dict, Path, Path, int], tuple[str, dict[str, dict[str, float]]]]
+    run: Callable[[RunSpec], TrainResult]  # module-level, so that spawned processes can unpickle it
     headline: tuple[tuple[str, str], ...]  # (metric group, metric) that must be finite
     schedules: tuple[str, ...] = ("1x", "2x", "smoke")
     embedded_schedules: tuple[str, ...] = ("smoke",)  # schedules that may run on the embedded data
     converts: bool = True  # False: the task reads the checkpoint itself (frozen features)
+    multi_process: bool = True  # False: one process whatever --procs says (the probe)
+    check_opts: Callable[[str, tuple[str, ...]], None] | None = None  # refuse bad --opts before anything runs
 
 
-def _detectron2_coco(schedule: str, weights: Path, settings: dict, data_root: Path, run_dir: Path, seed: int):
-    from detectron2.utils import comm
-    from detectron2.utils.logger import setup_logger
+def _detectron2_coco(spec: RunSpec) -> TrainResult:
+    from benchmarks.detectron2_coco import run
 
-    from benchmarks.detectron2_coco import build_config, train_and_evaluate
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    setup_logger(output=str(run_dir / "log.txt"), distributed_rank=comm.get_rank())
-    cfg = build_config(schedule, weights, settings, data_root, run_dir, seed)
-    return cfg.dump(), train_and_evaluate(cfg)
+    return run(spec)
 
 
-def _mmdet_coco(schedule: str, weights: Path, settings: dict, data_root: Path, run_dir: Path, seed: int):
-    from benchmarks.mmdet_coco import build_config, coco_metrics
-    from benchmarks.openmmlab import train_and_evaluate
+def _detectron2_check_opts(schedule: str, opts: tuple[str, ...]) -> None:
+    from benchmarks.detectron2_coco import protocol_config
 
-    cfg = build_config(schedule, weights, settings, data_root, run_dir, seed)
-    return cfg.pretty_text, train_and_evaluate(cfg, coco_metrics)
-
-
-def _mmseg(task: str) -> Callable:
-    def run(schedule: str, weights: Path, settings: dict, data_root: Path, run_dir: Path, seed: int):
-        from benchmarks.mmseg_semseg import build_config, segmentation_metrics
-        from benchmarks.openmmlab import train_and_evaluate
-
-        cfg = build_config(task, schedule, weights, settings, data_root, run_dir, seed)
-        return cfg.pretty_text, train_and_evaluate(cfg, segmentation_metrics)
-
-    return run
+    try:
+        protocol_config(schedule, opts=opts)
+    except (KeyError, ValueError, AssertionError) as e:
+        raise UserError(f"--opts: Detectron2 refuses {' '.join(opts)}: {e}") from None
 
 
-def _probe(schedule: str, weights: Path, settings: dict, data_root: Path, run_dir: Path, seed: int):
+def _mmdet_coco(spec: RunSpec) -> TrainResult:
+    from benchmarks.mmdet_coco import run
+
+    return run(spec)
+
+
+def _mmseg_voc(spec: RunSpec) -> TrainResult:
+    from benchmarks.mmseg_semseg import run
+
+    return run("voc", spec)
+
+
+def _mmseg_ade20k(spec: RunSpec) -> TrainResult:
+    from benchmarks.mmseg_semseg import run
+
+    return run("ade20k", spec)
+
+
+def _probe(spec: RunSpec) -> TrainResult:
     from benchmarks.probe import run_probe
 
-    return run_probe(schedule, weights, settings, data_root, run_dir, seed)
+    return run_probe(spec)
 
 
 def _embedded_fine_labels() -> Path:
@@ -108,49 +115,102 @@ ADE20K_FILES = ("images/training", "images/validation", "annotations/training", 
 COCO_HEADLINE = (("bbox", "AP"), ("segm", "AP"))
 SEG_HEADLINE = (("sem_seg", "mIoU"),)
 TASKS: dict[tuple[str, str], Task] = {
-    ("coco", "detectron2"): Task("coco", "detectron2", COCO_FILES, _embedded_coco, _detectron2_coco, COCO_HEADLINE),
+    ("coco", "detectron2"): Task("coco", "detectron2", COCO_FILES, _embedded_coco, _detectron2_coco, COCO_HEADLINE,
+                                 check_opts=_detectron2_check_opts),
     ("coco", "mmdet"): Task("coco", "mmdet", COCO_FILES, _embedded_coco, _mmdet_coco, COCO_HEADLINE),
-    ("voc", "mmseg"): Task("voc", "mmseg", VOC_FILES, _embedded_voc, _mmseg("voc"), SEG_HEADLINE),
-    ("ade20k", "mmseg"): Task("ade20k", "mmseg", ADE20K_FILES, _embedded_ade20k, _mmseg("ade20k"), SEG_HEADLINE),
+    ("voc", "mmseg"): Task("voc", "mmseg", VOC_FILES, _embedded_voc, _mmseg_voc, SEG_HEADLINE),
+    ("ade20k", "mmseg"): Task("ade20k", "mmseg", ADE20K_FILES, _embedded_ade20k, _mmseg_ade20k, SEG_HEADLINE),
     # Frozen features: linear probe, kNN and intra-class diagnostics on an ImageFolder train/val pair;
     # the embedded data is the generated set labelled by sub-mode (coarse-to-fine).
     ("probe", "frozen"): Task("probe", "frozen", ("train", "val"), _embedded_fine_labels, _probe,
                               (("probe", "linear_top1"), ("probe", "knn_top1")), schedules=("standard",),
-                              embedded_schedules=("standard",), converts=False),
+                              embedded_schedules=("standard",), converts=False, multi_process=False),
 }
 
 
-def _cuda_devices() -> int:
-    import torch
-
-    return torch.cuda.device_count()
+def get_task(task: str, framework: str) -> Task:
+    if (task, framework) not in TASKS:
+        known = ", ".join(f"{t} --framework {f}" for t, f in TASKS)
+        raise UserError(f"no benchmark '{task}' for framework '{framework}' yet; available: {known}")
+    return TASKS[(task, framework)]
 
 
 def framework_version(framework: str) -> str:
     import importlib.metadata as metadata
 
     packages = {"detectron2": "sal-detectron2", "mmdet": "mmdet", "mmseg": "mmsegmentation", "frozen": "torch"}
-    package = packages[framework]
-    return metadata.version(package)
+    return metadata.version(packages[framework])
 
 
-def run_benchmark(task: str, ckpt: str | Path, framework: str, schedule: str, seed: int = 0,
-                  data: str | Path | None = None, out: str | Path = "runs/bench", gpus: int = 1) -> Path:
-    """Run (or skip, or resume) one benchmark on `gpus` GPU processes; returns its run directory.
+def pick_device(device: str) -> str:
+    import torch
 
-    Under `torchrun` (mmdet / mmseg) every process calls this; only rank 0 writes the run's records."""
-    if (task, framework) not in TASKS:
-        known = ", ".join(f"{t} --framework {f}" for t, f in TASKS)
-        raise UserError(f"no benchmark '{task}' for framework '{framework}' yet; available: {known}")
-    spec = TASKS[(task, framework)]
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"--device must be auto, cuda or cpu, got '{device}'")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: torch sees no CUDA GPU on this machine")
+    return device
+
+
+def opts_suffix(opts: tuple[str, ...]) -> str:
+    """Runs with other overrides are other runs: their directory (and table row) carries this suffix."""
+    if not opts:
+        return ""
+    return "-opts" + hashlib.sha256("\n".join(opts).encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A resolved run: what it is, where it lives, and how many processes train it."""
+
+    task: Task
+    schedule: str
+    seed: int
+    ckpt: Path
+    data: Path | None  # None: the embedded data
+    data_root: Path
+    run_dir: Path
+    device: str
+    world_size: int
+    opts: tuple[str, ...]
+
+    @property
+    def finished(self) -> bool:
+        result = self.run_dir / "result.json"
+        return result.is_file() and json.loads(result.read_text()).get("status") == "finished"
+
+
+def resolve_run(task: str, ckpt: str | Path, framework: str, schedule: str, seed: int = 0,
+                data: str | Path | None = None, out: str | Path = "runs/bench", procs: int = 1,
+                device: str = "auto", opts: tuple[str, ...] | list[str] = ()) -> Plan:
+    """Check everything that can refuse the run, before anything is written."""
+    spec = get_task(task, framework)
     if schedule not in spec.schedules:
         raise UserError(f"unknown schedule '{schedule}' for {task}; choose from {', '.join(spec.schedules)}")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and (framework == "detectron2" or gpus > 1):
-        raise UserError("under torchrun, run mmdet / mmseg benchmarks without --gpus; Detectron2 starts its "
-                        "own processes: use --gpus N without torchrun")
-    if gpus < 1 or (gpus > 1 and gpus > _cuda_devices()):
-        raise UserError(f"--gpus {gpus}: this machine has {_cuda_devices()} CUDA GPU(s)")
-    main = is_main_process()
+    opts = tuple(opts)
+    split_opts(opts)
+    if opts and not spec.converts:
+        raise UserError(f"--opts: the {task} benchmark has no framework config to override")
+    if opts and spec.check_opts is not None:
+        spec.check_opts(schedule, opts)
+    device = pick_device(device)
+    torchrun = launched_world_size()
+    if torchrun > 1:
+        if framework == "detectron2" or procs > 1:
+            raise UserError("under torchrun, run mmdet / mmseg benchmarks without --procs; Detectron2 starts its "
+                            "own processes: use --procs N without torchrun")
+        procs = torchrun
+    if procs < 1:
+        raise UserError(f"--procs must be at least 1, got {procs}")
+    if not spec.multi_process and procs > 1:
+        raise UserError(f"the {task} benchmark runs in one process; leave out --procs")
+    if device == "cuda" and torchrun <= 1:
+        import torch
+
+        if procs > torch.cuda.device_count():
+            raise UserError(f"--procs {procs}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     ckpt = Path(ckpt)
     if not ckpt.is_file():
         raise UserError(f"checkpoint not found: {ckpt}")
@@ -163,54 +223,109 @@ def run_benchmark(task: str, ckpt: str | Path, framework: str, schedule: str, se
         missing = [name for name in spec.required_files if not (data_root / name).exists()]
         if missing:
             raise UserError(f"{task} data not found under {data_root}: missing {', '.join(missing)}")
+    run_dir = (Path(out) / task / framework / schedule / (ckpt.name.split(".")[0] + opts_suffix(opts))
+               / f"seed{seed}")
+    plan = Plan(spec, schedule, seed, ckpt, None if data is None else Path(data), data_root, run_dir, device,
+                procs, opts)
+    _check_resume(plan)
+    return plan
 
-    run_dir = Path(out) / task / framework / schedule / ckpt.name.split(".")[0] / f"seed{seed}"
-    result_path = run_dir / "result.json"
-    if result_path.is_file() and json.loads(result_path.read_text()).get("status") == "finished":
-        print(f"already finished: {result_path}")
-        return run_dir
-    backbone = read_backbone(ckpt)  # an unreadable checkpoint is refused before anything is written
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if spec.converts:
-        record = export(backbone, [framework], run_dir / "weights", verify=True)
-        target = record["targets"][framework]
-        source, weights, settings = record["source"], run_dir / "weights" / target["file"], target["settings"]
-    else:
-        source, weights, settings = source_summary(backbone), ckpt.resolve(), {}
-    provenance = {
-        "task": task, "framework": framework, "framework_version": framework_version(framework),
-        "schedule": schedule, "seed": seed, "data": str(data_root.resolve()), "embedded_data": data is None,
-        "checkpoint": str(ckpt.resolve()), "checkpoint_sha256": source["sha256"],
-        "method": source["method"], "arch": source["arch"], "recipe": source["recipe"],
+
+def _check_resume(plan: Plan) -> None:
+    """An unfinished run resumes only in as many processes as it started with (the data order and the
+    per-process batch depend on it)."""
+    record = plan.run_dir / "run.json"
+    if plan.finished or not record.is_file() or not (plan.run_dir / "work" / "last_checkpoint").is_file():
+        return
+    started = json.loads(record.read_text()).get("world_size", 1)
+    if started != plan.world_size:
+        raise UserError(f"{plan.run_dir} was started in {started} process(es) and has a checkpoint; resuming it in "
+                        f"{plan.world_size} would change its data order and per-process batch. Rerun with "
+                        f"--procs {started}, or use another --out for a new run")
+
+
+def prepare_weights(plan: Plan, backbone: SourceBackbone) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """(weights file, framework settings, source summary): converted and verified once, by rank 0."""
+    framework = plan.task.framework
+    if not plan.task.converts:
+        return plan.ckpt.resolve(), {}, source_summary(backbone)
+    sidecar = plan.run_dir / "weights" / f"{plan.ckpt.name.split('.')[0]}.transfer.json"
+    if is_main_process():
+        record = export(backbone, [framework], plan.run_dir / "weights", verify=True)
+    barrier()  # the other processes of a torchrun start read what rank 0 wrote
+    if not is_main_process():
+        record = json.loads(sidecar.read_text())
+    target = record["targets"][framework]
+    return plan.run_dir / "weights" / target["file"], target["settings"], record["source"]
+
+
+def _provenance(plan: Plan, source: dict[str, Any]) -> dict[str, Any]:
+    task = plan.task
+    return {
+        "task": task.name, "framework": task.framework, "framework_version": framework_version(task.framework),
+        "schedule": plan.schedule, "seed": plan.seed, "data": str(plan.data_root.resolve()),
+        "embedded_data": plan.data is None, "checkpoint": str(plan.ckpt.resolve()),
+        "checkpoint_sha256": source["sha256"], "method": source["method"], "arch": source["arch"],
+        "recipe": source["recipe"], "device": plan.device, "world_size": plan.world_size, "opts": list(plan.opts),
         "started": utc_now(),
     }
+
+
+def _fail(plan: Plan, provenance: dict[str, Any], error: str, summary: str, **extra: Any) -> UserError:
+    """Record `error` in failure.json; the UserError says `summary` and where the record is."""
+    atomic_write_json(plan.run_dir / "failure.json", {**provenance, "status": "failed", "error": error, **extra})
+    return UserError(f"{plan.task.name}/{plan.task.framework}/{plan.schedule} {summary} "
+                     f"(recorded in {plan.run_dir / 'failure.json'})")
+
+
+def record(plan: Plan, provenance: dict[str, Any], result: TrainResult) -> None:
+    """Write the resolved config and `result.json`; a non-finite headline metric is a failure."""
+    (plan.run_dir / "config.yaml").write_text(result.resolved)
+    provenance = {**provenance, "config_sha256": hashlib.sha256(result.resolved.encode()).hexdigest(),
+                  "protocol": result.protocol}
+    # A size bucket without objects is NaN in COCO's own report; a NaN loss raises during training.
+    # What must be finite is each task's headline number.
+    headline = [result.metrics.get(group, {}).get(name) for group, name in plan.task.headline]
+    if any(v is None or not math.isfinite(v) for v in headline):
+        raise _fail(plan, provenance, "non-finite metrics", "produced non-finite metrics (diverged?)",
+                    metrics=result.metrics)
+    atomic_write_json(plan.run_dir / "result.json",
+                      {**provenance, "status": "finished", "finished": utc_now(), "metrics": result.metrics})
+
+
+def run_benchmark(task: str, ckpt: str | Path, framework: str, schedule: str, seed: int = 0,
+                  data: str | Path | None = None, out: str | Path = "runs/bench", procs: int = 1,
+                  device: str = "auto", opts: tuple[str, ...] | list[str] = ()) -> Path:
+    """Run (or skip, or resume) one benchmark in `procs` processes; returns its run directory.
+
+    Under `torchrun` (mmdet / mmseg) every process calls this; only rank 0 writes the run's records."""
+    plan = resolve_run(task, ckpt, framework, schedule, seed, data, out, procs, device, opts)
+    if launched_world_size() > 1:  # under torchrun: join the group now, so that rank 0 converts alone
+        init_distributed(plan.device)
+    if plan.finished:
+        if is_main_process():
+            print(f"already finished: {plan.run_dir / 'result.json'}")
+        return plan.run_dir
+    backbone = read_backbone(plan.ckpt)  # an unreadable checkpoint is refused before anything is written
+    main = is_main_process()
     if main:
-        atomic_write_json(run_dir / "run.json", provenance)
-        (run_dir / "failure.json").unlink(missing_ok=True)
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+    weights, settings, source = prepare_weights(plan, backbone)
+    provenance = _provenance(plan, source)
+    if main:
+        atomic_write_json(plan.run_dir / "run.json", provenance)
+        (plan.run_dir / "failure.json").unlink(missing_ok=True)
+    spec = RunSpec(plan.schedule, weights, settings, plan.data_root, plan.run_dir / "work", plan.seed, plan.device,
+                   plan.world_size, plan.opts)
     try:
-        resolved, metrics = train_in_processes(
-            (task, framework), gpus,
-            (schedule, weights, settings, data_root, run_dir / "work", seed),
-            run_dir / "work" / "final_result.json")
+        result = run_in_processes(plan.task.run, spec, framework, plan.run_dir / "work" / "final_result.json")
+    except UserError:
+        raise
     except Exception as e:
         if not main:
             raise
-        failure = {**provenance, "status": "failed", "error": f"{type(e).__name__}: {e}",
-                   "traceback": traceback.format_exc()}
-        atomic_write_json(run_dir / "failure.json", failure)
-        raise UserError(f"{task}/{framework}/{schedule} failed: {type(e).__name__}: {e} "
-                        f"(recorded in {run_dir / 'failure.json'})") from None
-    if not main:
-        return run_dir
-    (run_dir / "config.yaml").write_text(resolved)
-    provenance["config_sha256"] = hashlib.sha256(resolved.encode()).hexdigest()
-    # A size bucket without objects is NaN in COCO's own report; a NaN loss raises during training.
-    # What must be finite is each task's headline number.
-    headline = [metrics.get(group, {}).get(name) for group, name in spec.headline]
-    if any(v is None or not math.isfinite(v) for v in headline):
-        failure = {**provenance, "status": "failed", "error": "non-finite metrics", "metrics": metrics}
-        atomic_write_json(run_dir / "failure.json", failure)
-        raise UserError(f"{task}/{framework}/{schedule} produced non-finite metrics (diverged?): "
-                        f"recorded in {run_dir / 'failure.json'}")
-    atomic_write_json(result_path, {**provenance, "status": "finished", "finished": utc_now(), "metrics": metrics})
-    return run_dir
+        error = f"{type(e).__name__}: {e}"
+        raise _fail(plan, provenance, error, f"failed: {error}", traceback=traceback.format_exc()) from None
+    if main:
+        record(plan, provenance, result)
+    return plan.run_dir

@@ -47,9 +47,24 @@ rm -f "$VENV"/lib/python3*/site-packages/detectron2/_C.cpython-310-*.so
 
 pip install -q --no-deps -e .
 
-# Last because it is slow (about 30 min on one core, then served from pip's wheel cache).
-have mmcv 2.1.0 || MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=${MAX_JOBS:-2} \
-  pip install --no-build-isolation mmcv==2.1.0
+# mmcv 2.1.0 with its compiled ops, last because it is slow (CPU ops: about 30 min on one core, then
+# served from pip's wheel cache). With CUDA kernels (RoIAlign, NMS, ... on GPU tensors) when torch sees a
+# GPU, or when MMCV_CUDA=1 (MMCV_CUDA=0: never); see scripts/build_mmcv_cuda.sh.
+MMCV_CUDA=${MMCV_CUDA:-auto}
+if [ "$MMCV_CUDA" = auto ]; then
+  MMCV_CUDA=$("$VENV/bin/python" -c "import torch; print(int(torch.cuda.is_available()))")
+fi
+mmcv_cuda_built() {
+  "$VENV/bin/python" -c "from mmcv.ops import get_compiling_cuda_version as v; import sys; \
+sys.exit(v() == 'not available')" 2>/dev/null
+}
+if [ "$MMCV_CUDA" = 1 ]; then
+  have mmcv 2.1.0 && mmcv_cuda_built || VENV="$VENV" bash scripts/build_mmcv_cuda.sh
+else
+  have mmcv 2.1.0 || MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=${MAX_JOBS:-2} \
+    pip install --no-build-isolation mmcv==2.1.0
+fi
 
 "$VENV/bin/python" -c "import torch, torchvision, timm, detectron2, mmcv, mmdet, mmseg, pycocotools; \
-from mmcv.ops import nms; print('stack ok: torch', torch.__version__, 'mmcv', mmcv.__version__)"
+from mmcv.ops import nms, get_compiling_cuda_version as cuda; \
+print('stack ok: torch', torch.__version__, 'mmcv', mmcv.__version__, 'mmcv CUDA ops:', cuda())"

@@ -2,6 +2,8 @@
 # 128 px images, batch 2, 20 iterations, no worker processes. Its numbers are never benchmark results.
 _base_ = './mask_rcnn_r50_fpn_1x.py'
 
+global_batch_size = 2
+
 # 128 px images hold at most 3 objects: fewer proposals and sampled RoIs (the 4conv box head dominates
 # CPU time) than for 800 px COCO.
 model = dict(

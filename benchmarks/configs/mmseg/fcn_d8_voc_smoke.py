@@ -1,6 +1,8 @@
 # Smoke schedule for the VOC protocol: the 1x model on the embedded VOC-format data.
 _base_ = './fcn_d8_voc_1x.py'
 
+global_batch_size = 2
+
 # Sized for 2 CPU cores (minutes) on the embedded data: 96x96 crops of ~128 px images, batch 2,
 # 20 iterations, one evaluation at the end, no worker processes. Never a benchmark result.
 crop_size = (96, 96)
@@ -28,7 +30,7 @@ test_pipeline = [
 ]
 # mmengine replaces lists whole: both parts of the train set (VOC train + SBD aug) as in the base.
 _voc_parts = [('SegmentationClass', 'train'), ('SegmentationClassAug', 'aug')]
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, dataset=dict(datasets=[
+train_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(datasets=[
     dict(type='PascalVOCDataset', data_prefix=dict(img_path='JPEGImages', seg_map_path=labels),
          ann_file=f'ImageSets/Segmentation/{split}.txt', pipeline=train_pipeline)
     for labels, split in _voc_parts]))

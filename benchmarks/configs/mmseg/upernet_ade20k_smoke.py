@@ -1,6 +1,8 @@
 # Smoke schedule for the ADE20K protocol: the 1x model on the embedded ADE20K-format data.
 _base_ = './upernet_ade20k_1x.py'
 
+global_batch_size = 2
+
 # Sized for 2 CPU cores (minutes) on the embedded data: 96x96 crops of ~128 px images, batch 2,
 # 20 iterations, one evaluation at the end, no worker processes. Never a benchmark result.
 crop_size = (96, 96)
@@ -25,6 +27,6 @@ test_pipeline = [
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs'),
 ]
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, dataset=dict(pipeline=train_pipeline))
+train_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader

@@ -1,0 +1,128 @@
+"""`make bench-dryrun`: every real protocol built, loaded and stepped here, and what it means on N GPUs.
+
+For each protocol (COCO Mask R-CNN in Detectron2 and in MMDetection, VOC FCN-D8 and ADE20K UPerNet in
+MMSegmentation; 1x and 2x), in this process: build the full config and model, load the converted
+checkpoint, and train a few iterations on the embedded data at the protocol's real input sizes with the
+per-GPU batch of 8 GPUs. No evaluation, no checkpoint. Then print, for world sizes 1, 8 and 16, the
+per-GPU batch, the global batch, the LR and the length, which never change with the world size.
+
+  python -m benchmarks dryrun [--ckpt CKPT] [--iters 2] [--only coco:detectron2:1x ...]
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.runner import Plan, get_task, pick_device, prepare_weights
+from benchmarks.spec import RunSpec, per_process_batch
+from pretrain.errors import UserError
+from transfer.source import read_backbone
+
+PROTOCOLS = [("coco", "detectron2", "1x"), ("coco", "detectron2", "2x"), ("coco", "mmdet", "1x"),
+             ("coco", "mmdet", "2x"), ("voc", "mmseg", "1x"), ("voc", "mmseg", "2x"), ("ade20k", "mmseg", "1x"),
+             ("ade20k", "mmseg", "2x")]
+WORLD_SIZES = (1, 8, 16)
+STEPPED_WORLD_SIZE = 8  # the per-GPU batch the iterations here run with
+
+
+def random_backbone(out: Path, arch: str = "resnet50") -> Path:
+    """A randomly initialised backbone in the suite's format: the dry run checks mechanics, not numbers."""
+    import timm
+    import torch
+
+    from pretrain.checkpoint import export_backbone
+    from pretrain.config import IMAGENET_MEAN, IMAGENET_STD
+
+    existing = sorted((out / "ckpt").glob(f"random_{arch}_*.pth"))
+    if existing:
+        return existing[0]
+    torch.manual_seed(0)
+    model = timm.create_model(arch, pretrained=False, num_classes=0)
+    meta = {"method": "random", "arch": arch, "dataset": "none", "epochs": 0, "dropped_heads": [],
+            "input": {"channel_order": "RGB", "pixel_range": [0, 1], "mean": IMAGENET_MEAN, "std": IMAGENET_STD}}
+    return export_backbone(model.state_dict(), meta, out / "ckpt")
+
+
+def step_protocol(task: str, framework: str, schedule: str, ckpt: Path, out: Path, iters: int) -> dict[str, Any]:
+    """Build, load and train `iters` iterations of one protocol here; returns its protocol record."""
+    spec_task = get_task(task, framework)
+    run_dir = out / task / framework / schedule
+    plan = Plan(spec_task, schedule, 0, ckpt, None, spec_task.embedded_data(), run_dir, pick_device("auto"), 1, ())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    weights, settings, _ = prepare_weights(plan, read_backbone(ckpt))
+    spec = RunSpec(schedule, weights, settings, plan.data_root, run_dir / "work", 0, plan.device,
+                   STEPPED_WORLD_SIZE, max_iters=iters)
+    result = spec_task.run(spec)
+    record = dict(result.protocol)
+    record["wall_s"] = time.perf_counter() - started
+    return record
+
+
+def rows_for(task: str, framework: str, schedule: str, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The protocol at each world size: only the per-GPU batch changes (or the world size is refused)."""
+    global_batch = record["global_batch"]
+    seconds = record.get("seconds_per_iter") or []
+    rows = []
+    for world in WORLD_SIZES:
+        try:
+            per_gpu: Any = per_process_batch(global_batch, world, task)
+        except UserError:
+            per_gpu = "refused"
+        rows.append({"protocol": f"{task} {framework} {schedule}", "world_size": world, "per_gpu_batch": per_gpu,
+                     "global_batch": global_batch, "lr": record["lr"], "length": record.get("length_real", ""),
+                     "cpu_s_per_iter": statistics.median(seconds[1:] or seconds) if seconds else None})
+    return rows
+
+
+def protocol_length(task: str, framework: str, schedule: str) -> str:
+    """The real length of the schedule (the dry run itself stops early), from the framework's config."""
+    if framework == "detectron2":
+        from benchmarks.detectron2_coco import protocol_config
+
+        return f"{protocol_config(schedule).SOLVER.MAX_ITER} iterations"
+    from benchmarks.mmseg_semseg import MODELS
+    from benchmarks.openmmlab import load_config
+
+    cfg = load_config(framework, "mask_rcnn_r50_fpn" if task == "coco" else MODELS[task], schedule)
+    loop = cfg.train_cfg
+    return f"{loop.max_epochs} epochs" if "max_epochs" in loop else f"{loop.max_iters} iterations"
+
+
+def markdown(rows: list[dict[str, Any]], iters: int) -> str:
+    lines = ["| protocol | world size | per-GPU batch | global batch | lr | length | CPU s/iter (here, per-GPU "
+             f"batch of {STEPPED_WORLD_SIZE} GPUs, {iters} iterations) |", "|---|---:|---:|---:|---:|---|---:|"]
+    for row in rows:
+        seconds = "—" if row["cpu_s_per_iter"] is None or row["world_size"] != STEPPED_WORLD_SIZE \
+            else f"{row['cpu_s_per_iter']:.1f}"
+        lines.append(f"| {row['protocol']} | {row['world_size']} | {row['per_gpu_batch']} | {row['global_batch']} | "
+                     f"{row['lr']:g} | {row['length']} | {seconds} |")
+    return "\n".join(lines)
+
+
+def dry_run(ckpt: str | Path | None = None, out: str | Path = "runs/dryrun", iters: int = 2,
+            only: list[str] | None = None) -> str:
+    out = Path(out)
+    ckpt = Path(ckpt) if ckpt else random_backbone(out)
+    selected = PROTOCOLS
+    if only:
+        wanted = {tuple(item.split(":")) for item in only}
+        unknown = wanted - set(PROTOCOLS)
+        if unknown:
+            raise UserError(f"unknown protocol(s) {sorted(':'.join(u) for u in unknown)}; known: "
+                            + ", ".join(":".join(p) for p in PROTOCOLS))
+        selected = [p for p in PROTOCOLS if p in wanted]
+    rows = []
+    for task, framework, schedule in selected:
+        print(f"== {task} {framework} {schedule}: build, load {ckpt.name}, {iters} iteration(s)", flush=True)
+        record = step_protocol(task, framework, schedule, ckpt, out, iters)
+        record["length_real"] = protocol_length(task, framework, schedule)
+        rows += rows_for(task, framework, schedule, record)
+        print(f"   ok in {record['wall_s']:.0f} s; s/iter {[round(s, 1) for s in record.get('seconds_per_iter', [])]}",
+              flush=True)
+    table = markdown(rows, iters)
+    print(table)
+    return table

@@ -1,0 +1,278 @@
+"""The real-data coarse-to-fine tier: pretrain SL, SL-MLP and LOOK on the coarse labels of a real dataset
+with several seeds, probe the frozen backbones on the fine classes, and write one table.
+
+It asks the papers' question at a size that runs on a CPU: pretraining on coarse labels rewards a
+backbone that collapses each coarse class; the fine classes inside it are what intra-class variation
+is for. A protocol file `benchmarks/configs/proxy/<dataset>.yaml` fixes the data (how many images a
+class), the seeds, and each method's pretraining config with the overrides that size it; nothing is
+chosen by looking at the fine labels of the test split (see the README).
+
+    python -m benchmarks proxy --dataset fmnist|cifar100|imagefolder [--source PATH] [--seeds 0 1 2]
+
+Runs go to `runs/proxy/<dataset>/` (pretraining runs resume, finished probes are skipped); the table
+to `results/proxy_<dataset>.{md,csv}`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pretrain.checkpoint import atomic_write_json, utc_now
+from pretrain.config import Config, build_dataclass, config_hash, load_config, load_yaml
+from pretrain.errors import UserError
+
+PROTOCOLS = Path(__file__).parent / "configs" / "proxy"
+REPO = Path(__file__).resolve().parents[1]
+BASELINE = "sl"
+# (metric group in result.json, metric, column, what it is)
+COLUMNS = [
+    ("probe", "linear_top1", "linear_top1", "fine linear-probe top-1 (%)"),
+    ("probe", "knn_top1", "knn_top1", "fine kNN top-1 (%), k = 20"),
+    ("diagnostics", "knn_agreement", "knn_agree", "coarse kNN label agreement (%)"),
+    ("diagnostics", "within_between", "within_between", "within / between coarse-class variance"),
+    ("diagnostics", "effective_rank", "eff_rank", "mean effective rank of a coarse class"),
+    ("diagnostics", "submode_separability", "fine_sep", "fine-class 5-NN accuracy inside a coarse class (%)"),
+]
+
+
+@dataclass
+class ProxyProtocol:
+    """One real-data tier: which data, which seeds, how every method is pretrained."""
+
+    dataset: str
+    description: str = ""
+    train_per_class: int | None = None  # images a fine class (None: all)
+    val_per_class: int | None = None
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    methods: dict[str, str] = field(default_factory=dict)  # method -> pretraining config (repo-relative)
+    overrides: list[str] = field(default_factory=list)  # `key=value` for every pretraining run
+    method_overrides: dict[str, list[str]] = field(default_factory=dict)
+
+
+def load_protocol(dataset: str) -> ProxyProtocol:
+    path = PROTOCOLS / f"{dataset}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PROTOCOLS.glob("*.yaml")))
+        raise UserError(f"no proxy protocol for dataset '{dataset}'; known: {known}")
+    protocol = build_dataclass(ProxyProtocol, load_yaml(path), where="proxy.")
+    unknown = set(protocol.method_overrides) - set(protocol.methods)
+    if unknown or BASELINE not in protocol.methods:
+        raise UserError(f"{path}: method_overrides for unknown methods {sorted(unknown)}, or no '{BASELINE}' "
+                        "baseline in methods")
+    return protocol
+
+
+def prepare_data(protocol: ProxyProtocol, source: str | Path | None, data_dir: Path) -> Path:
+    """The coarse-to-fine ImageFolder (`train/`, `val/`, `coarse_map.csv`) the tier runs on."""
+    if protocol.dataset == "fmnist":
+        from benchmarks.data.fashion_mnist import DEBIAN_DIR, prepare_fashion_mnist
+
+        return prepare_fashion_mnist(data_dir, Path(source) if source else DEBIAN_DIR, protocol.train_per_class,
+                                     protocol.val_per_class)
+    if protocol.dataset == "cifar100":
+        from benchmarks.data.cifar100 import prepare_cifar100
+
+        if source is None:
+            raise UserError("CIFAR-100: give the archive with --source (SOURCE=) cifar-100-python.tar.gz; it "
+                            "cannot be downloaded from here (https://www.cs.toronto.edu/~kriz/cifar.html)")
+        return prepare_cifar100(data_dir, Path(source), protocol.train_per_class, protocol.val_per_class)
+    if source is None:
+        raise UserError("imagefolder: give --source DIR holding train/<fine class>/, val/<fine class>/ and "
+                        "coarse_map.csv (fine,coarse)")
+    root = Path(source)
+    missing = [name for name in ("train", "val", "coarse_map.csv") if not (root / name).exists()]
+    if missing:
+        raise UserError(f"{root}: missing {', '.join(missing)} (expected train/, val/ and coarse_map.csv)")
+    return root
+
+
+def pretraining_config(protocol: ProxyProtocol, method: str, seed: int, data_root: Path, runs: Path,
+                       extra: list[str]) -> Config:
+    overrides = [*protocol.overrides, *protocol.method_overrides.get(method, []), *extra,
+                 f"train.seed={seed}", f"data.coarse_map={data_root / 'coarse_map.csv'}"]
+    config = load_config(REPO / protocol.methods[method], overrides)
+    config.data.root = str(data_root / "train")
+    config.name = f"{method}_seed{seed}"
+    # the run directory names the settings, so that other settings never resume (or reuse) this run
+    config.out_dir = str(runs / "pretrain" / f"{config.name}-{config_hash(config.to_dict())[:8]}")
+    return config
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    from pretrain.checkpoint import load_weights
+
+    return load_weights(path)["meta"]
+
+
+def run_proxy(dataset: str, source: str | Path | None = None, seeds: list[int] | None = None,
+              out: str | Path = "runs/proxy", results: str | Path = "results", data_dir: str | Path = "data/proxy",
+              overrides: list[str] | None = None, command: str | None = None,
+              per_class: tuple[int | None, int | None] | None = None) -> Path:
+    """Pretrain every method with every seed, probe each backbone, write the table; returns the .md path.
+    `per_class` (train, val) replaces the protocol's image counts (a smaller or larger version of the tier)."""
+    from benchmarks.runner import run_benchmark
+    from pretrain.trainer import train
+
+    started = time.perf_counter()
+    protocol = load_protocol(dataset)
+    if per_class is not None:
+        train_count, val_count = per_class
+        protocol.train_per_class = protocol.train_per_class if train_count is None else train_count
+        protocol.val_per_class = protocol.val_per_class if val_count is None else val_count
+    seeds = list(protocol.seeds if seeds is None else seeds)
+    extra = list(overrides or [])
+    data_root = prepare_data(protocol, source, Path(data_dir))
+    runs = Path(out) / data_root.name  # one folder per dataset version
+    configs = {(m, s): pretraining_config(protocol, m, s, data_root, runs, extra)
+               for s in seeds for m in protocol.methods}  # every config is checked before anything trains
+    records, timings = [], {"pretrain_s": 0.0, "probe_s": 0.0, "pretrain_runs": 0, "probe_runs": 0}
+    for (method, seed), config in configs.items():
+        print(f"== {dataset}: {method}, seed {seed} ({config.out_dir})", flush=True)
+        reused = (Path(config.out_dir) / "export").is_dir()
+        tick = time.perf_counter()
+        exported = train(config)
+        if not reused:
+            timings["pretrain_s"] += time.perf_counter() - tick
+            timings["pretrain_runs"] += 1
+        tick, wall_tick = time.perf_counter(), time.time()
+        probe_dir = run_benchmark("probe", exported, "frozen", "standard", seed=0, data=data_root,
+                                  out=runs / "probe")
+        if (probe_dir / "result.json").stat().st_mtime >= wall_tick:  # not a finished probe found again
+            timings["probe_s"] += time.perf_counter() - tick
+            timings["probe_runs"] += 1
+        result = json.loads((probe_dir / "result.json").read_text())
+        meta = _read_meta(exported)
+        records.append({"method": method, "seed": seed, "checkpoint": exported.name,
+                        "pretrain_dir": config.out_dir, "probe_dir": str(probe_dir),
+                        "metrics": {column: result["metrics"].get(group, {}).get(metric)
+                                    for group, metric, column, _ in COLUMNS},
+                        "training": meta.get("training", {}), "schedule": meta.get("schedule", {}),
+                        "final_train_metrics": _final_epoch_metrics(Path(config.out_dir) / "log.jsonl")})
+    timings["wall_s"] = time.perf_counter() - started
+    report = {"dataset": dataset, "protocol": protocol.__dict__, "data": str(data_root),
+              "data_record": json.loads((data_root / "dataset.json").read_text())
+              if (data_root / "dataset.json").is_file() else None,
+              "seeds": seeds, "overrides": extra,
+              "command": command or "python -m benchmarks " + shlex.join(sys.argv[1:]),
+              "finished": utc_now(), "cpu_count": os.cpu_count(), "timings": timings,
+              "configs": {f"{m} seed {s}": c.to_dict() for (m, s), c in configs.items()}, "runs": records}
+    results = Path(results)
+    results.mkdir(parents=True, exist_ok=True)
+    runs.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(runs / "report.json", report)
+    table = write_tables(report, results / f"proxy_{dataset}")
+    print(table.read_text())
+    return table
+
+
+def _final_epoch_metrics(log: Path) -> dict[str, float]:
+    """Means of the last epoch's logged training metrics (loss, top1 or p_mean)."""
+    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    steps = [r for r in rows if "loss" in r and "event" not in r]
+    if not steps:
+        return {}
+    last = [r for r in steps if r["epoch"] == steps[-1]["epoch"]]
+    keys = [k for k in last[0] if k not in ("step", "epoch", "lr")]
+    return {k: statistics.fmean(r[k] for r in last) for k in keys}
+
+
+def _mean_std(values: list[float]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _signed(diffs: list[float]) -> str:
+    if not diffs:
+        return "—"
+    text = _mean_std(diffs)
+    return text if text.startswith("-") else "+" + text
+
+
+def write_tables(report: dict[str, Any], stem: Path) -> Path:
+    """`<stem>.md` (by method, differences to SL paired by seed, every run) and `<stem>.csv` (every run)."""
+    runs = report["runs"]
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    columns = [c for _, _, c, _ in COLUMNS]
+    by = {(r["method"], r["seed"]): r for r in runs}
+    seeds = sorted({r["seed"] for r in runs})
+    timings = report["timings"]
+    protocol = report["protocol"]
+    first = runs[0]["schedule"] if runs else {}
+    lines = [f"# Real-data coarse→fine transfer: {report['dataset']}", "",
+             f"{protocol.get('description', '')}".strip(), "",
+             f"Command: `{report['command']}` — finished {report['finished'][:16].replace('T', ' ')} UTC on "
+             f"{report['cpu_count']} CPU cores, {timings['wall_s'] / 60:.1f} min wall in all "
+             f"({timings['pretrain_runs']} pretraining runs in {timings['pretrain_s'] / 60:.1f} min, "
+             f"{timings['probe_runs']} probes in {timings['probe_s'] / 60:.1f} min; runs reused from earlier "
+             "invocations are not timed).", "",
+             f"Pretraining seeds {', '.join(map(str, seeds))}; per run: global batch {first.get('global_batch')}, "
+             f"peak lr {first.get('peak_lr')} (lr_per_256 {first.get('lr_per_256')}), "
+             f"{first.get('total_steps')} steps with {first.get('warmup_steps')} warmup. The probe: frozen "
+             "backbone, fine labels; linear probe with its L2 penalty chosen on 20 % of the fine *train* split, "
+             "kNN k = 20; the diagnostics use the coarse classes of the val split.", "",
+             "## By method (mean ± std over pretraining seeds)", "",
+             "| method | seeds | " + " | ".join(columns) + " | loss spikes (all seeds) | final train loss |",
+             "|" + "---|" * (len(columns) + 4)]
+    for method in methods:
+        mine = [r for r in runs if r["method"] == method]
+        spikes = sum(r["training"].get("loss_spikes", 0) for r in mine)
+        lines.append(f"| {method} | {len(mine)} | " + " | ".join(_mean_std([r["metrics"][c] for r in mine])
+                                                              for c in columns)
+                     + f" | {spikes} | {_mean_std([r['final_train_metrics'].get('loss') for r in mine])} |")
+    lines += ["", f"## Difference to {BASELINE} (same pretraining seed; mean ± std over seeds)", "",
+              "| method | " + " | ".join(f"Δ {c}" for c in columns[:3]) + " |", "|" + "---|" * 4]
+    for method in methods:
+        if method == BASELINE:
+            continue
+        cells = []
+        for column in columns[:3]:
+            diffs = [by[(method, s)]["metrics"][column] - by[(BASELINE, s)]["metrics"][column] for s in seeds
+                     if (method, s) in by and (BASELINE, s) in by]
+            cells.append(_signed(diffs))
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "## Every run", "",
+              "| method | seed | checkpoint | " + " | ".join(columns) + " | loss spikes | largest loss (step) |",
+              "|" + "---|" * (len(columns) + 5)]
+    for r in runs:
+        training = r["training"]
+        largest = (f"{training['max_loss']:.3g} ({training['max_loss_step']})"
+                   if training.get("max_loss") is not None else "—")
+        lines.append(f"| {r['method']} | {r['seed']} | {r['checkpoint']} | "
+                     + " | ".join("—" if r["metrics"][c] is None else f"{r['metrics'][c]:.2f}" for c in columns)
+                     + f" | {training.get('loss_spikes', '—')} | {largest} |")
+    lines += ["", "Columns: " + "; ".join(f"{c} = {what}" for _, _, c, what in COLUMNS) + ".", ""]
+    md = stem.with_suffix(".md")
+    tmp = md.with_name(f".{md.name}.tmp")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, md)
+
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["dataset", "method", "seed", "checkpoint", *columns, "loss_spikes", "max_loss", "max_loss_step",
+                     "peak_lr", "global_batch", "total_steps", "pretrain_dir", "probe_dir"])
+    for r in runs:
+        training, schedule = r["training"], r["schedule"]
+        writer.writerow([report["dataset"], r["method"], r["seed"], r["checkpoint"],
+                         *["" if r["metrics"][c] is None else f"{r['metrics'][c]:.3f}" for c in columns],
+                         training.get("loss_spikes", ""), training.get("max_loss", ""),
+                         training.get("max_loss_step", ""), schedule.get("peak_lr", ""),
+                         schedule.get("global_batch", ""), schedule.get("total_steps", ""), r["pretrain_dir"],
+                         r["probe_dir"]])
+    tmp = stem.with_name(f".{stem.name}.csv.tmp")
+    tmp.write_text(out.getvalue())
+    os.replace(tmp, stem.with_suffix(".csv"))
+    return md

@@ -1,0 +1,137 @@
+"""Every benchmark in 2 CPU processes (gloo), end to end, with the frameworks' own evaluators: the protocol's
+global batch split over the processes, recorded once; resume refused under another process count;
+overrides through the frameworks' own mechanisms. These are the GPU code paths (launch, DDP, SyncBN,
+distributed samplers and evaluators) with CPU stand-ins only for what needs CUDA."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+from benchmarks.runner import opts_suffix
+from pretrain.checkpoint import export_backbone
+from tests.conftest import run_cli
+
+BENCHMARKS = [("coco", "detectron2"), ("coco", "mmdet"), ("voc", "mmseg"), ("ade20k", "mmseg")]
+# 8 of the smoke schedule's 20 iterations, through each framework's own override mechanism
+SHORTER = {"detectron2": ("SOLVER.MAX_ITER=8", "SOLVER.STEPS=(6,)"),
+           "mmdet": ("train_cfg.max_iters=8", "train_cfg.val_interval=8"),
+           "mmseg": ("train_cfg.max_iters=8", "train_cfg.val_interval=8")}
+HEADLINE = {"coco": ("bbox", "AP"), "voc": ("sem_seg", "mIoU"), "ade20k": ("sem_seg", "mIoU")}
+
+
+@pytest.fixture(scope="module")
+def two_process_runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("multiprocess")
+    torch.manual_seed(2)
+    import timm
+
+    model = timm.create_model("resnet18", pretrained=False, num_classes=0)
+    meta = {"method": "sl-mlp", "arch": "resnet18", "dataset": "generated", "epochs": 1, "dropped_heads": [],
+            "input": {"channel_order": "RGB", "pixel_range": [0, 1], "mean": [0.485, 0.456, 0.406],
+                      "std": [0.229, 0.224, 0.225]}}
+    ckpt = export_backbone(model.state_dict(), meta, base / "ckpt")
+    out = base / "bench"
+    results = {}
+    for task, framework in BENCHMARKS:
+        # a hang (a rank left waiting in a collective) ends as a timeout, i.e. a failed test
+        results[(task, framework)] = run_cli(
+            "-m", "benchmarks", "run", task, "--ckpt", str(ckpt), "--framework", framework, "--schedule", "smoke",
+            "--device", "cpu", "--procs", "2", "--out", str(out), "--opts", *SHORTER[framework], timeout=600)
+    return {"ckpt": ckpt, "out": out, "results": results}
+
+
+def run_dir(runs, task, framework):
+    suffix = opts_suffix(SHORTER[framework])
+    return runs["out"] / task / framework / "smoke" / (runs["ckpt"].name.split(".")[0] + suffix) / "seed0"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task,framework", BENCHMARKS)
+def test_benchmark_runs_in_two_processes_with_the_protocols_global_batch(two_process_runs, task, framework):
+    result = two_process_runs["results"][(task, framework)]
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.count("run directory:") == 1  # rank 0 reports, once
+    directory = run_dir(two_process_runs, task, framework)
+    record = json.loads((directory / "result.json").read_text())
+    assert record["status"] == "finished" and record["world_size"] == 2 and record["device"] == "cpu"
+    protocol = record["protocol"]
+    # the smoke protocol's global batch of 2 images, one per process
+    assert (protocol["world_size"], protocol["global_batch"], protocol["per_process_batch"]) == (2, 2, 1)
+    group, metric = HEADLINE[task]
+    value = record["metrics"][group][metric]
+    assert math.isfinite(value) and 0 <= value <= 100
+    assert sorted(p.name for p in directory.glob("*.json")) == ["result.json", "run.json"]
+    assert record["opts"] == list(SHORTER[framework])  # applied by the framework: 8 iterations
+    resolved = (directory / "config.yaml").read_text()
+    assert ("MAX_ITER: 8" if framework == "detectron2" else "max_iters=8") in resolved
+
+
+@pytest.mark.slow
+def test_resume_under_another_process_count_is_refused_and_overrides_are_another_run(two_process_runs, tmp_path):
+    finished = run_dir(two_process_runs, "coco", "detectron2")
+    assert (finished / "work" / "last_checkpoint").is_file()
+    # an interrupted copy of the 2-process run: resuming it in 1 process would change the protocol's data order
+    out = tmp_path / "bench"
+    copy = out / finished.relative_to(two_process_runs["out"])
+    shutil.copytree(finished, copy)
+    (copy / "result.json").unlink()
+    ckpt = str(two_process_runs["ckpt"])
+    refused = run_cli("-m", "benchmarks", "run", "coco", "--ckpt", ckpt, "--framework", "detectron2",
+                      "--schedule", "smoke", "--device", "cpu", "--procs", "1", "--out", str(out),
+                      "--opts", *SHORTER["detectron2"])
+    assert refused.returncode == 2 and "was started in 2 process(es)" in refused.stderr, refused.stderr[-2000:]
+    assert not (copy / "result.json").exists() and not (copy / "failure.json").exists()
+
+    odd = run_cli("-m", "benchmarks", "run", "coco", "--ckpt", ckpt, "--framework", "mmdet", "--schedule", "smoke",
+                  "--device", "cpu", "--procs", "3", "--out", str(out))
+    assert odd.returncode == 2 and "global batch of 2 images cannot be split over 3 processes" in odd.stderr
+
+    # a wrong key fails through Detectron2's own merge_from_list, with one message
+    wrong = run_cli("-m", "benchmarks", "run", "coco", "--ckpt", ckpt, "--framework", "detectron2", "--schedule",
+                    "smoke", "--device", "cpu", "--out", str(out), "--opts", "SOLVER.BASE_LRR=0.1")
+    assert wrong.returncode == 2 and "SOLVER.BASE_LRR" in wrong.stderr and "Traceback" not in wrong.stderr
+    assert len(list(out.glob("coco/detectron2/smoke/*"))) == 1  # refused before anything was written
+
+
+def _sync_bn_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from benchmarks.cpu_distributed import convert_sync_batchnorm_for_cpu
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = convert_sync_batchnorm_for_cpu(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.SyncBatchNorm(4)))
+    images = torch.randn(4, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+    mine = images[:2] if rank == 0 else images[2:3]  # unequal batches: 2 images and 1
+    output = model(mine)
+    # a loss that depends on the normalised outputs (the sum of their squares would not: it is constant)
+    weights = torch.randn(4, 4, 4, 4, generator=torch.Generator().manual_seed(2))
+    (output * (weights[:2] if rank == 0 else weights[2:3])).sum().backward()
+    torch.save({"output": output.detach(), "grad": model[0].weight.grad, "mean": model[1].running_mean,
+                "var": model[1].running_var}, f"{out}/{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_cpu_sync_batchnorm_matches_one_batch_norm_over_all_processes(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_sync_bn_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2,
+                       start_method="spawn")
+    parts = [torch.load(tmp_path / f"{rank}.pt") for rank in (0, 1)]
+    torch.manual_seed(0)
+    reference = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    images = torch.randn(4, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+    output = reference(images[:3])  # the 3 images the two processes hold together
+    (output * torch.randn(4, 4, 4, 4, generator=torch.Generator().manual_seed(2))[:3]).sum().backward()
+    torch.testing.assert_close(torch.cat([parts[0]["output"], parts[1]["output"]]), output.detach())
+    # DDP would average the gradients over processes; the sum of the local ones is the full gradient
+    torch.testing.assert_close(parts[0]["grad"] + parts[1]["grad"], reference[0].weight.grad, rtol=1e-4, atol=1e-5)
+    for part in parts:
+        torch.testing.assert_close(part["mean"], reference[1].running_mean)
+        torch.testing.assert_close(part["var"], reference[1].running_var)
