@@ -93,11 +93,13 @@ bench-probe: $(STAMP)
 
 # The proxy-transfer report: pretrain every method with each seed on the embedded data, probe each
 # backbone (coarse-to-fine), then the tables (results/probe.md has the by-method mean ± std).
+# PRETRAIN_SET="key=value ..." adds pretraining overrides.
 SEEDS ?= 0 1 2
+PRETRAIN_SET ?=
 probe-seeds: $(STAMP)
 	@mkdir -p runs/pretrain; for seed in $(SEEDS); do for run in sl slmlp look; do \
 	  out=runs/pretrain/$${run}_cpu$$( [ $$seed = 0 ] || echo _seed$$seed ); \
-	  $(PY) -m pretrain train --config pretrain/configs/$${run}_cpu.yaml \
+	  $(PY) -m pretrain train --config pretrain/configs/$${run}_cpu.yaml $(foreach s,$(PRETRAIN_SET),--set $(s)) \
 	    $$( [ $$seed = 0 ] || echo --set train.seed=$$seed --out $$out ) > $$out.log 2>&1 || { tail -5 $$out.log; exit 1; }; \
 	  $(PY) -m benchmarks run probe --framework frozen --schedule standard --ckpt $$(ls -t $$out/export/*.pth | head -1) \
 	    > $$out.probe.log 2>&1 || { tail -5 $$out.probe.log; exit 1; }; \

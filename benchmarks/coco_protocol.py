@@ -12,8 +12,9 @@ from typing import Any
 
 # Settings that differ between the frameworks on purpose, and why.
 JUSTIFIED = {
-    "schedule": "each framework's own 1x/2x: Detectron2 counts iterations (90k x 16 images = 12.2 COCO epochs, "
-                "steps at 8.1 and 10.8 epochs), MMDetection epochs (12, steps after 8 and 11)",
+    "schedule": "each framework's own unit: Detectron2 counts iterations (1x: 90k x 16 images = 12.3 epochs of "
+                "COCO's 117k annotated training images, steps at 8.2 and 10.9 epochs; 2x doubles it), MMDetection "
+                "epochs (12, steps after 8 and 11; 2x: 24, after 16 and 22)",
 }
 
 

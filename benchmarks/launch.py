@@ -17,10 +17,11 @@ import contextlib
 import json
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from benchmarks.environ import temporary_environ
 from benchmarks.spec import RunSpec, TrainResult
 from pretrain.checkpoint import atomic_write_json
 from pretrain.distributed import init_distributed, is_main_process, launched_world_size
@@ -52,23 +53,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
-def _visible_devices(device: str) -> Iterator[None]:
-    """CPU processes on a GPU machine must not see the GPUs (Detectron2's launch would pick NCCL)."""
-    if device != "cpu":
-        yield
-        return
-    previous = os.environ.get("CUDA_VISIBLE_DEVICES")
-    os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-        else:
-            os.environ["CUDA_VISIBLE_DEVICES"] = previous
-
-
 def run_in_processes(train: Train, spec: RunSpec, framework: str, result_file: Path) -> TrainResult:
     """Train `spec` in `spec.world_size` processes (or in this one under torchrun); rank 0's result."""
     if launched_world_size() > 1:  # started by torchrun: this is one of the processes
@@ -77,7 +61,8 @@ def run_in_processes(train: Train, spec: RunSpec, framework: str, result_file: P
     result_file.unlink(missing_ok=True)
     if spec.world_size == 1:
         return train(spec)
-    with _visible_devices(spec.device):
+    # CPU processes on a GPU machine must not see the GPUs (Detectron2's launch would pick NCCL)
+    with temporary_environ(CUDA_VISIBLE_DEVICES="") if spec.device == "cpu" else contextlib.nullcontext():
         if framework == "detectron2":
             from detectron2.engine import launch
 

@@ -9,13 +9,12 @@ which heads read which stages, how metrics are named) stays in the task's module
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.environ import temporary_environ
 from benchmarks.spec import RunSpec, TrainResult, per_process_batch, split_opts
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -29,6 +28,13 @@ def load_config(framework: str, model: str, schedule: str):
     from mmengine.config import Config
 
     return Config.fromfile(str(CONFIG_DIR / framework / f"{model}_{schedule}.py"))
+
+
+def protocol_config(framework: str, model: str, schedule: str, opts: tuple[str, ...] = ()):
+    """The benchmark config with the user's overrides: what the protocol checks read."""
+    cfg = load_config(framework, model, schedule)
+    cfg.merge_from_dict(dict(_parse_opts(opts)))
+    return cfg
 
 
 def apply_backbone(cfg, weights: Path, settings: dict[str, Any]) -> list[int]:
@@ -105,21 +111,6 @@ def protocol_record(cfg, spec: RunSpec) -> dict[str, Any]:
             "length": length, "seed": spec.seed, "seed_per_rank": "seed + rank (diff_rank_seed)"}
 
 
-@contextlib.contextmanager
-def _unrestricted_unpickling() -> Iterator[None]:
-    """mmengine loads checkpoints with torch's weights_only default, which refuses its own training
-    state (message hub, history buffers). Used only to resume this run's own work_dir checkpoint."""
-    previous = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
-    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"]
-        else:
-            os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = previous
-
-
 def train_and_evaluate(cfg, spec: RunSpec, convert_metrics: Callable[[dict[str, float]], dict[str, dict[str, float]]]
                        ) -> TrainResult:
     """Train with mmengine's Runner (resuming if work_dir has a checkpoint), evaluate with the config's
@@ -138,7 +129,9 @@ def train_and_evaluate(cfg, spec: RunSpec, convert_metrics: Callable[[dict[str, 
         def resume(self, filename: str, *args: Any, **kwargs: Any) -> None:
             if not Path(filename).resolve().is_relative_to(Path(self.work_dir).resolve()):
                 raise ValueError(f"refusing to resume from {filename}: not in this run's work dir")
-            with _unrestricted_unpickling():
+            # mmengine loads checkpoints with torch's weights_only default, which refuses its own training
+            # state (message hub, history buffers); allowed only for this run's own work_dir checkpoint
+            with temporary_environ(TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1"):
                 super().resume(filename, *args, **kwargs)
 
     recorded: dict[str, float] = {}

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.launch import run_in_processes
-from benchmarks.spec import RunSpec, TrainResult, split_opts
+from benchmarks.spec import RunSpec, TrainResult, per_process_batch, split_opts
 from pretrain.checkpoint import atomic_write_json, utc_now
 from pretrain.distributed import barrier, init_distributed, is_main_process, launched_world_size
 from pretrain.errors import UserError
@@ -41,7 +41,9 @@ class Task:
     embedded_schedules: tuple[str, ...] = ("smoke",)  # schedules that may run on the embedded data
     converts: bool = True  # False: the task reads the checkpoint itself (frozen features)
     multi_process: bool = True  # False: one process whatever --procs says (the probe)
-    check_opts: Callable[[str, tuple[str, ...]], None] | None = None  # refuse bad --opts before anything runs
+    # (schedule, opts, processes): refuse bad --opts, or a process count that does not divide the protocol's
+    # global batch, before anything is written
+    check_protocol: Callable[[str, tuple[str, ...], int], None] | None = None
 
 
 def _detectron2_coco(spec: RunSpec) -> TrainResult:
@@ -50,13 +52,24 @@ def _detectron2_coco(spec: RunSpec) -> TrainResult:
     return run(spec)
 
 
-def _detectron2_check_opts(schedule: str, opts: tuple[str, ...]) -> None:
+def _detectron2_check(schedule: str, opts: tuple[str, ...], processes: int) -> None:
     from benchmarks.detectron2_coco import protocol_config
 
     try:
-        protocol_config(schedule, opts=opts)
+        cfg = protocol_config(schedule, opts=opts)
     except (KeyError, ValueError, AssertionError) as e:
         raise UserError(f"--opts: Detectron2 refuses {' '.join(opts)}: {e}") from None
+    per_process_batch(cfg.SOLVER.IMS_PER_BATCH, processes, "coco/detectron2")
+
+
+def _openmmlab_check(task: str, framework: str, model: str) -> Callable[[str, tuple[str, ...], int], None]:
+    def check(schedule: str, opts: tuple[str, ...], processes: int) -> None:
+        from benchmarks.openmmlab import protocol_config
+
+        cfg = protocol_config(framework, model, schedule, opts)
+        per_process_batch(cfg.global_batch_size, processes, f"{task}/{framework}")
+
+    return check
 
 
 def _mmdet_coco(spec: RunSpec) -> TrainResult:
@@ -116,10 +129,13 @@ COCO_HEADLINE = (("bbox", "AP"), ("segm", "AP"))
 SEG_HEADLINE = (("sem_seg", "mIoU"),)
 TASKS: dict[tuple[str, str], Task] = {
     ("coco", "detectron2"): Task("coco", "detectron2", COCO_FILES, _embedded_coco, _detectron2_coco, COCO_HEADLINE,
-                                 check_opts=_detectron2_check_opts),
-    ("coco", "mmdet"): Task("coco", "mmdet", COCO_FILES, _embedded_coco, _mmdet_coco, COCO_HEADLINE),
-    ("voc", "mmseg"): Task("voc", "mmseg", VOC_FILES, _embedded_voc, _mmseg_voc, SEG_HEADLINE),
-    ("ade20k", "mmseg"): Task("ade20k", "mmseg", ADE20K_FILES, _embedded_ade20k, _mmseg_ade20k, SEG_HEADLINE),
+                                 check_protocol=_detectron2_check),
+    ("coco", "mmdet"): Task("coco", "mmdet", COCO_FILES, _embedded_coco, _mmdet_coco, COCO_HEADLINE,
+                            check_protocol=_openmmlab_check("coco", "mmdet", "mask_rcnn_r50_fpn")),
+    ("voc", "mmseg"): Task("voc", "mmseg", VOC_FILES, _embedded_voc, _mmseg_voc, SEG_HEADLINE,
+                           check_protocol=_openmmlab_check("voc", "mmseg", "fcn_d8_voc")),
+    ("ade20k", "mmseg"): Task("ade20k", "mmseg", ADE20K_FILES, _embedded_ade20k, _mmseg_ade20k, SEG_HEADLINE,
+                              check_protocol=_openmmlab_check("ade20k", "mmseg", "upernet_ade20k")),
     # Frozen features: linear probe, kNN and intra-class diagnostics on an ImageFolder train/val pair;
     # the embedded data is the generated set labelled by sub-mode (coarse-to-fine).
     ("probe", "frozen"): Task("probe", "frozen", ("train", "val"), _embedded_fine_labels, _probe,
@@ -193,8 +209,6 @@ def resolve_run(task: str, ckpt: str | Path, framework: str, schedule: str, seed
     split_opts(opts)
     if opts and not spec.converts:
         raise UserError(f"--opts: the {task} benchmark has no framework config to override")
-    if opts and spec.check_opts is not None:
-        spec.check_opts(schedule, opts)
     device = pick_device(device)
     torchrun = launched_world_size()
     if torchrun > 1:
@@ -211,6 +225,8 @@ def resolve_run(task: str, ckpt: str | Path, framework: str, schedule: str, seed
 
         if procs > torch.cuda.device_count():
             raise UserError(f"--procs {procs}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if spec.check_protocol is not None:
+        spec.check_protocol(schedule, opts, procs)
     ckpt = Path(ckpt)
     if not ckpt.is_file():
         raise UserError(f"checkpoint not found: {ckpt}")

@@ -50,7 +50,9 @@ def _inspect(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from pretrain.config import load_yaml
     from pretrain.errors import UserError
+    from pretrain.monitor import LossSpikeDetector
 
     log = Path(args.run_dir) / "log.jsonl"
     if not log.is_file():
@@ -74,6 +76,13 @@ def _inspect(args: argparse.Namespace) -> int:
     if spikes:
         print("loss spikes at steps " + ", ".join(str(s["step"]) for s in spikes[:20])
               + (" ..." if len(spikes) > 20 else ""))
+    # the losses replayed through the detector: how far above its running level the loss ever went
+    factor = load_yaml(Path(args.run_dir) / "config.yaml").get("train", {}).get("loss_spike_factor", 3.0) \
+        if (Path(args.run_dir) / "config.yaml").is_file() else 3.0
+    replay = LossSpikeDetector(factor=factor)
+    for row in steps:
+        replay.update(row["step"], row["loss"])
+    print(f"largest loss / running median: {replay.max_ratio:.2f} (a spike is > {factor:g})")
     return 0
 
 

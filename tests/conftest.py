@@ -37,3 +37,22 @@ def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedP
 
 def set_args(overrides: list[str]) -> list[str]:
     return [a for o in overrides for a in ("--set", o)]
+
+
+IMAGENET_INPUT = {"channel_order": "RGB", "pixel_range": [0, 1], "mean": [0.485, 0.456, 0.406],
+                  "std": [0.229, 0.224, 0.225]}
+
+
+def random_backbone(out_dir: Path, method: str = "sl", seed: int = 0, epochs: int = 1,
+                    input_convention: dict | None = None) -> Path:
+    """A randomly initialised ResNet-18 exported as this suite's backbone file (what the benchmarks read)."""
+    import timm
+    import torch
+
+    from pretrain.checkpoint import export_backbone
+
+    torch.manual_seed(seed)
+    model = timm.create_model("resnet18", pretrained=False, num_classes=0)
+    meta = {"method": method, "arch": "resnet18", "dataset": "generated", "epochs": epochs, "dropped_heads": [],
+            "input": input_convention or IMAGENET_INPUT}
+    return export_backbone(model.state_dict(), meta, out_dir)

@@ -20,7 +20,7 @@ from benchmarks import runner
 from benchmarks.data.coco import CocoSpec, generate_coco
 from pretrain.checkpoint import export_backbone
 from pretrain.errors import UserError
-from tests.conftest import run_cli
+from tests.conftest import random_backbone, run_cli
 
 
 def test_generated_coco_is_read_by_pycocotools_and_scores_ground_truth_at_ap_1(tmp_path):
@@ -48,14 +48,7 @@ def test_generated_coco_is_read_by_pycocotools_and_scores_ground_truth_at_ap_1(t
 
 @pytest.fixture
 def tiny_backbone(tmp_path):
-    torch.manual_seed(0)
-    import timm
-
-    model = timm.create_model("resnet18", pretrained=False, num_classes=0)
-    meta = {"method": "sl", "arch": "resnet18", "dataset": "generated", "epochs": 1, "dropped_heads": ["head"],
-            "input": {"channel_order": "RGB", "pixel_range": [0, 1], "mean": [0.485, 0.456, 0.406],
-                      "std": [0.229, 0.224, 0.225]}}
-    return export_backbone(model.state_dict(), meta, tmp_path / "ckpt")
+    return random_backbone(tmp_path / "ckpt")
 
 
 @pytest.mark.slow
@@ -185,14 +178,8 @@ def openmmlab_runs(tmp_path_factory):
     from tests.conftest import REPO
 
     base = tmp_path_factory.mktemp("openmmlab")
-    torch.manual_seed(1)
-    import timm
-
-    model = timm.create_model("resnet18", pretrained=False, num_classes=0)
-    meta = {"method": "look", "arch": "resnet18", "dataset": "generated", "epochs": 2, "dropped_heads": [],
-            "input": {"channel_order": "RGB", "pixel_range": [0, 1], "mean": [0.5, 0.5, 0.5],
-                      "std": [0.25, 0.25, 0.25]}}
-    ckpt = export_backbone(model.state_dict(), meta, base / "ckpt")
+    ckpt = random_backbone(base / "ckpt", method="look", seed=1, epochs=2, input_convention={
+        "channel_order": "RGB", "pixel_range": [0, 1], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]})
     out = base / "bench"
 
     def command(task, framework):

@@ -4,22 +4,14 @@ checkpoint loaded, one iteration trained here at the real input sizes with the p
 from __future__ import annotations
 
 import pytest
-import torch
 
 from benchmarks.dryrun import STEPPED_WORLD_SIZE, markdown, rows_for, step_protocol
-from pretrain.checkpoint import export_backbone
+from tests.conftest import random_backbone
 
 
 @pytest.fixture(scope="module")
 def resnet18(tmp_path_factory):
-    import timm
-
-    torch.manual_seed(3)
-    model = timm.create_model("resnet18", pretrained=False, num_classes=0)
-    meta = {"method": "sl", "arch": "resnet18", "dataset": "generated", "epochs": 1, "dropped_heads": [],
-            "input": {"channel_order": "RGB", "pixel_range": [0, 1], "mean": [0.485, 0.456, 0.406],
-                      "std": [0.229, 0.224, 0.225]}}
-    return export_backbone(model.state_dict(), meta, tmp_path_factory.mktemp("dry") / "ckpt")
+    return random_backbone(tmp_path_factory.mktemp("dry") / "ckpt", seed=3)
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
 import torch
 
 import pretrain.trainer as trainer_module
@@ -20,8 +21,10 @@ def test_detector_flags_a_jump_but_not_noise_or_a_falling_loss():
     # a noisy, falling loss (per-batch noise of +-40 %) is not a spike, whatever its level
     for step in range(1, 301):
         assert detector.update(step, (2.0 * 0.99**step + 0.05) * rng.uniform(0.6, 1.4)) is None
+    assert 1.0 < detector.max_ratio < 3.0  # the noise came closest to, but stayed under, the factor
     spike = detector.update(301, 25.0)
     assert spike is not None and spike["step"] == 301 and spike["loss"] == 25.0
+    assert detector.max_ratio > 3.0
     assert detector.summary()["loss_spikes"] == 1 and detector.summary()["max_loss_step"] == 301
     # near 0 the floor keeps late-training noise (0.02 -> 0.2) from counting as a spike
     calm = LossSpikeDetector()
@@ -48,7 +51,7 @@ def test_detector_state_round_trips():
     assert a.update(80, 9.0) == b.update(80, 9.0)
 
 
-def test_trainer_logs_and_records_a_spike_and_keeps_it_across_resume(tiny_overrides, tmp_path, monkeypatch):
+def test_trainer_logs_and_records_a_spike_and_keeps_it_across_resume(tiny_overrides, tmp_path, monkeypatch, capsys):
     real_step = trainer_module.training_step
     calls = {"n": 0}
 
@@ -79,3 +82,13 @@ def test_trainer_logs_and_records_a_spike_and_keeps_it_across_resume(tiny_overri
     from transfer.export import pretraining_recipe
 
     assert "1 loss spike (!)" in pretraining_recipe(meta)
+
+    # `python -m pretrain inspect` reads the same log: per-epoch summary, the spike, the largest ratio
+    from pretrain.cli import main
+
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "run")]) == 0
+    printed = capsys.readouterr().out
+    assert "loss spikes at steps 30" in printed and "logit_max max" in printed
+    ratio = float(printed.split("largest loss / running median: ")[1].split()[0])
+    assert ratio == pytest.approx(meta["training"]["max_ratio"], abs=0.01) and ratio > 3

@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from benchmarks.runner import opts_suffix
-from pretrain.checkpoint import export_backbone
-from tests.conftest import run_cli
+from tests.conftest import random_backbone, run_cli
 
 BENCHMARKS = [("coco", "detectron2"), ("coco", "mmdet"), ("voc", "mmseg"), ("ade20k", "mmseg")]
 # 8 of the smoke schedule's 20 iterations, through each framework's own override mechanism
@@ -27,14 +26,7 @@ HEADLINE = {"coco": ("bbox", "AP"), "voc": ("sem_seg", "mIoU"), "ade20k": ("sem_
 @pytest.fixture(scope="module")
 def two_process_runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("multiprocess")
-    torch.manual_seed(2)
-    import timm
-
-    model = timm.create_model("resnet18", pretrained=False, num_classes=0)
-    meta = {"method": "sl-mlp", "arch": "resnet18", "dataset": "generated", "epochs": 1, "dropped_heads": [],
-            "input": {"channel_order": "RGB", "pixel_range": [0, 1], "mean": [0.485, 0.456, 0.406],
-                      "std": [0.229, 0.224, 0.225]}}
-    ckpt = export_backbone(model.state_dict(), meta, base / "ckpt")
+    ckpt = random_backbone(base / "ckpt", method="sl-mlp", seed=2)
     out = base / "bench"
     results = {}
     for task, framework in BENCHMARKS:
@@ -90,6 +82,7 @@ def test_resume_under_another_process_count_is_refused_and_overrides_are_another
     odd = run_cli("-m", "benchmarks", "run", "coco", "--ckpt", ckpt, "--framework", "mmdet", "--schedule", "smoke",
                   "--device", "cpu", "--procs", "3", "--out", str(out))
     assert odd.returncode == 2 and "global batch of 2 images cannot be split over 3 processes" in odd.stderr
+    assert not (out / "coco" / "mmdet").exists()  # refused before anything was written
 
     # a wrong key fails through Detectron2's own merge_from_list, with one message
     wrong = run_cli("-m", "benchmarks", "run", "coco", "--ckpt", ckpt, "--framework", "detectron2", "--schedule",
@@ -135,3 +128,23 @@ def test_cpu_sync_batchnorm_matches_one_batch_norm_over_all_processes(tmp_path):
     for part in parts:
         torch.testing.assert_close(part["mean"], reference[1].running_mean)
         torch.testing.assert_close(part["var"], reference[1].running_var)
+
+
+@pytest.mark.slow
+def test_mmseg_under_torchrun_converts_once_and_records_once(tmp_path):
+    import sys
+    from pathlib import Path
+
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    out = tmp_path / "bench"
+    ckpt = random_backbone(tmp_path / "ckpt", seed=4)
+    result = run_cli("-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "benchmarks", "run", "voc",
+                     "--framework", "mmseg", "--ckpt", str(ckpt), "--schedule", "smoke",
+                     "--device", "cpu", "--out", str(out), "--opts", *SHORTER["mmseg"], timeout=600)
+    assert Path(torchrun).is_file()  # what the README tells users to run is this module's launcher
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.count("run directory:") == 1
+    [directory] = list(out.glob("voc/mmseg/smoke/*/seed0"))
+    record = json.loads((directory / "result.json").read_text())
+    assert record["world_size"] == 2 and record["protocol"]["per_process_batch"] == 1
+    assert len(list((directory / "weights").glob("*.mmseg.pth"))) == 1  # converted once, by rank 0
