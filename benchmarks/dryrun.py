@@ -11,6 +11,7 @@ per-GPU batch, the global batch, the LR and the length, which never change with 
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -46,19 +47,26 @@ def random_backbone(out: Path, arch: str = "resnet50") -> Path:
     return export_backbone(model.state_dict(), meta, out / "ckpt")
 
 
-def step_protocol(task: str, framework: str, schedule: str, ckpt: Path, out: Path, iters: int) -> dict[str, Any]:
-    """Build, load and train `iters` iterations of one protocol here; returns its protocol record."""
+def step_protocol(task: str, framework: str, schedule: str, ckpt: Path, out: Path, iters: int,
+                  world_size: int = STEPPED_WORLD_SIZE) -> dict[str, Any]:
+    """Build, load and train `iters` iterations of one protocol here, with the per-process batch of
+    `world_size` processes; returns its protocol record."""
     spec_task = get_task(task, framework)
     run_dir = out / task / framework / schedule
     plan = Plan(spec_task, schedule, 0, ckpt, None, spec_task.embedded_data(), run_dir, pick_device("auto"), 1, ())
+    # Always from scratch: a work folder left by an earlier dry run would be resumed (and step nothing).
+    shutil.rmtree(run_dir / "work", ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     weights, settings, _ = prepare_weights(plan, read_backbone(ckpt))
     spec = RunSpec(schedule, weights, settings, plan.data_root, run_dir / "work", 0, plan.device,
-                   STEPPED_WORLD_SIZE, max_iters=iters)
+                   world_size, max_iters=iters)
     result = spec_task.run(spec)
     record = dict(result.protocol)
     record["wall_s"] = time.perf_counter() - started
+    stepped = len(record.get("seconds_per_iter") or [])
+    if stepped < iters:
+        raise RuntimeError(f"the dry run of {task} {framework} {schedule} timed {stepped} of {iters} iterations")
     return record
 
 
