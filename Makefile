@@ -8,7 +8,7 @@ TEST_ARGS ?=
 
 RUN_ARGS = $(if $(DATA),--data $(DATA)) $(if $(OUT),--out $(OUT))
 
-.PHONY: install test lint demo pretrain-sl pretrain-slmlp pretrain-look pretrain-all export bench-coco bench-voc bench-ade bench-probe probe-seeds bench-proxy data-fmnist bench-dryrun tables bench-pretrain-speed clean-runs
+.PHONY: install test lint demo pretrain-sl pretrain-slmlp pretrain-look pretrain-all export bench-coco bench-voc bench-ade bench-probe probe-seeds bench-proxy data-fmnist bench-dryrun tables bench-pretrain-speed gpu-check clean-runs
 
 install: $(STAMP)
 
@@ -138,6 +138,12 @@ tables: $(STAMP)
 
 bench-pretrain-speed: $(STAMP)
 	$(PY) -m benchmarks.pretrain_step_time $(BENCH_ARGS)
+
+# Is this machine ready? Environment, pretraining step per method (vs a hand-written loop), data loader,
+# 20 iterations of each benchmark; one table, also written to results/gpu_check.md. CPU-sized without a GPU.
+# make gpu-check [DATA=/path/to/imagenet/train]
+gpu-check: $(STAMP)
+	$(PY) -m benchmarks.gpu_check $(if $(DATA),--data $(DATA))
 
 clean-runs:
 	rm -rf runs data/generated

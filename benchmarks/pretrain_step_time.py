@@ -11,7 +11,6 @@ The goal on a GPU: look <= 1.03x sl at 1.28M slots with ResNet-50.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import platform
 import statistics
@@ -21,17 +20,21 @@ import torch
 
 from pretrain.config import config_from_dict
 from pretrain.optim import build_optimizer
-from pretrain.trainer import build_method, pick_device, training_step
+from pretrain.trainer import autocast_for, build_method, choose_precision, pick_device, training_step
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
 
 
 class Setup:
-    """One method with its model, optimizer and a fixed synthetic batch, ready to be stepped."""
+    """One method with its model, optimizer and a fixed synthetic batch, ready to be stepped.
+
+    `args` needs arch, batch, image_size, num_classes, amp ('bf16' | 'fp16' | 'off') and channels_last.
+    """
 
     def __init__(self, method_name: str, slots: int, args: argparse.Namespace, device: torch.device):
         torch.manual_seed(0)
         self.name, self.slots, self.device, self.args = method_name, slots, device, args
+        self.label = method_name
         look = args.look if method_name == "look" else {}
         config = config_from_dict({"method": {"name": method_name, **look}, "model": {"arch": args.arch},
                                    "optim": {"name": "sgd", "lr_per_256": 0.01}})
@@ -43,7 +46,8 @@ class Setup:
         if args.channels_last:
             self.method.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.method, config.optim, config.peak_lr)
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.amp else contextlib.nullcontext()
+        self.autocast = autocast_for(args.amp, device)
+        self.scaler = torch.amp.GradScaler(device.type) if args.amp == "fp16" else None
         self.generator = torch.Generator().manual_seed(1)
         self.images = torch.randn(args.batch, 3, args.image_size, args.image_size, generator=self.generator).to(device)
         if args.channels_last:
@@ -61,18 +65,65 @@ class Setup:
             indices = torch.randperm(self.num_images, generator=self.generator)[: self.args.batch].to(self.device)
             self.sync()
             start = time.perf_counter()
-            training_step(self.method, self.method, self.optimizer, self.images, self.labels, indices, self.autocast)
+            self.step(indices)
             self.sync()
             if record:
                 self.times.append(time.perf_counter() - start)
 
+    def step(self, indices: torch.Tensor) -> None:
+        training_step(self.method, self.method, self.optimizer, self.images, self.labels, indices, self.autocast,
+                      scaler=self.scaler)
+
+    def peak_memory_mb(self) -> float | None:
+        """Peak device memory of one step (CUDA only)."""
+        if self.device.type != "cuda":
+            return None
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self.run(1, record=False)
+        return torch.cuda.max_memory_allocated(self.device) / 2**20
+
     def row(self) -> dict:
-        row = {"method": self.name, "slots": self.slots or None,
-               "ms_per_step": 1000 * statistics.median(self.times), "ms_min": 1000 * min(self.times)}
+        row = {"method": self.label, "slots": self.slots or None,
+               "ms_per_step": 1000 * statistics.median(self.times), "ms_min": 1000 * min(self.times),
+               "images_per_s": self.args.batch / statistics.median(self.times)}
         if self.name == "look":
             memory = self.method.memory.embeddings
             row["memory_mb"] = memory.numel() * memory.element_size() / 2**20
         return row
+
+
+class HandWrittenSL(Setup):
+    """The SL step written out by hand (no trainer, no method class): the bar the trainer's step is held to."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device):
+        super().__init__("sl", 0, args, device)
+        self.label = "sl, hand-written loop"
+        self.backbone, self.classifier = self.method.backbone, self.method.head
+        params = list(self.backbone.parameters()) + list(self.classifier.parameters())
+        self.optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
+
+    def step(self, indices: torch.Tensor) -> None:
+        with self.autocast:
+            logits = self.classifier(self.backbone(self.images))
+        loss = torch.nn.functional.cross_entropy(logits.float(), self.labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+
+
+def measure(setups: list[Setup], warmup: int, rounds: int, steps: int) -> list[dict]:
+    """Warm every setup up, then time them in interleaved rounds (machine drift hits all alike)."""
+    for setup in setups:
+        setup.run(warmup, record=False)
+    for _ in range(rounds):
+        for setup in setups:
+            setup.run(steps, record=True)
+    return [setup.row() for setup in setups]
 
 
 def main() -> None:
@@ -92,18 +143,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    args.amp = args.channels_last = device.type == "cuda"  # as the trainer's `auto`
+    args.amp = choose_precision("auto", device)  # as the trainer's `auto`
+    args.channels_last = device.type == "cuda"
     args.look = {"k": 50, "temperature": 0.1, "embed_dim": 128}
 
     setups = [Setup("sl", 0, args, device), Setup("sl-mlp", 0, args, device)]
     setups += [Setup("look", slots, args, device) for slots in args.slots]
-    for setup in setups:
-        setup.run(args.warmup, record=False)
-    # Interleaved rounds, so that drift of the machine (clock, other load) hits every method alike.
-    for _ in range(args.rounds):
-        for setup in setups:
-            setup.run(args.steps, record=True)
-    rows = [setup.row() for setup in setups]
+    rows = measure(setups, args.warmup, args.rounds, args.steps)
     base = rows[0]["ms_per_step"]
     if device.type == "cuda":
         where = torch.cuda.get_device_name(device)

@@ -63,7 +63,7 @@ def _inspect(args: argparse.Namespace) -> int:
         print(f"lr {start['peak_lr']:g} (lr_per_256 {start['lr_per_256']:g}, global batch {start['global_batch']}), "
               f"{start['total_steps']} steps, warmup {start['warmup_steps']}")
     steps = [r for r in rows if "event" not in r]
-    extra = [k for k in (steps[0] if steps else {}) if k not in ("step", "epoch", "lr", "loss")]
+    extra = [k for k in (steps[0] if steps else {}) if k not in ("step", "epoch", "lr", "loss", "img_s")]
     print("epoch  steps  loss mean   loss max  " + "  ".join(f"{k + ' max':>12s}" for k in extra) + "  spikes")
     spikes = [r for r in rows if r.get("event") == "loss_spike"]
     for epoch in sorted({r["epoch"] for r in steps}):

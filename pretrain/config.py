@@ -82,7 +82,8 @@ class TrainConfig:
     batch_size: int = 256  # global, split evenly over the processes
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    amp: str = "auto"  # auto (bf16 on cuda, off on cpu) | bf16 | off
+    # auto: bf16 on a CUDA card with native bf16, else fp16 with a grad scaler; off on cpu | bf16 | fp16 | off
+    amp: str = "auto"
     channels_last: str = "auto"  # auto (on cuda) | on | off
     sync_bn: bool = False  # SyncBatchNorm under DDP (cuda only)
     log_every: int = 10
@@ -193,6 +194,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise UserError(f"config key '{where}' must be a number, got {value!r}") from None
     if hint is bool and not isinstance(value, bool):
         raise UserError(f"config key '{where}' must be true or false, got {value!r}")
+    if hint is str and isinstance(value, bool):
+        # YAML 1.1 reads `on` / `off` as booleans; in an auto | on | off setting they mean the words.
+        return "on" if value else "off"
     if hint in (int, str) and (not isinstance(value, hint) or isinstance(value, bool)):
         raise UserError(f"config key '{where}' must be {hint.__name__}, got {value!r}")
     return value

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shutil
 import time
@@ -25,7 +24,7 @@ from pretrain.checkpoint import (
 )
 from pretrain.config import Config, config_hash, resume_identity, write_config
 from pretrain.data import GlobalBatchSampler, build_train_dataset, dataset_name, train_root
-from pretrain.distributed import DistInfo, barrier, init_distributed, shutdown
+from pretrain.distributed import DistInfo, any_rank, barrier, gather_all, init_distributed, shutdown
 from pretrain.errors import TrainingDiverged, UserError
 from pretrain.methods import Method, get_method
 from pretrain.models import build_backbone
@@ -43,10 +42,51 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _switch(value: str, device: torch.device, key: str) -> bool:
-    if value not in ("auto", "on", "off", "bf16"):
+def on_off(value: str, device: torch.device, key: str) -> bool:
+    """An auto | on | off setting; auto means on for CUDA."""
+    if value not in ("auto", "on", "off"):
         raise UserError(f"{key} must be auto, on or off, got '{value}'")
-    return device.type == "cuda" if value == "auto" else value in ("on", "bf16")
+    return device.type == "cuda" if value == "auto" else value == "on"
+
+
+def choose_precision(value: str, device: torch.device) -> str:
+    """What `train.amp` means on this device: 'bf16', 'fp16' (with a grad scaler) or 'off'.
+
+    auto: bf16 where the card computes it natively (not emulated: that is slower than fp32), else fp16;
+    off on the CPU.
+    """
+    if value not in ("auto", "bf16", "fp16", "off"):
+        raise UserError(f"train.amp must be auto, bf16, fp16 or off, got '{value}'")
+    if value != "auto":
+        return value
+    if device.type != "cuda":
+        return "off"
+    return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+
+
+def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    if precision == "off":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def convert_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
+    """SyncBN through timm's converter: torch's turns timm's BatchNormAct2d into a plain SyncBatchNorm and
+    so silently drops the activation (and drop) that layer applies after normalising."""
+    return timm.layers.convert_sync_batchnorm(module)
+
+
+def nonfinite_tensors(state: Any, prefix: str = "") -> list[str]:
+    """Names of the floating-point tensors in a nested state (dicts, lists) that hold NaN or inf."""
+    if isinstance(state, torch.Tensor):
+        return [prefix] if state.is_floating_point() and not bool(torch.isfinite(state).all()) else []
+    if isinstance(state, dict):
+        items = state.items()
+    elif isinstance(state, (list, tuple)):
+        items = enumerate(state)
+    else:
+        return []
+    return [name for key, value in items for name in nonfinite_tensors(value, f"{prefix}.{key}".lstrip("."))]
 
 
 def build_method(config: Config, targets: torch.Tensor) -> Method:
@@ -75,28 +115,15 @@ def check_resume_compatible(checkpoint: dict[str, Any], config: Config, fingerpr
 
 
 class JsonlLog:
-    """Per-step records, buffered on the device and written every `every` steps (one sync per flush)."""
+    """`log.jsonl`: one JSON object per line, per logged step or per event (None: this rank writes nothing)."""
 
-    def __init__(self, path: Path | None, every: int):
-        self.path, self.every = path, max(1, every)
-        self.pending: list[dict[str, Any]] = []
+    def __init__(self, path: Path | None):
+        self.path = path
 
     def event(self, name: str, **fields: Any) -> None:
-        self._write([{"event": name, "time": time.time(), **fields}])
+        self.write([{"event": name, "time": time.time(), **fields}])
 
-    def step(self, record: dict[str, Any]) -> list[dict[str, Any]] | None:
-        self.pending.append(record)
-        if len(self.pending) >= self.every:
-            return self.flush()
-        return None
-
-    def flush(self) -> list[dict[str, Any]]:
-        rows = [{k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in r.items()} for r in self.pending]
-        self.pending = []
-        self._write(rows)
-        return rows
-
-    def _write(self, rows: list[dict[str, Any]]) -> None:
+    def write(self, rows: list[dict[str, Any]]) -> None:
         if self.path is None or not rows:
             return
         with open(self.path, "a") as f:
@@ -113,16 +140,28 @@ def training_step(
     indices: torch.Tensor,
     autocast: contextlib.AbstractContextManager,
     grad_clip: float = 0.0,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One optimisation step; `model` is `method` or its DDP wrapper. Also what the speed benchmark times."""
+    """One optimisation step; `model` is `method` or its DDP wrapper. Also what the speed benchmark times.
+
+    `scaler` (fp16 only) scales the loss and skips steps whose gradients overflowed.
+    """
     with autocast:
         outputs = model(images)
     loss, metrics = method.loss(outputs, labels, indices)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(method.parameters(), grad_clip)
-    optimizer.step()
+    if scaler is None:
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(method.parameters(), grad_clip)
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        if grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(method.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
     return loss, metrics
 
 
@@ -200,7 +239,7 @@ class Trainer:
             method.load_state_dict(checkpoint["model"])
         method.to(device)
         method.to_device(device)
-        self.channels_last = _switch(cfg_train.channels_last, device, "train.channels_last")
+        self.channels_last = on_off(cfg_train.channels_last, device, "train.channels_last")
         if self.channels_last:
             method.to(memory_format=torch.channels_last)
         self.model: torch.nn.Module = method
@@ -208,7 +247,7 @@ class Trainer:
             if cfg_train.sync_bn:
                 if device.type != "cuda":
                     raise UserError("train.sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel)")
-                method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+                method = convert_sync_batchnorm(method)
             self.model = DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None)
         self.method = method
         self.optimizer = build_optimizer(method, config.optim, config.peak_lr)
@@ -220,23 +259,33 @@ class Trainer:
             self.step_in_epoch = checkpoint["step_in_epoch"]
             if "loss_spikes" in checkpoint:
                 self.spikes.load_state_dict(checkpoint["loss_spikes"])
-        amp = _switch(cfg_train.amp, device, "train.amp")
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+        self.precision = choose_precision(cfg_train.amp, device)
+        self.autocast = autocast_for(self.precision, device)
+        self.scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
+        if self.scaler is not None and checkpoint is not None and checkpoint.get("grad_scaler"):
+            self.scaler.load_state_dict(checkpoint["grad_scaler"])
+        self.pending: list[dict[str, Any]] = []
+        self.window_start = time.perf_counter()
+        self.inject_nonfinite = _injected_fault(info.rank)
 
-        self.log = JsonlLog(self.run_dir / "log.jsonl" if info.is_main else None, cfg_train.log_every)
+        self.log = JsonlLog(self.run_dir / "log.jsonl" if info.is_main else None)
         if info.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             write_config(config, self.run_dir / "config.yaml")
             schedule = self.schedule_record()
+            precision = self.precision_record()
             print(f"lr {schedule['peak_lr']:g} (lr_per_256 {config.optim.lr_per_256:g} x global batch "
                   f"{cfg_train.batch_size} / 256 on {info.world_size} process(es)), warmup "
-                  f"{schedule['warmup_steps']} of {self.total_steps} steps", flush=True)
+                  f"{schedule['warmup_steps']} of {self.total_steps} steps; {device.type}, amp {self.precision}, "
+                  f"channels_last {'on' if self.channels_last else 'off'}, sync_bn "
+                  f"{'on' if precision['sync_bn'] else 'off'}", flush=True)
             if checkpoint is not None:
                 print(f"resumed from {resume_path} at step {self.step}/{self.total_steps} (epoch {self.epoch})",
                       flush=True)
-                self.log.event("resume", step=self.step, epoch=self.epoch, checkpoint=str(resume_path))
+                self.log.event("resume", step=self.step, epoch=self.epoch, checkpoint=str(resume_path),
+                               world_size=info.world_size, **precision)
             else:
-                self.log.event("start", device=str(device), **schedule)
+                self.log.event("start", device=str(device), **schedule, **precision)
 
     def schedule_record(self) -> dict[str, Any]:
         """The resolved optimisation protocol: what `lr_per_256` and the batch turned into for this run."""
@@ -247,6 +296,11 @@ class Trainer:
                 "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
                 "warmup_steps": warmup_steps(config.schedule, self.steps_per_epoch)}
 
+    def precision_record(self) -> dict[str, Any]:
+        """How the steps were computed: what `auto` resolved to on this machine."""
+        return {"amp": self.precision, "channels_last": self.channels_last,
+                "sync_bn": bool(self.config.train.sync_bn and self.info.enabled)}
+
     def _train_epoch(self) -> None:
         config, cfg_train = self.config, self.config.train
         self.sampler.set_epoch(self.epoch, self.step_in_epoch)
@@ -254,18 +308,12 @@ class Trainer:
         loader = DataLoader(self.dataset, batch_size=self.sampler.local_batch, sampler=self.sampler, drop_last=True,
                             num_workers=config.data.workers, pin_memory=self.device.type == "cuda")
         self.model.train()
-        window_start, window_images = time.perf_counter(), 0
+        self.window_start = time.perf_counter()
         for batch in loader:
-            record = self._step(*batch)
-            window_images += cfg_train.batch_size
+            self.pending.append(self._step(*batch))
             self.progress.update(1)
-            rows = self.log.step(record)
-            if rows:
-                self._check_rows(rows)
-                elapsed = time.perf_counter() - window_start
-                self.progress.set_postfix(loss=f"{rows[-1]['loss']:.4f}", img_s=f"{window_images / elapsed:.0f}",
-                                          epoch=self.epoch)
-                window_start, window_images = time.perf_counter(), 0
+            if len(self.pending) >= max(1, cfg_train.log_every):
+                self._flush()
             every = cfg_train.save_every_steps
             if every and self.step % every == 0 and self.step_in_epoch < self.steps_per_epoch:
                 self._save()
@@ -286,54 +334,101 @@ class Trainer:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         labels, indices = labels.to(self.device, non_blocking=True), indices.to(self.device, non_blocking=True)
+        if self.inject_nonfinite == self.step + 1:
+            images = images * float("nan")
         lr = set_lr(self.optimizer, self.config.peak_lr, self.step, self.total_steps, self.steps_per_epoch,
                     self.config.schedule)
         loss, metrics = training_step(self.model, self.method, self.optimizer, images, labels, indices,
-                                      self.autocast, self.config.train.grad_clip)
+                                      self.autocast, self.config.train.grad_clip, self.scaler)
         self.step += 1
         self.step_in_epoch += 1
         # Tensors stay on the device until the log flushes: no host sync per step.
         return {"step": self.step, "epoch": self.epoch, "lr": lr, "loss": loss.detach(),
                 **{k: v.detach() for k, v in metrics.items()}}
 
-    def _check_rows(self, rows: list[dict[str, Any]]) -> None:
-        """Stop on a non-finite loss; log and count loss spikes."""
+    def _flush(self) -> None:
+        """Average the pending steps' records over all ranks, stop every rank on a non-finite loss, log.
+
+        One all_gather and one host sync per flush; throughput is summed over the ranks.
+        """
+        records, self.pending = self.pending, []
+        if not records:
+            return
+        elapsed = time.perf_counter() - self.window_start
+        keys = [k for k, v in records[0].items() if isinstance(v, torch.Tensor)]
+        local = torch.stack([torch.stack([r[k].float() for k in keys]) for r in records])
+        speed = local.new_full((1,), self.sampler.local_batch * len(records) / elapsed)
+        gathered = gather_all(torch.cat([local.flatten(), speed])).cpu()
+        per_rank = gathered[:, :-1].reshape(len(gathered), len(records), len(keys))
+        losses = per_rank[:, :, keys.index("loss")]
+        bad = (~torch.isfinite(losses)).nonzero()  # (rank, row) pairs, identical on every rank
+        if len(bad):
+            row = int(bad[:, 1].min())
+            ranks = sorted({int(r) for r, i in bad.tolist() if i == row})
+            last = self.ckpt_dir / "last.pt"
+            kept = f" at {last}" if last.is_file() else ""
+            self._stop(
+                f"loss is {losses[ranks[0], row].item()} on rank {', '.join(map(str, ranks))} of "
+                f"{self.info.world_size} at step {records[row]['step']} (epoch {records[row]['epoch']}): training "
+                f"diverged and every rank stopped; the last good checkpoint is kept{kept}")
+        mean = per_rank.mean(0)
+        rows = [{**{k: v for k, v in record.items() if k not in keys},
+                 **{k: mean[i, j].item() for j, k in enumerate(keys)}} for i, record in enumerate(records)]
+        rows[-1]["img_s"] = gathered[:, -1].sum().item()
+        self.log.write(rows)
         for row in rows:
-            if not math.isfinite(row["loss"]):
-                last = self.ckpt_dir / "last.pt"
-                kept = f" at {last}" if last.is_file() else ""
-                raise TrainingDiverged(f"loss is {row['loss']} at step {row['step']} (epoch {row['epoch']}): "
-                                       f"training diverged; the last good checkpoint is kept{kept}")
-            spike = self.spikes.update(row["step"], row["loss"])
-            if spike is not None:
-                self.log.event("loss_spike", **spike, lr=row["lr"])
-                if self.info.is_main:
-                    self.progress.write(
-                        f"warning: loss spike at step {spike['step']}: {spike['loss']:.3g}, "
-                        f"{spike['loss'] / spike['running_median']:.1f}x its running median "
-                        f"{spike['running_median']:.3g} (lr {row['lr']:.3g}); {len(self.spikes.spikes)} so far. "
-                        "The run goes on; the count is recorded with the backbone.")
+            self._check_spike(row)
+        self.progress.set_postfix(loss=f"{rows[-1]['loss']:.4f}", img_s=f"{rows[-1]['img_s']:.0f}", epoch=self.epoch)
+        self.window_start = time.perf_counter()
+
+    def _stop(self, message: str) -> None:
+        """Every rank calls this at the same step; the log keeps the reason even if a rank is killed first."""
+        self.log.event("diverged", step=self.step, message=message)
+        raise TrainingDiverged(message)
+
+    def _check_spike(self, row: dict[str, Any]) -> None:
+        spike = self.spikes.update(row["step"], row["loss"])
+        if spike is None:
+            return
+        self.log.event("loss_spike", **spike, lr=row["lr"])
+        if self.info.is_main:
+            self.progress.write(
+                f"warning: loss spike at step {spike['step']}: {spike['loss']:.3g}, "
+                f"{spike['loss'] / spike['running_median']:.1f}x its running median "
+                f"{spike['running_median']:.3g} (lr {row['lr']:.3g}); {len(self.spikes.spikes)} so far. "
+                "The run goes on; the count is recorded with the backbone.")
 
     def _save(self) -> None:
-        """Write `last.pt` atomically, after making sure no NaN went into the state being saved."""
-        self._check_rows(self.log.flush())
-        if not self.info.is_main:
-            return
-        atomic_save(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "config": self.config.to_dict(),
-                "config_hash": config_hash(self.config.to_dict()),
-                "dataset": self.fingerprint,
-                "step": self.step,
-                "epoch": self.epoch,
-                "step_in_epoch": self.step_in_epoch,
-                "model": self.method.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "loss_spikes": self.spikes.state_dict(),
-            },
-            self.ckpt_dir / "last.pt",
-        )
+        """Write `last.pt` atomically; never a state that holds NaN or inf (checked on all ranks together)."""
+        self._flush()
+        state = self._checkpoint_state() if self.info.is_main else {}
+        bad = nonfinite_tensors(state)
+        if any_rank(bool(bad), self.device):
+            last = self.ckpt_dir / "last.pt"
+            kept = f"; the last good checkpoint is kept at {last}" if last.is_file() else ""
+            self._stop(
+                f"the training state holds non-finite values at step {self.step} (epoch {self.epoch}"
+                f"{': ' + ', '.join(bad[:3]) if bad else ''}): training diverged and every rank stopped, "
+                f"nothing was saved{kept}")
+        if self.info.is_main:
+            atomic_save(state, self.ckpt_dir / "last.pt")
+
+    def _checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config.to_dict(),
+            "config_hash": config_hash(self.config.to_dict()),
+            "dataset": self.fingerprint,
+            "step": self.step,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "model": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "precision": self.precision_record(),
+            "world_size": self.info.world_size,
+            "loss_spikes": self.spikes.state_dict(),
+        }
 
     def _export(self, reuse: bool) -> Path:
         config = self.config
@@ -356,10 +451,20 @@ class Trainer:
             "config_hash": config_hash(config.to_dict()),
             "config": config.to_dict(),
             "schedule": self.schedule_record(),
+            "precision": self.precision_record(),
             "training": self.spikes.summary(),
             "timm_version": timm.__version__,
         }
         return export_backbone(self.method.backbone.state_dict(), meta, export_dir)
+
+
+def _injected_fault(rank: int) -> int:
+    """Fault injection for the tests: PRETRAIN_INJECT_NAN=RANK:STEP feeds NaN images to that rank at that step."""
+    text = os.environ.get("PRETRAIN_INJECT_NAN", "")
+    if not text:
+        return -1
+    fault_rank, step = (int(part) for part in text.split(":"))
+    return step if fault_rank == rank else -1
 
 
 def train(config: Config, resume_from: str | Path | None = None) -> Path:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from pretrain.methods.knn_memory import KNNMemory
+from pretrain.methods.knn_memory import KNNMemory, key_slots, key_values, ordered_keys
 from pretrain.methods.look import LeaveOneOutKNN, look_loss
 
 
@@ -168,3 +168,39 @@ def test_memory_state_round_trips_through_the_method_state_dict():
     assert torch.equal(a.memory.embeddings, b.memory.embeddings)
     assert torch.equal(a.memory.visited, b.memory.visited)
     assert a.memory.checksum() == b.memory.checksum()
+
+
+def test_ordered_keys_sort_by_value_then_slot_and_round_trip():
+    values = torch.tensor([0.5, -0.5, 0.5, -0.0, 0.0, float("-inf"), 1e-30, -1e-30, 3.0, -3.0])
+    slots = torch.tensor([7, 3, 2, 9, 1, 0, 5, 4, 6, 8])
+    keys = ordered_keys(values, slots)
+    order = keys.argsort(descending=True).tolist()
+    want = sorted(range(len(values)), key=lambda i: (-float(values[i]), int(slots[i])))
+    assert order == want
+    assert torch.equal(key_slots(keys), slots)
+    assert torch.equal(key_values(keys), values + 0.0)
+
+
+def test_search_on_a_collapsed_memory_takes_the_lowest_slots_in_every_chunking():
+    # All embeddings equal (a collapsed network): every similarity ties, only slot order decides.
+    memory = make_memory(F.normalize(torch.ones(40, 8), dim=1), torch.zeros(40, dtype=torch.long), chunk_size=7)
+    _, idx = memory.search(memory.embeddings[[0, 3, 39]], 5, exclude=torch.tensor([0, 3, 39]))
+    assert idx.tolist() == [[1, 2, 3, 4, 5], [0, 1, 2, 4, 5], [0, 1, 2, 3, 4]]
+
+
+def test_look_training_step_never_waits_for_the_host(monkeypatch):
+    # Every way a tensor reaches Python waits for the device on a GPU; the step must use none of them.
+    def host_sync(*args, **kwargs):
+        raise AssertionError("host sync in the LOOK step")
+
+    params = LeaveOneOutKNN.Params(k=3, embed_dim=4, hidden_dim=8, chunk_size=5)
+    targets = torch.arange(23) % 3
+    method = LeaveOneOutKNN(torch.nn.Flatten(), 6, targets, params)
+    images, labels, indices = torch.randn(8, 6), targets[:8], torch.arange(8)
+    for name in ("item", "tolist", "nonzero", "__bool__", "__int__", "__float__"):
+        monkeypatch.setattr(torch.Tensor, name, host_sync)
+    monkeypatch.setattr(torch, "nonzero", host_sync)
+    loss, metrics = method.loss(method(images), labels, indices)
+    loss.backward()
+    monkeypatch.undo()
+    assert torch.isfinite(loss) and int(method.memory.visited.sum()) == 8

@@ -3,7 +3,8 @@
 Scale: ImageNet has 1.28M slots. The search never materialises the full (batch x slots) similarity
 matrix: it walks the memory in chunks of `chunk_size` slots, keeps each chunk's top-k and merges, so
 extra memory is O(batch x chunk_size). Ties are broken towards the lower slot index, so the neighbour
-set (and hence the loss) is a well-defined function of the data, whatever the chunking.
+set (and hence the loss) is a well-defined function of the data, whatever the chunking; this is done
+with integer keys on the device, so a search never waits for the host.
 """
 
 from __future__ import annotations
@@ -12,34 +13,29 @@ import torch
 import torch.distributed as dist
 from torch.nn import functional as F
 
+_LOW32 = (1 << 32) - 1
 
-def _chunk_topk(sims: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-k of each row, and whether ties at the k-th value make torch.topk's choice arbitrary.
 
-    Returns (values, columns, ambiguous); `ambiguous` is a 0-d tensor, so no host sync happens here.
+def ordered_keys(values: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """One int64 per (float32 value, slot) that sorts by value, then by slot index ascending.
+
+    The high 32 bits are the float's bits mapped to an integer of the same order, the low 32 bits the
+    slot index reversed. Keys are unique, so `topk` on them has no ties: the neighbour set is exact and
+    independent of chunking, and is found on the device without a host sync.
     """
-    values, columns = sims.topk(k, dim=1)
-    ambiguous = ((sims >= values[:, -1:]).sum(1) > k).any()
-    return values, columns, ambiguous
+    bits = (values.float() + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0, equal as floats
+    ordered = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).long()
+    return (ordered << 32) | (_LOW32 - slots)
 
 
-def _exact_chunk_topk(sims: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k of each row by (similarity desc, column asc): ties at the k-th value go to the lowest columns."""
-    kth = sims.topk(k, dim=1).values[:, -1:]
-    above = sims > kth
-    tied = sims == kth
-    need = k - above.sum(1, keepdim=True)
-    take = above | (tied & (tied.cumsum(1) <= need))
-    columns = take.nonzero()[:, 1].view(sims.shape[0], k)
-    return sims.gather(1, columns), columns
+def key_values(keys: torch.Tensor) -> torch.Tensor:
+    """The float32 values that `ordered_keys` packed."""
+    ordered = (keys >> 32).int()
+    return torch.where(ordered >= 0, ordered, ordered ^ 0x7FFFFFFF).view(torch.float32)
 
 
-def merge_topk(values: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k of candidate (value, index) pairs by value desc, then index asc (stable sorts)."""
-    order = indices.argsort(dim=1, stable=True)
-    values, indices = values.gather(1, order), indices.gather(1, order)
-    order = values.argsort(dim=1, descending=True, stable=True)[:, :k]
-    return values.gather(1, order), indices.gather(1, order)
+def key_slots(keys: torch.Tensor) -> torch.Tensor:
+    return _LOW32 - (keys & _LOW32)
 
 
 class KNNMemory:
@@ -78,20 +74,13 @@ class KNNMemory:
         """
         queries = queries.to(self.embeddings.dtype)
         k = min(k, len(self) - 1)
-        candidates_v, candidates_i, ambiguous = [], [], []
+        candidates = []
         for start in range(0, len(self), self.chunk_size):
             sims = self._chunk_similarities(queries, start, exclude)
-            values, columns, tie = _chunk_topk(sims, min(k, sims.shape[1]))
-            candidates_v.append(values)
-            candidates_i.append(columns + start)
-            ambiguous.append(tie)
-        # One host sync per search (not per chunk); the rare chunks with ties at the boundary are redone exactly.
-        for chunk in torch.stack(ambiguous).nonzero().flatten().tolist():
-            start = chunk * self.chunk_size
-            sims = self._chunk_similarities(queries, start, exclude)
-            values, columns = _exact_chunk_topk(sims, min(k, sims.shape[1]))
-            candidates_v[chunk], candidates_i[chunk] = values, columns + start
-        return merge_topk(torch.cat(candidates_v, 1), torch.cat(candidates_i, 1), k)
+            slots = torch.arange(start, start + sims.shape[1], device=sims.device)
+            candidates.append(ordered_keys(sims, slots).topk(min(k, sims.shape[1]), dim=1).values)
+        keys = torch.cat(candidates, 1).topk(k, dim=1).values  # sorted: similarity desc, slot asc
+        return key_values(keys), key_slots(keys)
 
     def _chunk_similarities(self, queries: torch.Tensor, start: int, exclude: torch.Tensor) -> torch.Tensor:
         """queries @ chunk.T, with each query's own slot (if in this chunk) set to -inf."""
@@ -128,9 +117,16 @@ class KNNMemory:
 
     @torch.no_grad()
     def checksum(self) -> torch.Tensor:
-        """A cheap fingerprint of the contents (float64 sum of values weighted by slot position)."""
-        weights = torch.arange(1, len(self) + 1, device=self.embeddings.device, dtype=torch.float64)
-        return (self.embeddings.double().sum(1) * weights).sum() + self.visited.double().sum()
+        """A cheap fingerprint of the contents (float64 sum of values weighted by slot position).
+
+        Chunk by chunk: a float64 copy of a 1.28M-slot memory at once would be 1.3 GB on every rank.
+        """
+        total = self.visited.sum().double()
+        for start in range(0, len(self), self.chunk_size):
+            chunk = self.embeddings[start : start + self.chunk_size].double().sum(1)
+            weights = torch.arange(start + 1, start + len(chunk) + 1, device=chunk.device, dtype=torch.float64)
+            total = total + (chunk * weights).sum()
+        return total
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"embeddings": self.embeddings, "labels": self.labels, "visited": self.visited}

@@ -1,0 +1,185 @@
+"""`make gpu-check`: is this machine ready? One table: environment, pretraining step, data pipeline, benchmarks.
+
+On a GPU: ResNet-50 at 224 px, batch 256, the trainer's `auto` precision (bf16 where native) and
+channels_last; LOOK with a memory of ImageNet's 1,281,167 x 128 slots; the data loader of the ImageNet
+config with its workers; 20 iterations of each benchmark's real 1x protocol (per-GPU batch of 8 GPUs).
+On a CPU the same table, CPU-sized: ResNet-18 at the CPU config's 64 px, batch 32, the smoke schedules.
+Figures are printed and written to results/gpu_check.md, never asserted.
+
+  python -m benchmarks.gpu_check [--data /path/to/imagenet/train] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.pretrain_step_time import IMAGENET_TRAIN_IMAGES, HandWrittenSL, Setup, measure
+from pretrain.config import load_config
+from pretrain.data import build_train_dataset, train_root
+from pretrain.trainer import choose_precision, on_off, pick_device
+
+BENCHMARKS = [("coco", "detectron2"), ("coco", "mmdet"), ("voc", "mmseg")]
+TARGETS = {"look / sl": "≤ 1.03 on a GPU", "sl-mlp / sl": "≤ 1.03 on a GPU", "trainer / hand-written": "≥ 0.95"}
+
+
+def environment(device: torch.device) -> list[tuple[str, str]]:
+    rows = [("torch", torch.__version__), ("CUDA (torch build)", torch.version.cuda or "none")]
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        rows += [("card", f"{props.name}, {props.total_memory / 2**30:.0f} GiB, sm_{props.major}{props.minor}"),
+                 ("driver", _driver_version()),
+                 ("cuDNN", str(torch.backends.cudnn.version())),
+                 ("bf16 native", "yes" if torch.cuda.is_bf16_supported(including_emulation=False) else "no"),
+                 ("NCCL", ".".join(map(str, torch.cuda.nccl.version())))]
+    else:
+        rows += [("card", f"none: CPU ({platform.machine()}, {torch.get_num_threads()} threads)"),
+                 ("cuDNN", str(torch.backends.cudnn.version()) + " (in the wheel)")]
+    rows.append(("gloo / nccl in torch", f"{_yes(torch.distributed.is_gloo_available())} / "
+                                         f"{_yes(torch.distributed.is_nccl_available())}"))
+    rows.append(("mmcv CUDA ops built", _mmcv_cuda()))
+    return rows
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _driver_version() -> str:
+    if not shutil.which("nvidia-smi"):
+        return "unknown (no nvidia-smi)"
+    out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                         capture_output=True, text=True, check=False)
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def _mmcv_cuda() -> str:
+    try:
+        from mmcv.ops import get_compiling_cuda_version
+    except ImportError as e:  # mmcv without compiled ops at all
+        return f"no ({e})"
+    version = get_compiling_cuda_version()
+    return "no (CPU ops only)" if version == "not available" else f"yes (CUDA {version})"
+
+
+def pretraining(args: argparse.Namespace, device: torch.device) -> tuple[list[tuple[str, str]], float]:
+    """Step time of each method and of a hand-written SL loop; returns rows and SL's images/s."""
+    setups = [Setup("sl", 0, args, device), Setup("sl-mlp", 0, args, device),
+              Setup("look", args.slots, args, device), HandWrittenSL(args, device)]
+    peaks = {setup.label: setup.peak_memory_mb() for setup in setups}
+    rows_by_name = {row["method"]: row for row in measure(setups, args.warmup, args.rounds, args.steps)}
+    sl = rows_by_name["sl"]
+    rows = []
+    for name, row in rows_by_name.items():
+        what = f"{name}" + (f" (memory {args.slots:,} x {args.look['embed_dim']})" if name == "look" else "")
+        peak = f", peak memory {peaks[name] / 1024:.1f} GiB" if peaks[name] is not None else ""
+        rows.append((f"step: {what}", f"{row['ms_per_step']:.1f} ms, {row['images_per_s']:.0f} images/s{peak}"))
+    ratios = {"look / sl": rows_by_name["look"]["ms_per_step"] / sl["ms_per_step"],
+              "sl-mlp / sl": rows_by_name["sl-mlp"]["ms_per_step"] / sl["ms_per_step"],
+              "trainer / hand-written": sl["images_per_s"] / rows_by_name["sl, hand-written loop"]["images_per_s"]}
+    rows += [(f"ratio {name}", f"{value:.3f} (target {TARGETS[name]})") for name, value in ratios.items()]
+    return rows, sl["images_per_s"]
+
+
+def data_pipeline(args: argparse.Namespace, step_images_per_s: float) -> list[tuple[str, str]]:
+    """Decoded and augmented images/s of the ImageFolder loader with the config's workers."""
+    config = args.config
+    if args.data:
+        config.data.root = args.data
+    train_root(config.data)  # writes the embedded data on first use
+    dataset = build_train_dataset(config.data)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=True, drop_last=True,
+                                         num_workers=config.data.workers, persistent_workers=False)
+    batches = iter(loader)
+    next(batches)  # workers started, first batch decoded
+    started, images = time.perf_counter(), 0
+    for _, (batch, _, _) in zip(range(args.data_batches), batches, strict=False):
+        images += len(batch)
+    loader_rate = images / (time.perf_counter() - started)
+    slower = "the data loader" if loader_rate < step_images_per_s else "the training step"
+    return [(f"data: {dataset.root} ({len(dataset):,} images)",
+             f"{loader_rate:.0f} images/s decoded + augmented at {config.data.image_size} px with "
+             f"{config.data.workers} worker(s)"),
+            ("data vs step (one process)", f"loader {loader_rate:.0f} vs sl step {step_images_per_s:.0f} images/s: "
+                                           f"{slower} is the bottleneck")]
+
+
+def benchmark_smokes(args: argparse.Namespace, device: torch.device) -> list[tuple[str, str]]:
+    from benchmarks.dryrun import STEPPED_WORLD_SIZE, random_backbone, step_protocol
+
+    gpu = device.type == "cuda"
+    schedule, world = ("1x", STEPPED_WORLD_SIZE) if gpu else ("smoke", 1)
+    out = Path(args.work) / "benchmarks"
+    ckpt = random_backbone(out, "resnet50" if gpu else "resnet18")
+    rows = []
+    for task, framework in BENCHMARKS:
+        record = step_protocol(task, framework, schedule, ckpt, out, args.bench_iters, world_size=world)
+        seconds = record["seconds_per_iter"][1:] or record["seconds_per_iter"]
+        rows.append((f"benchmark: {task} {framework} {schedule}, {args.bench_iters} iterations",
+                     f"{sum(seconds) / len(seconds):.2f} s/iter at {record['per_process_batch']} images per "
+                     f"process, {record['wall_s']:.0f} s with build and load"))
+    return rows
+
+
+def markdown(sections: list[tuple[str, list[tuple[str, str]]]], header: str) -> str:
+    lines = [header, "", "| check | result |", "|---|---|"]
+    for title, rows in sections:
+        lines.append(f"| **{title}** | |")
+        lines += [f"| {name} | {value} |" for name, value in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--config", help="pretraining config for arch, image size, precision and data workers "
+                                         "(default: sl_imagenet_r50.yaml on a GPU, sl_cpu.yaml on a CPU)")
+    parser.add_argument("--data", help="ImageFolder train folder for the data check (default: the config's)")
+    parser.add_argument("--batch", type=int, help="images per step (default: 256 on a GPU, 32 on a CPU)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that every part runs (tests)")
+    parser.add_argument("--out", default="results/gpu_check.md")
+    parser.add_argument("--work", default="runs/gpu_check")
+    args = parser.parse_args(argv)
+
+    device = pick_device(args.device)
+    gpu = device.type == "cuda"
+    config_path = args.config or f"pretrain/configs/{'sl_imagenet_r50' if gpu else 'sl_cpu'}.yaml"
+    args.config = load_config(config_path, ["data.image_size=32", "data.workers=0"] if args.quick else [])
+    args.arch, args.image_size = args.config.model.arch, args.config.data.image_size
+    args.batch = args.batch or (8 if args.quick else 256 if gpu else 32)
+    args.amp = choose_precision(args.config.train.amp, device)
+    args.channels_last = on_off(args.config.train.channels_last, device, "train.channels_last")
+    args.num_classes, args.slots = 1000, IMAGENET_TRAIN_IMAGES
+    args.look = {"k": 50, "temperature": 0.1, "embed_dim": 128}
+    args.warmup, args.rounds, args.steps = (1, 2, 1) if args.quick else (3, 5, 3) if gpu else (2, 3, 2)
+    args.data_batches = 2 if args.quick else 20
+    args.bench_iters = 2 if args.quick else 20
+
+    command = "make gpu-check" + (" (quick)" if args.quick else "")
+    sections = [("environment", environment(device))]
+    step_rows, sl_rate = pretraining(args, device)
+    sections.append((f"pretraining step: {args.arch}, {args.image_size} px, batch {args.batch}, amp {args.amp}, "
+                     f"channels_last {'on' if args.channels_last else 'off'} (median of {args.rounds} interleaved "
+                     f"rounds)", step_rows))
+    sections.append(("data pipeline", data_pipeline(args, sl_rate)))
+    sections.append(("benchmarks", benchmark_smokes(args, device)))
+    where = dict(sections[0][1])["card"]
+    header = (f"# GPU check: {where}\n\n`{command}` on {time.strftime('%Y-%m-%d')}, config {config_path}. "
+              "Printed figures, not asserted; targets are for a GPU.")
+    table = markdown(sections, header)
+    print(table)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(table)
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,134 @@
+"""What the GPU path relies on, shown on the CPU: SyncBN conversion, amp choice, bf16 / channels_last
+training with exact resume, `train.device=cuda` without a GPU, and all ranks stopping together."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import timm
+import torch
+from timm.layers import BatchNormAct2d
+
+from pretrain.config import load_config
+from pretrain.errors import UserError
+from pretrain.trainer import choose_precision, convert_sync_batchnorm, train
+from tests.conftest import REPO, TINY_DATA, run_cli, set_args
+
+CONFIGS = {"sl": "sl_cpu.yaml", "sl-mlp": "slmlp_cpu.yaml", "look": "look_cpu.yaml"}
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenetv3_small_050"])
+def test_sync_bn_conversion_keeps_every_layer_of_a_timm_model(arch):
+    torch.manual_seed(0)
+    model = timm.create_model(arch, pretrained=False, num_classes=0)
+    with torch.no_grad():  # running statistics other than (0, 1), so that a dropped layer shows
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    images = torch.randn(2, 3, 64, 64)
+    converted = convert_sync_batchnorm(model).eval()
+    assert not any(type(m) is torch.nn.BatchNorm2d for m in converted.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(converted(images), model(images))
+    if any(isinstance(m, BatchNormAct2d) for m in model.modules()):
+        # torch's own converter loses BatchNormAct2d's activation: the outputs change
+        plain = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model).eval()
+        with torch.no_grad():
+            assert not torch.allclose(plain(images), model(images), atol=1e-3)
+
+
+def test_amp_auto_is_bf16_only_where_the_card_has_it(monkeypatch):
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert choose_precision("auto", cuda) == "fp16"  # bf16 only emulated (e.g. V100, T4): fp16 with a scaler
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert choose_precision("auto", cuda) == "bf16"
+    assert choose_precision("auto", cpu) == "off"
+    assert choose_precision("bf16", cpu) == "bf16" and choose_precision("off", cuda) == "off"
+    with pytest.raises(UserError, match="train.amp must be auto, bf16, fp16 or off, got 'on'"):
+        choose_precision("on", cpu)
+
+
+def _tiny_config(method: str, generated_dir, out_dir, extra: list[str]):
+    overrides = [*TINY_DATA, f"data.generated_dir={generated_dir}", f"out_dir={out_dir}", "model.arch=resnet18",
+                 "train.batch_size=32", "data.workers=0", "train.log_every=1", "schedule.epochs=2",
+                 "schedule.warmup_epochs=0", "train.keep_every_epochs=1", *extra]
+    if method == "look":
+        overrides.append("method.k=5")
+    return load_config(REPO / "pretrain/configs" / CONFIGS[method], overrides)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,amp", [("sl", "bf16"), ("sl-mlp", "bf16"), ("look", "bf16"), ("sl", "fp16")])
+def test_mixed_precision_channels_last_trains_and_resumes_exactly(method, amp, generated_dir, tmp_path):
+    extra = [f"train.amp={amp}", "train.channels_last=on"]
+    whole = _tiny_config(method, generated_dir, tmp_path / "whole", extra)
+    train(whole)
+    rows = [json.loads(line) for line in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]
+    start = next(r for r in rows if r.get("event") == "start")
+    assert start["amp"] == amp and start["channels_last"] is True
+    losses = [r["loss"] for r in rows if "loss" in r and "event" not in r]
+    assert len(losses) == 8 and all(torch.isfinite(torch.tensor(losses)))
+    final = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=True)
+    assert final["precision"]["amp"] == amp and (amp == "fp16") == (final["grad_scaler"] is not None)
+
+    # Resume from the end of epoch 1 in another directory: the end state is the same to the bit.
+    resumed_dir = tmp_path / "resumed" / "checkpoints"
+    resumed_dir.mkdir(parents=True)
+    shutil.copyfile(tmp_path / "whole" / "checkpoints" / "epoch_0001.pt", resumed_dir / "last.pt")
+    train(_tiny_config(method, generated_dir, tmp_path / "resumed", extra))
+    again = torch.load(resumed_dir / "last.pt", weights_only=True)
+    assert again["step"] == final["step"] == 8
+    for key, value in final["model"].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, again["model"][key]), key
+    if method == "look":
+        for key, value in final["model"]["_extra_state"].items():
+            assert torch.equal(value, again["model"]["_extra_state"][key]), key
+
+
+def test_device_cuda_without_a_gpu_is_one_error_and_writes_nothing(generated_dir, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")  # CI has none: the test runs there
+    out = tmp_path / "run"
+    result = run_cli("-m", "pretrain", "train", "--config", str(REPO / "pretrain/configs/sl_cpu.yaml"),
+                     *set_args(["train.device=cuda", f"out_dir={out}", f"data.generated_dir={generated_dir}"]))
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: train.device is 'cuda' but no CUDA device is available"
+    assert not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["sl", "sl-mlp"])
+def test_torchrun_two_processes_and_a_nan_on_rank_1_stops_every_rank(method, generated_dir, tmp_path):
+    """Epoch 1 trains and saves; at step 6 rank 1 alone sees NaN images: both ranks stop, last.pt stays."""
+    out = tmp_path / "run"
+    overrides = [*TINY_DATA, f"data.generated_dir={generated_dir}", f"out_dir={out}", "train.batch_size=32",
+                 "data.workers=0", "schedule.epochs=2", "train.log_every=3", "schedule.warmup_epochs=0"]
+    port = {"sl": "29521", "sl-mlp": "29522"}[method]
+    result = run_cli("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+                     "-m", "pretrain", "train", "--config", str(REPO / "pretrain/configs" / CONFIGS[method]),
+                     *set_args(overrides), timeout=600, env_extra={"PRETRAIN_INJECT_NAN": "1:6"})
+    assert result.returncode != 0
+    # Both ranks stop at the same step with the same reason: rank 1 (which saw the NaN) prints it and exits
+    # with status 2; rank 0 (which saw finite losses) logs it (torchrun may kill it before it prints).
+    reason = "loss is nan on rank 1 of 2 at step 6 (epoch 1): training diverged and every rank stopped"
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors and all(e.startswith(f"error: {reason}") for e in errors), result.stderr[-3000:]
+    assert "exitcode  : 2" in result.stderr
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    diverged = [r for r in rows if r.get("event") == "diverged"]
+    assert len(diverged) == 1 and diverged[0]["message"].startswith(reason) and diverged[0]["step"] == 7
+    assert next(r for r in rows if r.get("event") == "start")["world_size"] == 2
+    steps = [r for r in rows if "event" not in r]
+    # logged: steps 1-4 (epoch 1), none after the NaN; throughput summed over both ranks
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    assert all(r["img_s"] > 0 for r in steps if "img_s" in r)
+    saved = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["step"] == 4 and saved["world_size"] == 2
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+    assert not list(out.glob("export/*.pth"))
