@@ -15,6 +15,7 @@ import argparse
 import platform
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -144,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="ImageFolder train folder for the data check (default: the config's)")
     parser.add_argument("--batch", type=int, help="images per step (default: 256 on a GPU, 32 on a CPU)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that every part runs (tests)")
+    parser.add_argument("--no-benchmarks", action="store_true",
+                        help="leave out the benchmark iterations (a machine without detectron2 / mmdet / mmseg)")
     parser.add_argument("--out", default="results/gpu_check.md")
     parser.add_argument("--work", default="runs/gpu_check")
     args = parser.parse_args(argv)
@@ -162,14 +165,16 @@ def main(argv: list[str] | None = None) -> int:
     args.data_batches = 2 if args.quick else 20
     args.bench_iters = 2 if args.quick else 20
 
-    command = "make gpu-check" + (" (quick)" if args.quick else "")
+    given = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python -m benchmarks.gpu_check", *given])
     sections = [("environment", environment(device))]
     step_rows, sl_rate = pretraining(args, device)
     sections.append((f"pretraining step: {args.arch}, {args.image_size} px, batch {args.batch}, amp {args.amp}, "
                      f"channels_last {'on' if args.channels_last else 'off'} (median of {args.rounds} interleaved "
                      f"rounds)", step_rows))
     sections.append(("data pipeline", data_pipeline(args, sl_rate)))
-    sections.append(("benchmarks", benchmark_smokes(args, device)))
+    sections.append(("benchmarks", [("benchmark iterations", "left out (--no-benchmarks)")] if args.no_benchmarks
+                     else benchmark_smokes(args, device)))
     where = dict(sections[0][1])["card"]
     header = (f"# GPU check: {where}\n\n`{command}` on {time.strftime('%Y-%m-%d')}, config {config_path}. "
               "Printed figures, not asserted; targets are for a GPU.")

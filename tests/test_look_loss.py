@@ -181,11 +181,18 @@ def test_ordered_keys_sort_by_value_then_slot_and_round_trip():
     assert torch.equal(key_values(keys), values + 0.0)
 
 
-def test_search_on_a_collapsed_memory_takes_the_lowest_slots_in_every_chunking():
+@pytest.mark.parametrize("chunk_size", [7, 150, 1000])
+def test_search_on_a_collapsed_memory_takes_the_lowest_slots_in_every_chunking(chunk_size):
     # All embeddings equal (a collapsed network): every similarity ties, only slot order decides.
-    memory = make_memory(F.normalize(torch.ones(40, 8), dim=1), torch.zeros(40, dtype=torch.long), chunk_size=7)
-    _, idx = memory.search(memory.embeddings[[0, 3, 39]], 5, exclude=torch.tensor([0, 3, 39]))
+    memory = make_memory(F.normalize(torch.ones(300, 8), dim=1), torch.zeros(300, dtype=torch.long), chunk_size)
+    _, idx = memory.search(memory.embeddings[[0, 3, 299]], 5, exclude=torch.tensor([0, 3, 299]))
     assert idx.tolist() == [[1, 2, 3, 4, 5], [0, 1, 2, 4, 5], [0, 1, 2, 3, 4]]
+    # a few distinct values among many ties, across groups of slots and chunks
+    values = torch.zeros(300, 8)
+    values[:, 0] = torch.tensor([1.0, 2.0, 3.0])[torch.arange(300) % 3]
+    memory = make_memory(values, torch.zeros(300, dtype=torch.long), chunk_size)
+    sims, idx = memory.search(torch.tensor([[1.0] + [0.0] * 7]), 70, exclude=torch.tensor([2]))
+    assert idx[0].tolist() == list(range(5, 300, 3))[:70] and bool((sims == 3).all())
 
 
 def test_look_training_step_never_waits_for_the_host(monkeypatch):

@@ -59,7 +59,7 @@ class LeaveOneOutKNN(Method):
         momentum: float = 0.5  # memory update: m <- normalise(momentum * m + (1 - momentum) * z)
         embed_dim: int = 128
         hidden_dim: int = 2048
-        chunk_size: int = 65536  # memory slots per similarity chunk: bounds search memory
+        chunk_size: int = 262144  # memory slots per similarity chunk: bounds search memory
         memory_seed: int = 0
 
     def __init__(self, backbone: nn.Module, feature_dim: int, targets: torch.Tensor, params: Params):
