@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from pretrain.checkpoint import atomic_write_json, utc_now
-from pretrain.config import Config, build_dataclass, config_hash, load_config, load_yaml
+from pretrain.config import Config, config_hash, load_config, load_yaml
 from pretrain.errors import UserError
+from pretrain.schema import build_dataclass
 
 PROTOCOLS = Path(__file__).parent / "configs" / "proxy"
 REPO = Path(__file__).resolve().parents[1]

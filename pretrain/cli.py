@@ -23,8 +23,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _make_data(args: argparse.Namespace) -> int:
-    from pretrain.config import GeneratedDataConfig, build_dataclass, deep_merge, parse_override
+    from pretrain.config import GeneratedDataConfig, deep_merge, parse_override
     from pretrain.data.generated import generate
+    from pretrain.schema import build_dataclass
 
     values: dict = {}
     for text in args.set:

@@ -37,7 +37,7 @@ def _flat(tree, prefix=""):
 def test_look_defaults_are_filled_in():
     config = load_config(None, ["method.name=look"])
     assert config.method == {"name": "look", "k": 50, "temperature": 0.1, "momentum": 0.5, "embed_dim": 128,
-                             "hidden_dim": 2048, "chunk_size": 65536, "memory_seed": 0}
+                             "hidden_dim": 2048, "chunk_size": 262144, "memory_seed": 0}
 
 
 def test_numbers_in_yaml_exponent_form_are_floats():

@@ -8,6 +8,7 @@ from typing import Any
 
 from pretrain.errors import UserError
 from pretrain.methods.base import METHODS, Method, register_method
+from pretrain.schema import build_dataclass
 
 # Importing the modules registers the methods.
 from pretrain.methods import look, sl, sl_mlp  # noqa: E402,F401  isort: skip
@@ -25,8 +26,6 @@ def get_method(name: str) -> type[Method]:
 
 def resolve_method_params(section: dict[str, Any]) -> dict[str, Any]:
     """Fill the method section with its class's defaults, rejecting unknown keys."""
-    from pretrain.config import build_dataclass
-
     if not isinstance(section, dict) or "name" not in section:
         raise UserError("config key 'method' must be a mapping with a 'name' (sl, sl-mlp or look)")
     values = dict(section)
