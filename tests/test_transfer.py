@@ -182,6 +182,15 @@ def test_recorded_input_convention_drives_the_framework_settings(tmp_path):
     assert json.loads(sidecar2.read_text())["source"]["input_recorded"] is False
 
 
+def test_detectron2_settings_go_through_merge_from_list_and_fail_on_a_wrong_key():
+    from detectron2.config import get_cfg
+
+    with pytest.raises(AssertionError, match="Non-existent key: MODEL.RESNETS.DEPT"):
+        d2.apply_settings(get_cfg(), {"MODEL.RESNETS.DEPT": 50})
+    with pytest.raises(ValueError, match="Type mismatch"):
+        d2.apply_settings(get_cfg(), {"MODEL.RESNETS.DEPTH": "fifty"})
+
+
 def _broken(kind: str, folder):
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{kind}.pth"

@@ -53,13 +53,12 @@ def convert(source: SourceBackbone) -> dict[str, torch.Tensor]:
 
 
 def apply_settings(cfg: Any, values: dict[str, Any]) -> Any:
-    """Set `values` (from `settings`, or an export's sidecar JSON) on a Detectron2 CfgNode."""
-    for dotted, value in values.items():
-        node = cfg
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = getattr(node, part)
-        setattr(node, leaf, value)
+    """Set `values` (from `settings`, or an export's sidecar JSON) on a Detectron2 CfgNode.
+
+    Through detectron2's own override mechanism, so that an unknown key or a value of the wrong type
+    fails exactly as it does for any detectron2 user.
+    """
+    cfg.merge_from_list([item for key, value in values.items() for item in (key, value)])
     return cfg
 
 
