@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pretrain.checkpoint import atomic_write_json
+from pretrain.files import atomic_path, atomic_write_json, atomic_write_text
 
 # (metric group in result.json, metric) -> column, per task
 COLUMNS: dict[str, list[tuple[str, str, str]]] = {
@@ -291,10 +291,9 @@ def _probe_figures(rows: list[Row], out: Path) -> None:
 def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=110, format="png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    tmp.replace(path)
 
 
 def _chart(rows: list[Row], task: str, path: Path) -> bool:
@@ -327,12 +326,6 @@ def _chart(rows: list[Row], task: str, path: Path) -> bool:
     return True
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def collect(runs: str | Path = "runs/bench", out: str | Path = "results") -> dict[str, list[Row]]:
     """Write results/<task>.csv, .md and .png for every task with runs; returns the rows per task."""
     runs, out = Path(runs), Path(out)
@@ -346,8 +339,8 @@ def collect(runs: str | Path = "runs/bench", out: str | Path = "results") -> dic
         chart = f"{task}.png" if _chart(rows, task, out / f"{task}.png") else None
         if task == "probe":
             _probe_figures(rows, out)
-        _write_text(out / f"{task}.csv", _csv(rows, task))
-        _write_text(out / f"{task}.md", _markdown(rows, task, chart))
+        atomic_write_text(out / f"{task}.csv", _csv(rows, task))
+        atomic_write_text(out / f"{task}.md", _markdown(rows, task, chart))
     atomic_write_json(out / "index.json", {task: len(rows) for task, rows in sorted(by_task.items())})
     return dict(by_task)
 

@@ -24,6 +24,7 @@ import torch
 from benchmarks.pretrain_step_time import IMAGENET_TRAIN_IMAGES, HandWrittenSL, Setup, measure
 from pretrain.config import load_config
 from pretrain.data import build_train_dataset, train_root
+from pretrain.files import atomic_write_text
 from pretrain.trainer import choose_precision, on_off, pick_device
 
 BENCHMARKS = [("coco", "detectron2"), ("coco", "mmdet"), ("voc", "mmseg")]
@@ -180,8 +181,7 @@ def main(argv: list[str] | None = None) -> int:
               "Printed figures, not asserted; targets are for a GPU.")
     table = markdown(sections, header)
     print(table)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(table)
+    atomic_write_text(args.out, table)
     print(f"written to {args.out}")
     return 0
 

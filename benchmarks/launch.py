@@ -23,8 +23,8 @@ from pathlib import Path
 
 from benchmarks.environ import temporary_environ
 from benchmarks.spec import RunSpec, TrainResult
-from pretrain.checkpoint import atomic_write_json
 from pretrain.distributed import init_distributed, is_main_process, launched_world_size
+from pretrain.files import atomic_write_json
 
 Train = Callable[[RunSpec], TrainResult]
 

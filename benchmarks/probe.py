@@ -157,7 +157,7 @@ def run_probe(spec: RunSpec) -> TrainResult:
     import json
 
     from benchmarks.diagnostics import diagnose, projection_2d
-    from pretrain.checkpoint import atomic_write_json
+    from pretrain.files import atomic_write_json
 
     weights, data_root, run_dir, seed = spec.weights, spec.data_root, spec.work_dir, spec.seed
     torch.manual_seed(seed)

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pretrain.checkpoint import atomic_write_json, utc_now
+from pretrain.checkpoint import utc_now
 from pretrain.config import Config, config_hash, load_config, load_yaml
 from pretrain.errors import UserError
+from pretrain.files import atomic_write_json, atomic_write_text
 from pretrain.schema import build_dataclass
 
 PROTOCOLS = Path(__file__).parent / "configs" / "proxy"
@@ -257,9 +258,7 @@ def write_tables(report: dict[str, Any], stem: Path) -> Path:
                      + f" | {training.get('loss_spikes', '—')} | {largest} |")
     lines += ["", "Columns: " + "; ".join(f"{c} = {what}" for _, _, c, what in COLUMNS) + ".", ""]
     md = stem.with_suffix(".md")
-    tmp = md.with_name(f".{md.name}.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, md)
+    atomic_write_text(md, "\n".join(lines))
 
     out = io.StringIO()
     writer = csv.writer(out)
@@ -273,7 +272,5 @@ def write_tables(report: dict[str, Any], stem: Path) -> Path:
                          training.get("max_loss_step", ""), schedule.get("peak_lr", ""),
                          schedule.get("global_batch", ""), schedule.get("total_steps", ""), r["pretrain_dir"],
                          r["probe_dir"]])
-    tmp = stem.with_name(f".{stem.name}.csv.tmp")
-    tmp.write_text(out.getvalue())
-    os.replace(tmp, stem.with_suffix(".csv"))
+    atomic_write_text(stem.with_suffix(".csv"), out.getvalue())
     return md

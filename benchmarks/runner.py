@@ -22,9 +22,10 @@ from typing import Any
 
 from benchmarks.launch import run_in_processes
 from benchmarks.spec import RunSpec, TrainResult, per_process_batch, split_opts
-from pretrain.checkpoint import atomic_write_json, utc_now
+from pretrain.checkpoint import utc_now
 from pretrain.distributed import barrier, init_distributed, is_main_process, launched_world_size
 from pretrain.errors import UserError
+from pretrain.files import atomic_write_json, atomic_write_text
 from transfer.export import export, source_summary
 from transfer.source import SourceBackbone, read_backbone
 
@@ -296,7 +297,7 @@ def _fail(plan: Plan, provenance: dict[str, Any], error: str, summary: str, **ex
 
 def record(plan: Plan, provenance: dict[str, Any], result: TrainResult) -> None:
     """Write the resolved config and `result.json`; a non-finite headline metric is a failure."""
-    (plan.run_dir / "config.yaml").write_text(result.resolved)
+    atomic_write_text(plan.run_dir / "config.yaml", result.resolved)
     provenance = {**provenance, "config_sha256": hashlib.sha256(result.resolved.encode()).hexdigest(),
                   "protocol": result.protocol}
     # A size bucket without objects is NaN in COCO's own report; a NaN loss raises during training.

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import os
 import pickle
 import re
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from pretrain.errors import UserError
+from pretrain.files import atomic_path
 
 CHECKPOINT_FORMAT = "transfer-bench/pretrain-checkpoint"
 BACKBONE_FORMAT = "transfer-bench/backbone"
@@ -25,24 +25,9 @@ FORMAT_VERSION = 1
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    """JSON written to a temporary file, then renamed: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    """torch.save, atomically (pretrain.files): never a half-written checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def utc_now() -> str:

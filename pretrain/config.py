@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from pretrain.errors import UserError
+from pretrain.files import atomic_write_text
 from pretrain.methods import resolve_method_params
 from pretrain.schema import build_dataclass
 
@@ -204,5 +205,4 @@ def config_from_dict(values: dict[str, Any]) -> Config:
 
 
 def write_config(config: Config, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

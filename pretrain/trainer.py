@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from pretrain.config import Config, config_hash, resume_identity, write_config
 from pretrain.data import GlobalBatchSampler, build_train_dataset, dataset_name, train_root
 from pretrain.distributed import DistInfo, any_rank, barrier, gather_all, init_distributed, shutdown
 from pretrain.errors import TrainingDiverged, UserError
+from pretrain.files import atomic_copy
 from pretrain.methods import Method, get_method
 from pretrain.models import build_backbone
 from pretrain.monitor import LossSpikeDetector
@@ -325,8 +325,7 @@ class Trainer:
         keep = cfg_train.keep_every_epochs
         if self.info.is_main and keep and self.epoch % keep == 0:
             periodic = self.ckpt_dir / f"epoch_{self.epoch:04d}.pt"
-            shutil.copyfile(self.ckpt_dir / "last.pt", periodic.with_suffix(".tmp"))
-            os.replace(periodic.with_suffix(".tmp"), periodic)
+            atomic_copy(self.ckpt_dir / "last.pt", periodic)
         self.log.event("epoch_end", epoch=self.epoch, step=self.step)
 
     def _step(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> dict[str, Any]:

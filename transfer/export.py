@@ -8,12 +8,12 @@ leaves no file, and files from earlier exports are only replaced by a verified n
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Protocol
 
-from pretrain.checkpoint import atomic_write_json, sha256_of, utc_now
+from pretrain.checkpoint import sha256_of, utc_now
 from pretrain.errors import UserError
+from pretrain.files import atomic_path, atomic_write_json
 from transfer.detectron2 import DETECTRON2
 from transfer.openmmlab import MMDET, MMSEG
 from transfer.source import SourceBackbone, read_backbone
@@ -87,14 +87,10 @@ def export(checkpoint: str | Path | SourceBackbone, targets: list[str], out_dir:
     for name in targets:
         target = TARGETS[name]
         final = out_dir / f"{stem}{target.suffix}"
-        tmp = out_dir / f".{stem}.tmp-{os.getpid()}{target.suffix}"  # frameworks pick the loader by suffix
         meta = {"source": record["source"], "target": name, "settings": target.settings(source)}
-        try:
+        with atomic_path(final) as tmp:  # verified before it takes the final name
             target.write(target.payload(source, meta), tmp)
             errors = target.verify(source, tmp) if verify else None
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
         record["targets"][name] = {"file": final.name, "sha256": sha256_of(final), "settings": meta["settings"],
                                    "verified": errors is not None, "max_relative_error": errors}
     atomic_write_json(sidecar, record)
