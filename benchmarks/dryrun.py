@@ -31,17 +31,17 @@ STEPPED_WORLD_SIZE = 8  # the per-GPU batch the iterations here run with
 
 def random_backbone(out: Path, arch: str = "resnet50") -> Path:
     """A randomly initialised backbone in the suite's format: the dry run checks mechanics, not numbers."""
-    import timm
     import torch
 
     from pretrain.checkpoint import export_backbone
     from pretrain.config import IMAGENET_MEAN, IMAGENET_STD
+    from pretrain.models import build_backbone
 
     existing = sorted((out / "ckpt").glob(f"random_{arch}_*.pth"))
     if existing:
         return existing[0]
     torch.manual_seed(0)
-    model = timm.create_model(arch, pretrained=False, num_classes=0)
+    model, _ = build_backbone(arch)
     meta = {"method": "random", "arch": arch, "dataset": "none", "epochs": 0, "dropped_heads": [],
             "input": {"channel_order": "RGB", "pixel_range": [0, 1], "mean": IMAGENET_MEAN, "std": IMAGENET_STD}}
     return export_backbone(model.state_dict(), meta, out / "ckpt")

@@ -16,12 +16,9 @@ from typing import Any
 
 from benchmarks.environ import temporary_environ
 from benchmarks.spec import RunSpec, TrainResult, per_process_batch, split_opts
+from pretrain.models import RESNET_DEPTHS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-
-# Output channels of the four ResNet stages: basic blocks (18/34) vs bottlenecks (50+).
-STAGE_CHANNELS = {18: [64, 128, 256, 512], 34: [64, 128, 256, 512], 50: [256, 512, 1024, 2048],
-                  101: [256, 512, 1024, 2048], 152: [256, 512, 1024, 2048]}
 
 
 def load_config(framework: str, model: str, schedule: str):
@@ -44,7 +41,7 @@ def apply_backbone(cfg, weights: Path, settings: dict[str, Any]) -> list[int]:
     cfg.model.backbone.init_cfg = dict(type="Pretrained", checkpoint=str(weights))
     cfg.model.pop("pretrained", None)  # mmseg's base configs name a hub checkpoint there
     cfg.model.data_preprocessor.update(settings["model.data_preprocessor"])
-    return STAGE_CHANNELS[backbone["depth"]]
+    return RESNET_DEPTHS[backbone["depth"]].stage_channels
 
 
 def set_dataset(cfg, data_root: Path, **dataset_fields: Any) -> None:

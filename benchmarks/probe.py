@@ -34,14 +34,14 @@ class Features:
 def extract(ckpt: Path, data_root: Path, image_size: int | None = None, batch_size: int = 64,
             device: str = "cpu") -> Features:
     """Pooled features of `<data_root>/{train,val}` (ImageFolder) from the frozen backbone in `ckpt`."""
-    import timm
     from torchvision import transforms
 
     from pretrain.data import IndexedImageFolder
+    from pretrain.models import build_backbone
     from transfer.source import read_backbone
 
     source = read_backbone(ckpt)
-    model = timm.create_model(source.arch, pretrained=False, num_classes=0)
+    model, _ = build_backbone(source.arch)
     model.load_state_dict(source.state_dict)
     model.eval().to(device)
     size = image_size or source.input.get("image_size") or 224

@@ -3,14 +3,39 @@
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 
 import timm
 from torch import nn
 
 from pretrain.errors import UserError
 
+
+@dataclass(frozen=True)
+class ResNetLayout:
+    """What the transfer stage and the benchmarks need to know about a ResNet: the one place it is written."""
+
+    depth: int
+    block: str  # "basic" (18/34) or "bottleneck" (50+)
+    blocks_per_stage: tuple[int, int, int, int]
+
+    @property
+    def stage_channels(self) -> list[int]:
+        """Output channels of the four stages (res2..res5 / layer1..layer4)."""
+        widths = [64, 128, 256, 512]
+        return [w * 4 for w in widths] if self.block == "bottleneck" else widths
+
+
 # The architectures the transfer stage converts (Detectron2 / MMDetection ResNet layouts).
-TRANSFERABLE_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+RESNETS = {
+    "resnet18": ResNetLayout(18, "basic", (2, 2, 2, 2)),
+    "resnet34": ResNetLayout(34, "basic", (3, 4, 6, 3)),
+    "resnet50": ResNetLayout(50, "bottleneck", (3, 4, 6, 3)),
+    "resnet101": ResNetLayout(101, "bottleneck", (3, 4, 23, 3)),
+    "resnet152": ResNetLayout(152, "bottleneck", (3, 8, 36, 3)),
+}
+TRANSFERABLE_ARCHS = tuple(RESNETS)
+RESNET_DEPTHS = {layout.depth: layout for layout in RESNETS.values()}
 
 
 def build_backbone(arch: str) -> tuple[nn.Module, int]:

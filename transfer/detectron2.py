@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from pretrain.errors import UserError
+from pretrain.models import RESNETS
 from transfer.source import SourceBackbone
 from transfer.verify import compare_features, random_images, require_loaded, source_features
 
@@ -74,7 +75,7 @@ class Detectron2Target:
             "MODEL.PIXEL_MEAN": mean,
             "MODEL.PIXEL_STD": std,
             "MODEL.RESNETS.DEPTH": source.depth,
-            "MODEL.RESNETS.RES2_OUT_CHANNELS": 256 if source.bottleneck else 64,
+            "MODEL.RESNETS.RES2_OUT_CHANNELS": RESNETS[source.arch].stage_channels[0],
             "MODEL.RESNETS.STRIDE_IN_1X1": False,  # torchvision / timm put the stride in the 3x3 conv
         }
 

@@ -15,22 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 
 from pretrain.checkpoint import BACKBONE_FORMAT, CHECKPOINT_FORMAT, load_weights
 from pretrain.config import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.errors import UserError
+from pretrain.models import RESNETS, build_backbone
 
 # (block type, blocks per stage) -> timm / torchvision architecture name
-RESNET_LAYOUTS = {
-    ("basic", (2, 2, 2, 2)): "resnet18",
-    ("basic", (3, 4, 6, 3)): "resnet34",
-    ("bottleneck", (3, 4, 6, 3)): "resnet50",
-    ("bottleneck", (3, 4, 23, 3)): "resnet101",
-    ("bottleneck", (3, 8, 36, 3)): "resnet152",
-}
-DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
+RESNET_LAYOUTS = {(layout.block, layout.blocks_per_stage): arch for arch, layout in RESNETS.items()}
 
 # The input convention of torchvision / timm ImageNet models, assumed for files that do not record one.
 TORCHVISION_INPUT = {"channel_order": "RGB", "pixel_range": [0, 1], "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
@@ -51,11 +44,11 @@ class SourceBackbone:
 
     @property
     def depth(self) -> int:
-        return DEPTHS[self.arch]
+        return RESNETS[self.arch].depth
 
     @property
     def bottleneck(self) -> bool:
-        return self.depth >= 50
+        return RESNETS[self.arch].block == "bottleneck"
 
     def pixel_stats_255(self) -> tuple[list[float], list[float]]:
         """Mean and std on the 0..255 pixel scale that Detectron2 and OpenMMLab configs use."""
@@ -103,7 +96,7 @@ def _unwrap(obj: dict[str, Any], path: Path) -> tuple[dict[str, torch.Tensor], s
 
 def expected_state(arch: str) -> dict[str, torch.Size]:
     """Every tensor of the timm ResNet backbone (no classifier), with its shape."""
-    model = timm.create_model(arch, pretrained=False, num_classes=0)
+    model, _ = build_backbone(arch)
     return {k: v.shape for k, v in model.state_dict().items()}
 
 
@@ -160,7 +153,7 @@ def read_backbone(path: str | Path) -> SourceBackbone:
 
 def reference_model(source: SourceBackbone) -> torch.nn.Module:
     """The source backbone as the timm model it is, weights loaded strictly, in eval mode."""
-    model = timm.create_model(source.arch, pretrained=False, num_classes=0)
+    model, _ = build_backbone(source.arch)
     model.load_state_dict(source.state_dict, strict=True)
     return model.eval()
 
