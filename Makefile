@@ -38,11 +38,11 @@ pretrain-all: pretrain-sl pretrain-slmlp pretrain-look
 # MMSegmentation (each converts and verifies the backbone first), and the frozen-feature probe
 # (linear, kNN, intra-class diagnostics; coarse-to-fine on the embedded data); then the tables in
 # results/. Smoke numbers show the pipeline works; they are not benchmark results.
-DEMO_BENCHMARKS := coco:detectron2:smoke coco:mmdet:smoke voc:mmseg:smoke ade20k:mmseg:smoke probe:frozen:standard
+# The benchmarks come from their declarations (benchmarks/tasks/, `python -m benchmarks list --demo`).
 demo: pretrain-all
-	@mkdir -p runs/bench; for run in sl_cpu slmlp_cpu look_cpu; do \
+	@mkdir -p runs/bench; benches=$$($(PY) -m benchmarks list --demo); for run in sl_cpu slmlp_cpu look_cpu; do \
 	  ckpt=$$(ls -t runs/pretrain/$$run/export/*.pth | head -1); \
-	  for bench in $(DEMO_BENCHMARKS); do task=$$(echo $$bench | cut -d: -f1); \
+	  for bench in $$benches; do task=$$(echo $$bench | cut -d: -f1); \
 	    framework=$$(echo $$bench | cut -d: -f2); schedule=$$(echo $$bench | cut -d: -f3); \
 	    log=runs/bench/demo_$${run}_$${task}_$${framework}.log; \
 	    echo "$$run: $$task ($$schedule) in $$framework (log: $$log)"; \

@@ -26,6 +26,17 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list(args: argparse.Namespace) -> int:
+    from benchmarks.tasks import all_benchmarks, demo_runs
+
+    if args.demo:
+        print("\n".join(demo_runs()))
+        return 0
+    for b in all_benchmarks():
+        print(f"{b.name}:{b.framework}:{','.join(b.schedules)}  {b.title}")
+    return 0
+
+
 def _collect(args: argparse.Namespace) -> int:
     from benchmarks.collect import collect, print_tables
 
@@ -69,8 +80,13 @@ def _protocols(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    from benchmarks.tasks import all_benchmarks
+
+    available = {}
+    for benchmark in all_benchmarks():
+        available.setdefault(benchmark.name, []).append(benchmark.framework)
     p = sub.add_parser("run", help="fine-tune and evaluate a pretrained backbone on one task")
-    p.add_argument("task", help="coco (detectron2, mmdet), voc or ade20k (mmseg)")
+    p.add_argument("task", help="; ".join(f"{name} ({', '.join(fws)})" for name, fws in available.items()))
     p.add_argument("--ckpt", required=True, help="any checkpoint transfer/ reads (exported backbone, MoCo, timm ...)")
     p.add_argument("--framework", default="detectron2")
     p.add_argument("--schedule", default="smoke", help="1x, 2x or smoke (embedded data, CPU, minutes)")
@@ -114,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "their resolved configs")
     q.add_argument("--schedule", nargs="+", default=["1x"])
     q.set_defaults(func=_protocols)
+    b = sub.add_parser("list", help="the registered benchmarks (one line each: task:framework:schedules)")
+    b.add_argument("--demo", action="store_true", help="only what `make demo` runs, as task:framework:schedule")
+    b.set_defaults(func=_list)
     c = sub.add_parser("collect", help="gather finished runs into tables and charts in results/")
     c.add_argument("--runs", default="runs/bench")
     c.add_argument("--out", default="results")

@@ -19,32 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.tasks import task_names, task_table
 from pretrain.files import atomic_path, atomic_write_json, atomic_write_text
 
-# (metric group in result.json, metric) -> column, per task
-COLUMNS: dict[str, list[tuple[str, str, str]]] = {
-    "coco": [("bbox", "AP", "AP_bb"), ("bbox", "AP50", "AP50_bb"), ("bbox", "AP75", "AP75_bb"),
-             ("segm", "AP", "AP_mk"), ("segm", "AP50", "AP50_mk"), ("segm", "AP75", "AP75_mk")],
-    "voc": [("sem_seg", "mIoU", "mIoU"), ("sem_seg", "mAcc", "mAcc"), ("sem_seg", "aAcc", "aAcc")],
-    "ade20k": [("sem_seg", "mIoU", "mIoU"), ("sem_seg", "mAcc", "mAcc"), ("sem_seg", "aAcc", "aAcc")],
-    "probe": [("probe", "linear_top1", "linear_top1"), ("probe", "knn_top1", "knn_top1"),
-              ("diagnostics", "within_between", "within_between"), ("diagnostics", "effective_rank", "eff_rank"),
-              ("diagnostics", "submode_separability", "submode_sep"),
-              ("diagnostics", "knn_agreement", "knn_agree")],
-}
-HEADLINE = {"coco": ["AP_bb", "AP_mk"], "voc": ["mIoU"], "ade20k": ["mIoU"],
-            "probe": ["linear_top1", "knn_top1", "within_between", "submode_sep"]}
-TITLES = {"coco": "COCO instance segmentation (Mask R-CNN R50-FPN protocol)",
-          "voc": "PASCAL VOC 2012 aug semantic segmentation (FCN-D8 protocol)",
-          "ade20k": "ADE20K semantic segmentation (UPerNet protocol)",
-          "probe": "Frozen features: linear probe, kNN (k=20) and intra-class diagnostics"}
-PROBE_NOTE = ("linear_top1 / knn_top1: accuracy on the data's own (fine) labels; the diagnostics use the val "
-              "features with the coarse classes of `coarse_map.csv` (sub-modes = fine labels) or the folders: "
-              "within_between = within-class / between-class variance, eff_rank = mean per-class effective "
-              "rank, submode_sep = sub-mode kNN accuracy inside each class, knn_agree = kNN class agreement; "
-              "the 'by method' table averages the checkpoints of each method (e.g. pretraining seeds)")
 SMOKE_NOTE = ("smoke schedule on the embedded generated data: shows that the pipeline runs end to end; "
               "NOT a benchmark result, and says nothing about which method transfers better")
+
+
+def _columns(task: str) -> list[tuple[str, str, str]]:
+    """(metric group in result.json, metric, column) of a task's table, from its benchmark declaration."""
+    return [(c.group, c.metric, c.name) for c in task_table(task).columns]
 
 
 @dataclass
@@ -96,7 +80,7 @@ def gather(runs: Path) -> list[Row]:
         run_dir = run_json.parent
         result, failure = _read_json(run_dir / "result.json"), _read_json(run_dir / "failure.json")
         record = result if result and result.get("status") == "finished" else failure or _read_json(run_json)
-        if record is None or record.get("task") not in COLUMNS:
+        if record is None or record.get("task") not in task_names():
             continue
         data = "embedded" if record.get("embedded_data") else Path(record.get("data", "")).name
         opts = tuple(record.get("opts") or ())
@@ -110,7 +94,7 @@ def gather(runs: Path) -> list[Row]:
         row.run_dirs.append(run_dir)
         if record is result:
             row.seeds[seed] = {column: float(result["metrics"].get(group, {}).get(metric, math.nan))
-                               for group, metric, column in COLUMNS[row.task]}
+                               for group, metric, column in _columns(row.task)}
             row.config_sha256.add(result.get("config_sha256", ""))
             row.date = max(row.date, result.get("finished", ""))
             protocol = result.get("protocol") or {}
@@ -134,7 +118,7 @@ def read_quoted(path: Path) -> list[Row]:
         row = Row(task=line["task"], checkpoint=line["name"], method=line["method"], arch=line["arch"],
                   recipe=line.get("recipe", ""), framework=line["framework"], framework_version="",
                   schedule=line["schedule"], checkpoint_sha256="", quoted_source=line["source"])
-        row.seeds[0] = {column: float(line[column]) for _, _, column in COLUMNS[row.task]
+        row.seeds[0] = {column: float(line[column]) for _, _, column in _columns(row.task)
                         if line.get(column) not in (None, "")}
         rows.append(row)
     return rows
@@ -149,7 +133,7 @@ def _cell(row: Row, column: str) -> str:
 
 
 def _csv(rows: list[Row], task: str) -> str:
-    columns = [c for _, _, c in COLUMNS[task]]
+    columns = [c for _, _, c in _columns(task)]
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["checkpoint", "method", "arch", "recipe", "data", "framework", "framework_version", "schedule",
@@ -171,8 +155,8 @@ def _csv(rows: list[Row], task: str) -> str:
 
 
 def _markdown(rows: list[Row], task: str, chart: str | None) -> str:
-    columns = [c for _, _, c in COLUMNS[task]]
-    lines = [f"# {TITLES[task]}", "", "Generated by `python -m benchmarks collect` from the run directories; "
+    columns = [c for _, _, c in _columns(task)]
+    lines = [f"# {task_table(task).title}", "", "Generated by `python -m benchmarks collect` from the run directories; "
              "mean ± std over the seeds listed. Do not edit by hand.", ""]
     for smoke in (False, True):
         part = [r for r in rows if (r.schedule == "smoke") == smoke]
@@ -204,8 +188,10 @@ def _markdown(rows: list[Row], task: str, chart: str | None) -> str:
                          f"{seeds} | " + " | ".join(_cell(row, c) for c in columns)
                          + f" | {status} | {provenance} |")
         lines.append("")
+    if task_table(task).note:
+        lines = lines[:4] + [f"> {task_table(task).note}.", ""] + lines[4:]
     if task == "probe":
-        lines = lines[:4] + [f"> {PROBE_NOTE}.", ""] + lines[4:] + _by_method(rows, columns)
+        lines += _by_method(rows, columns)
     if chart:
         lines += [f"![{task}]({chart})", ""]
     for extra in ("probe_projection.png", "probe_spectra.png") if task == "probe" else ():
@@ -305,7 +291,7 @@ def _chart(rows: list[Row], task: str, path: Path) -> bool:
     plotted = [r for r in rows if r.seeds]
     if not plotted:
         return False
-    metrics = HEADLINE[task]
+    metrics = list(task_table(task).headline)
     fig, axes = plt.subplots(1, len(metrics), figsize=(max(5.0, 1.2 * len(plotted) + 2) * len(metrics), 4.2),
                              squeeze=False)
     labels = [f"{r.method} {r.arch}\n" + ("(quoted)" if r.quoted_source else r.checkpoint_sha256[:8])
@@ -317,7 +303,7 @@ def _chart(rows: list[Row], task: str, path: Path) -> bool:
         ax.set_xticks(range(len(plotted)), labels, fontsize=7)
         ax.set_ylabel(metric)
         ax.grid(axis="y", alpha=0.3)
-    title = TITLES[task]
+    title = task_table(task).title
     if any(r.schedule == "smoke" for r in plotted):
         title += "\norange: smoke runs on generated data, NOT benchmark results"
     fig.suptitle(title, fontsize=9)
@@ -347,8 +333,8 @@ def collect(runs: str | Path = "runs/bench", out: str | Path = "results") -> dic
 
 def print_tables(by_task: dict[str, list[Row]]) -> None:
     for task, rows in by_task.items():
-        columns = HEADLINE[task]
-        print(f"\n{TITLES[task]}")
+        columns = list(task_table(task).headline)
+        print(f"\n{task_table(task).title}")
         for row in rows:
             scores = "  ".join(f"{c} {_cell(row, c):>11}" for c in columns)
             flag = " (smoke: not a benchmark result)" if row.schedule == "smoke" else ""

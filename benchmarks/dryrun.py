@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.runner import Plan, get_task, pick_device, prepare_weights
+from benchmarks.runner import Plan, pick_device, prepare_weights
 from benchmarks.spec import RunSpec, per_process_batch
+from benchmarks.tasks import get_benchmark
 from pretrain.errors import UserError
 from transfer.source import read_backbone
 
@@ -51,7 +52,7 @@ def step_protocol(task: str, framework: str, schedule: str, ckpt: Path, out: Pat
                   world_size: int = STEPPED_WORLD_SIZE) -> dict[str, Any]:
     """Build, load and train `iters` iterations of one protocol here, with the per-process batch of
     `world_size` processes; returns its protocol record."""
-    spec_task = get_task(task, framework)
+    spec_task = get_benchmark(task, framework)
     run_dir = out / task / framework / schedule
     plan = Plan(spec_task, schedule, 0, ckpt, None, spec_task.embedded_data(), run_dir, pick_device("auto"), 1, ())
     # Always from scratch: a work folder left by an earlier dry run would be resumed (and step nothing).

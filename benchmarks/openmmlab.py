@@ -154,3 +154,12 @@ def train_and_evaluate(cfg, spec: RunSpec, convert_metrics: Callable[[dict[str, 
     # A run resumed after its last iteration does not validate again; evaluate it here (on every rank).
     metrics = recorded or runner.test()
     return TrainResult(cfg.pretty_text, convert_metrics(metrics), protocol)
+
+
+def protocol_check(task: str, framework: str, model: str) -> Callable[[str, tuple[str, ...], int], None]:
+    """A benchmark's check before anything is written: the overrides apply, the processes split the batch."""
+    def check(schedule: str, opts: tuple[str, ...], processes: int) -> None:
+        cfg = protocol_config(framework, model, schedule, opts)
+        per_process_batch(cfg.global_batch_size, processes, f"{task}/{framework}")
+
+    return check

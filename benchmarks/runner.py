@@ -15,141 +15,20 @@ import hashlib
 import json
 import math
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmarks.launch import run_in_processes
-from benchmarks.spec import RunSpec, TrainResult, per_process_batch, split_opts
+from benchmarks.registry import Benchmark
+from benchmarks.spec import RunSpec, TrainResult, split_opts
+from benchmarks.tasks import get_benchmark
 from pretrain.checkpoint import utc_now
 from pretrain.distributed import barrier, init_distributed, is_main_process, launched_world_size
 from pretrain.errors import UserError
 from pretrain.files import atomic_write_json, atomic_write_text
 from transfer.export import export, source_summary
 from transfer.source import SourceBackbone, read_backbone
-
-
-@dataclass(frozen=True)
-class Task:
-    name: str
-    framework: str
-    required_files: tuple[str, ...]  # relative to the data root
-    embedded_data: Callable[[], Path]  # the generated dataset the smoke schedule uses
-    run: Callable[[RunSpec], TrainResult]  # module-level, so that spawned processes can unpickle it
-    headline: tuple[tuple[str, str], ...]  # (metric group, metric) that must be finite
-    schedules: tuple[str, ...] = ("1x", "2x", "smoke")
-    embedded_schedules: tuple[str, ...] = ("smoke",)  # schedules that may run on the embedded data
-    converts: bool = True  # False: the task reads the checkpoint itself (frozen features)
-    multi_process: bool = True  # False: one process whatever --procs says (the probe)
-    # (schedule, opts, processes): refuse bad --opts, or a process count that does not divide the protocol's
-    # global batch, before anything is written
-    check_protocol: Callable[[str, tuple[str, ...], int], None] | None = None
-
-
-def _detectron2_coco(spec: RunSpec) -> TrainResult:
-    from benchmarks.detectron2_coco import run
-
-    return run(spec)
-
-
-def _detectron2_check(schedule: str, opts: tuple[str, ...], processes: int) -> None:
-    from benchmarks.detectron2_coco import protocol_config
-
-    try:
-        cfg = protocol_config(schedule, opts=opts)
-    except (KeyError, ValueError, AssertionError) as e:
-        raise UserError(f"--opts: Detectron2 refuses {' '.join(opts)}: {e}") from None
-    per_process_batch(cfg.SOLVER.IMS_PER_BATCH, processes, "coco/detectron2")
-
-
-def _openmmlab_check(task: str, framework: str, model: str) -> Callable[[str, tuple[str, ...], int], None]:
-    def check(schedule: str, opts: tuple[str, ...], processes: int) -> None:
-        from benchmarks.openmmlab import protocol_config
-
-        cfg = protocol_config(framework, model, schedule, opts)
-        per_process_batch(cfg.global_batch_size, processes, f"{task}/{framework}")
-
-    return check
-
-
-def _mmdet_coco(spec: RunSpec) -> TrainResult:
-    from benchmarks.mmdet_coco import run
-
-    return run(spec)
-
-
-def _mmseg_voc(spec: RunSpec) -> TrainResult:
-    from benchmarks.mmseg_semseg import run
-
-    return run("voc", spec)
-
-
-def _mmseg_ade20k(spec: RunSpec) -> TrainResult:
-    from benchmarks.mmseg_semseg import run
-
-    return run("ade20k", spec)
-
-
-def _probe(spec: RunSpec) -> TrainResult:
-    from benchmarks.probe import run_probe
-
-    return run_probe(spec)
-
-
-def _embedded_fine_labels() -> Path:
-    from pretrain.config import GeneratedDataConfig
-    from pretrain.data.generated import fine_view, generate
-
-    return fine_view(generate(GeneratedDataConfig()))
-
-
-def _embedded_coco() -> Path:
-    from benchmarks.data.coco import CocoSpec, generate_coco
-
-    return generate_coco(CocoSpec())
-
-
-def _embedded_voc() -> Path:
-    from benchmarks.data.segmentation import SegSpec, generate_voc
-
-    return generate_voc(SegSpec())
-
-
-def _embedded_ade20k() -> Path:
-    from benchmarks.data.segmentation import SegSpec, generate_ade20k
-
-    return generate_ade20k(SegSpec())
-
-
-COCO_FILES = ("train2017", "val2017", "annotations/instances_train2017.json", "annotations/instances_val2017.json")
-VOC_FILES = ("JPEGImages", "SegmentationClass", "SegmentationClassAug", "ImageSets/Segmentation/train.txt",
-             "ImageSets/Segmentation/aug.txt", "ImageSets/Segmentation/val.txt")
-ADE20K_FILES = ("images/training", "images/validation", "annotations/training", "annotations/validation")
-COCO_HEADLINE = (("bbox", "AP"), ("segm", "AP"))
-SEG_HEADLINE = (("sem_seg", "mIoU"),)
-TASKS: dict[tuple[str, str], Task] = {
-    ("coco", "detectron2"): Task("coco", "detectron2", COCO_FILES, _embedded_coco, _detectron2_coco, COCO_HEADLINE,
-                                 check_protocol=_detectron2_check),
-    ("coco", "mmdet"): Task("coco", "mmdet", COCO_FILES, _embedded_coco, _mmdet_coco, COCO_HEADLINE,
-                            check_protocol=_openmmlab_check("coco", "mmdet", "mask_rcnn_r50_fpn")),
-    ("voc", "mmseg"): Task("voc", "mmseg", VOC_FILES, _embedded_voc, _mmseg_voc, SEG_HEADLINE,
-                           check_protocol=_openmmlab_check("voc", "mmseg", "fcn_d8_voc")),
-    ("ade20k", "mmseg"): Task("ade20k", "mmseg", ADE20K_FILES, _embedded_ade20k, _mmseg_ade20k, SEG_HEADLINE,
-                              check_protocol=_openmmlab_check("ade20k", "mmseg", "upernet_ade20k")),
-    # Frozen features: linear probe, kNN and intra-class diagnostics on an ImageFolder train/val pair;
-    # the embedded data is the generated set labelled by sub-mode (coarse-to-fine).
-    ("probe", "frozen"): Task("probe", "frozen", ("train", "val"), _embedded_fine_labels, _probe,
-                              (("probe", "linear_top1"), ("probe", "knn_top1")), schedules=("standard",),
-                              embedded_schedules=("standard",), converts=False, multi_process=False),
-}
-
-
-def get_task(task: str, framework: str) -> Task:
-    if (task, framework) not in TASKS:
-        known = ", ".join(f"{t} --framework {f}" for t, f in TASKS)
-        raise UserError(f"no benchmark '{task}' for framework '{framework}' yet; available: {known}")
-    return TASKS[(task, framework)]
 
 
 def framework_version(framework: str) -> str:
@@ -182,7 +61,7 @@ def opts_suffix(opts: tuple[str, ...]) -> str:
 class Plan:
     """A resolved run: what it is, where it lives, and how many processes train it."""
 
-    task: Task
+    task: Benchmark
     schedule: str
     seed: int
     ckpt: Path
@@ -203,7 +82,7 @@ def resolve_run(task: str, ckpt: str | Path, framework: str, schedule: str, seed
                 data: str | Path | None = None, out: str | Path = "runs/bench", procs: int = 1,
                 device: str = "auto", opts: tuple[str, ...] | list[str] = ()) -> Plan:
     """Check everything that can refuse the run, before anything is written."""
-    spec = get_task(task, framework)
+    spec = get_benchmark(task, framework)
     if schedule not in spec.schedules:
         raise UserError(f"unknown schedule '{schedule}' for {task}; choose from {', '.join(spec.schedules)}")
     opts = tuple(opts)
@@ -302,7 +181,7 @@ def record(plan: Plan, provenance: dict[str, Any], result: TrainResult) -> None:
                   "protocol": result.protocol}
     # A size bucket without objects is NaN in COCO's own report; a NaN loss raises during training.
     # What must be finite is each task's headline number.
-    headline = [result.metrics.get(group, {}).get(name) for group, name in plan.task.headline]
+    headline = [result.metrics.get(group, {}).get(name) for group, name in plan.task.required]
     if any(v is None or not math.isfinite(v) for v in headline):
         raise _fail(plan, provenance, "non-finite metrics", "produced non-finite metrics (diverged?)",
                     metrics=result.metrics)

@@ -18,6 +18,7 @@ from pycocotools.cocoeval import COCOeval
 
 from benchmarks import runner
 from benchmarks.data.coco import CocoSpec, generate_coco
+from benchmarks.registry import REGISTRY
 from pretrain.checkpoint import export_backbone
 from pretrain.errors import UserError
 from tests.conftest import random_backbone, run_cli
@@ -90,8 +91,8 @@ def test_a_crashing_run_is_recorded_as_failed(tiny_backbone, tmp_path, monkeypat
     def crash(*args):
         raise FloatingPointError("Loss became infinite or NaN at iteration=3!")
 
-    monkeypatch.setitem(runner.TASKS, ("coco", "detectron2"), dataclasses.replace(
-        runner.TASKS[("coco", "detectron2")], run=crash))
+    monkeypatch.setitem(REGISTRY, ("coco", "detectron2"), dataclasses.replace(
+        REGISTRY[("coco", "detectron2")], run=crash))
     with pytest.raises(UserError, match="failed: FloatingPointError: Loss became infinite or NaN"):
         runner.run_benchmark("coco", tiny_backbone, "detectron2", "smoke", out=tmp_path / "bench")
     run_dir = tmp_path / "bench" / "coco" / "detectron2" / "smoke" / tiny_backbone.name.split(".")[0] / "seed0"
@@ -269,8 +270,8 @@ def test_collect_builds_tables_from_run_directories_and_keeps_rows_of_failed_run
         raise FloatingPointError("Loss is NaN at iteration 7")
 
     for task in ("voc", "ade20k"):
-        crashing = dataclasses.replace(runner.TASKS[(task, "mmseg")], run=crash)
-        monkeypatch.setitem(runner.TASKS, (task, "mmseg"), crashing)
+        crashing = dataclasses.replace(REGISTRY[(task, "mmseg")], run=crash)
+        monkeypatch.setitem(REGISTRY, (task, "mmseg"), crashing)
     with pytest.raises(UserError):  # a third seed of the finished checkpoint fails
         runner.run_benchmark("voc", openmmlab_runs["ckpt"], "mmseg", "smoke", seed=2, out=out)
     other = export_backbone(__import__("timm").create_model("resnet18", num_classes=0).state_dict(),

@@ -94,3 +94,14 @@ def generate_coco(spec: CocoSpec, base: str | Path = "data/generated") -> Path:
             (tmp / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(data))
 
     return write_once(root, "annotations/instances_val2017.json", write)
+
+
+# What every COCO benchmark reads and reports, whatever the framework.
+COCO_FILES = ("train2017", "val2017", "annotations/instances_train2017.json", "annotations/instances_val2017.json")
+COCO_TITLE = "COCO instance segmentation (Mask R-CNN R50-FPN protocol)"
+COCO_METRICS = (("bbox", "AP", "AP_bb"), ("bbox", "AP50", "AP50_bb"), ("bbox", "AP75", "AP75_bb"),
+                ("segm", "AP", "AP_mk"), ("segm", "AP50", "AP50_mk"), ("segm", "AP75", "AP75_mk"))
+
+
+def embedded_coco() -> Path:
+    return generate_coco(CocoSpec())

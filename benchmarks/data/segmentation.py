@@ -128,3 +128,18 @@ def generate_ade20k(spec: SegSpec, base: str | Path = "data/generated") -> Path:
 
     marker = f"ADEChallengeData2016/annotations/validation/ADE_val_{spec.val_images:08d}.png"
     return write_once(top, marker, write) / "ADEChallengeData2016"
+
+
+# What the semantic segmentation benchmarks read and report.
+VOC_FILES = ("JPEGImages", "SegmentationClass", "SegmentationClassAug", "ImageSets/Segmentation/train.txt",
+             "ImageSets/Segmentation/aug.txt", "ImageSets/Segmentation/val.txt")
+ADE20K_FILES = ("images/training", "images/validation", "annotations/training", "annotations/validation")
+SEG_METRICS = (("sem_seg", "mIoU", "mIoU"), ("sem_seg", "mAcc", "mAcc"), ("sem_seg", "aAcc", "aAcc"))
+
+
+def embedded_voc() -> Path:
+    return generate_voc(SegSpec())
+
+
+def embedded_ade20k() -> Path:
+    return generate_ade20k(SegSpec())

@@ -1,0 +1,59 @@
+"""The benchmark registry: every benchmark declares itself once, in its own module under `benchmarks/tasks/`.
+
+A declaration says everything the shared code needs: what data it reads (required files, the embedded
+generator), how it runs (a module-level function, so that spawned processes can unpickle it), which
+schedules exist, what it reports (metric columns, which must be finite, which the charts show) and the
+protocol checks to make before anything is written. The runner, `collect`, the CLI's help and the demo
+list read it through `benchmarks.tasks`; no other table names the benchmarks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.spec import RunSpec, TrainResult
+
+
+@dataclass(frozen=True)
+class Column:
+    group: str  # metric group in result.json ("bbox", "sem_seg", ...)
+    metric: str  # metric name inside the group
+    name: str  # column name in the tables
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str  # the task, as users type it: coco, voc, ade20k, probe
+    framework: str
+    title: str  # of the task's table (the same for every framework of a task)
+    required_files: tuple[str, ...]  # relative to the data root
+    embedded_data: Callable[[], Path]  # the generated dataset the smoke schedule uses
+    run: Callable[[RunSpec], TrainResult]  # module-level, so that spawned processes can unpickle it
+    columns: tuple[Column, ...]  # what the tables show, in order
+    required: tuple[tuple[str, str], ...]  # (group, metric) that must be finite for the run to count
+    headline: tuple[str, ...]  # column names shown in the charts and the printed summary
+    schedules: tuple[str, ...] = ("1x", "2x", "smoke")
+    embedded_schedules: tuple[str, ...] = ("smoke",)  # schedules that may run on the embedded data
+    demo_schedule: str | None = "smoke"  # what `make demo` runs (None: not in the demo)
+    converts: bool = True  # False: the task reads the checkpoint itself (frozen features)
+    multi_process: bool = True  # False: one process whatever --procs says (the probe)
+    # (schedule, opts, processes): refuse bad --opts, or a process count that does not divide the protocol's
+    # global batch, before anything is written
+    check_protocol: Callable[[str, tuple[str, ...], int], None] | None = None
+    note: str = ""  # printed under the task's table title
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.name, self.framework
+
+
+REGISTRY: dict[tuple[str, str], Benchmark] = {}
+
+
+def register(benchmark: Benchmark) -> Benchmark:
+    if benchmark.key in REGISTRY:
+        raise ValueError(f"benchmark {benchmark.name} / {benchmark.framework} registered twice")
+    REGISTRY[benchmark.key] = benchmark
+    return benchmark
