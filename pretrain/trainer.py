@@ -364,12 +364,8 @@ class Trainer:
         if len(bad):
             row = int(bad[:, 1].min())
             ranks = sorted({int(r) for r, i in bad.tolist() if i == row})
-            last = self.ckpt_dir / "last.pt"
-            kept = f" at {last}" if last.is_file() else ""
-            self._stop(
-                f"loss is {losses[ranks[0], row].item()} on rank {', '.join(map(str, ranks))} of "
-                f"{self.info.world_size} at step {records[row]['step']} (epoch {records[row]['epoch']}): training "
-                f"diverged and every rank stopped; the last good checkpoint is kept{kept}")
+            self._stop(f"loss is {losses[ranks[0], row].item()} on rank {', '.join(map(str, ranks))} of "
+                       f"{self.info.world_size} at step {records[row]['step']} (epoch {records[row]['epoch']})")
         mean = per_rank.mean(0)
         rows = [{**{k: v for k, v in record.items() if k not in keys},
                  **{k: mean[i, j].item() for j, k in enumerate(keys)}} for i, record in enumerate(records)]
@@ -380,8 +376,11 @@ class Trainer:
         self.progress.set_postfix(loss=f"{rows[-1]['loss']:.4f}", img_s=f"{rows[-1]['img_s']:.0f}", epoch=self.epoch)
         self.window_start = time.perf_counter()
 
-    def _stop(self, message: str) -> None:
+    def _stop(self, reason: str) -> None:
         """Every rank calls this at the same step; the log keeps the reason even if a rank is killed first."""
+        last = self.ckpt_dir / "last.pt"
+        kept = f" at {last}" if last.is_file() else " (none was written yet)"
+        message = f"{reason}: training diverged and every rank stopped; the last good checkpoint is kept{kept}"
         self.log.event("diverged", step=self.step, message=message)
         raise TrainingDiverged(message)
 
@@ -403,12 +402,8 @@ class Trainer:
         state = self._checkpoint_state() if self.info.is_main else {}
         bad = nonfinite_tensors(state)
         if any_rank(bool(bad), self.device):
-            last = self.ckpt_dir / "last.pt"
-            kept = f"; the last good checkpoint is kept at {last}" if last.is_file() else ""
-            self._stop(
-                f"the training state holds non-finite values at step {self.step} (epoch {self.epoch}"
-                f"{': ' + ', '.join(bad[:3]) if bad else ''}): training diverged and every rank stopped, "
-                f"nothing was saved{kept}")
+            self._stop(f"the training state holds non-finite values at step {self.step} (epoch {self.epoch}"
+                       f"{': ' + ', '.join(bad[:3]) if bad else ''}), so it was not saved")
         if self.info.is_main:
             atomic_save(state, self.ckpt_dir / "last.pt")
 
