@@ -56,7 +56,7 @@ def test_amp_auto_is_bf16_only_where_the_card_has_it(monkeypatch):
 def _tiny_config(method: str, generated_dir, out_dir, extra: list[str]):
     overrides = [*TINY_DATA, f"data.generated_dir={generated_dir}", f"out_dir={out_dir}", "model.arch=resnet18",
                  "train.batch_size=32", "data.workers=0", "train.log_every=1", "schedule.epochs=2",
-                 "schedule.warmup_epochs=0", "train.keep_every_epochs=1", *extra]
+                 "schedule.warmup_epochs=0", "train.keep_every_epochs=1", "data.image_size=16", *extra]
     if method == "look":
         overrides.append("method.k=5")
     return load_config(REPO / "pretrain/configs" / CONFIGS[method], overrides)
