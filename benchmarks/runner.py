@@ -200,7 +200,10 @@ def run_benchmark(task: str, ckpt: str | Path, framework: str, schedule: str, se
         init_distributed(plan.device)
     if plan.finished:
         if is_main_process():
-            print(f"already finished: {plan.run_dir / 'result.json'}")
+            protocol = json.loads((plan.run_dir / "result.json").read_text()).get("protocol") or {}
+            ran_in = protocol.get("world_size", 1)
+            print(f"already finished (in {ran_in} process(es); the protocol is the same in any number), not run "
+                  f"again: {plan.run_dir / 'result.json'}. Another seed (--seed) or --out makes a new run.")
         return plan.run_dir
     backbone = read_backbone(plan.ckpt)  # an unreadable checkpoint is refused before anything is written
     main = is_main_process()
