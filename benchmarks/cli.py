@@ -1,4 +1,4 @@
-"""`python -m benchmarks run TASK --ckpt X --framework F --schedule 1x|2x|smoke --seed N [--data DIR]`
+"""`python -m benchmarks run TASK --ckpt X --framework F --schedule 1x|2x|smoke [--seed N | --seeds N] [--data DIR]`
 and `python -m benchmarks collect [--runs runs/bench] [--out results]`."""
 
 from __future__ import annotations
@@ -10,19 +10,48 @@ from collections.abc import Sequence
 from pretrain.errors import report_user_errors
 
 
+def _seeds(args: argparse.Namespace) -> list[int]:
+    from benchmarks.tasks import get_benchmark
+    from pretrain.errors import UserError
+
+    if args.seed is not None and args.seeds is not None:
+        raise UserError("give --seed N (one run) or --seeds N (seeds 0..N-1), not both")
+    if args.seed is not None:
+        return [args.seed]
+    count = args.seeds if args.seeds is not None else get_benchmark(args.task, args.framework).default_seeds
+    if count < 1:
+        raise UserError(f"--seeds must be at least 1, got {count}")
+    return list(range(count))
+
+
 def _run(args: argparse.Namespace) -> int:
+    import statistics
+
     from benchmarks.runner import run_benchmark
     from pretrain.distributed import is_main_process
 
-    run_dir = run_benchmark(args.task, args.ckpt, args.framework, args.schedule, args.seed, args.data, args.out,
-                            args.procs, args.device, args.opts)
-    if not is_main_process():
-        return 0
-    metrics = json.loads((run_dir / "result.json").read_text())["metrics"]
-    for task, scores in metrics.items():
-        shown = ", ".join(f"{k} {v:.2f}" for k, v in scores.items() if k not in ("APs", "APm", "APl"))
-        print(f"{task}: {shown}")
-    print(f"run directory: {run_dir}")
+    seeds = _seeds(args)
+    finished: dict[int, dict[str, dict[str, float]]] = {}
+    for seed in seeds:  # one after the other; a failing seed stops here, the finished ones stay recorded
+        if len(seeds) > 1 and is_main_process():
+            print(f"== seed {seed} ({seeds.index(seed) + 1} of {len(seeds)})", flush=True)
+        run_dir = run_benchmark(args.task, args.ckpt, args.framework, args.schedule, seed, args.data, args.out,
+                                args.procs, args.device, args.opts, seeds_asked=len(seeds))
+        if not is_main_process():
+            continue
+        finished[seed] = json.loads((run_dir / "result.json").read_text())["metrics"]
+        for task, scores in finished[seed].items():
+            shown = ", ".join(f"{k} {v:.2f}" for k, v in scores.items() if k not in ("APs", "APm", "APl"))
+            print(f"{task}: {shown}")
+        print(f"run directory: {run_dir}")
+    if len(finished) > 1:
+        print(f"mean ± std over {len(finished)} seeds ({', '.join(map(str, finished))}):")
+        for task, scores in finished[seeds[0]].items():
+            cells = []
+            for name in scores:
+                values = [finished[s][task][name] for s in finished]
+                cells.append(f"{name} {statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}")
+            print(f"  {task}: {', '.join(cells)}")
     return 0
 
 
@@ -90,7 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, help="any checkpoint transfer/ reads (exported backbone, MoCo, timm ...)")
     p.add_argument("--framework", default="detectron2")
     p.add_argument("--schedule", default="smoke", help="1x, 2x or smoke (embedded data, CPU, minutes)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="run this one seed")
+    p.add_argument("--seeds", type=int, help="run seeds 0..N-1, one run directory each, one after the other "
+                                             "(default: the benchmark's: " + ", ".join(
+                                                 f"{b.name} {b.default_seeds}" for b in all_benchmarks()
+                                                 if b.default_seeds > 1) + ", otherwise 1)")
     p.add_argument("--data", help="dataset root in its standard layout (default for smoke: the embedded data)")
     p.add_argument("--out", default="runs/bench")
     p.add_argument("--procs", "--gpus", dest="procs", type=int, default=1,

@@ -37,6 +37,7 @@ class Benchmark:
     schedules: tuple[str, ...] = ("1x", "2x", "smoke")
     embedded_schedules: tuple[str, ...] = ("smoke",)  # schedules that may run on the embedded data
     demo_schedule: str | None = "smoke"  # what `make demo` runs (None: not in the demo)
+    default_seeds: int = 1  # seeds run when the user names none (noisy benchmarks report a mean over several)
     converts: bool = True  # False: the task reads the checkpoint itself (frozen features)
     multi_process: bool = True  # False: one process whatever --procs says (the probe)
     # (schedule, opts, processes): refuse bad --opts, or a process count that does not divide the protocol's

@@ -155,11 +155,11 @@ def prepare_weights(plan: Plan, backbone: SourceBackbone) -> tuple[Path, dict[st
     return plan.run_dir / "weights" / target["file"], target["settings"], record["source"]
 
 
-def _provenance(plan: Plan, source: dict[str, Any]) -> dict[str, Any]:
+def _provenance(plan: Plan, source: dict[str, Any], seeds_asked: int) -> dict[str, Any]:
     task = plan.task
     return {
         "task": task.name, "framework": task.framework, "framework_version": framework_version(task.framework),
-        "schedule": plan.schedule, "seed": plan.seed, "data": str(plan.data_root.resolve()),
+        "schedule": plan.schedule, "seed": plan.seed, "seeds_asked": seeds_asked, "data": str(plan.data_root.resolve()),
         "embedded_data": plan.data is None, "checkpoint": str(plan.ckpt.resolve()),
         "checkpoint_sha256": source["sha256"], "method": source["method"], "arch": source["arch"],
         "recipe": source["recipe"], "device": plan.device, "world_size": plan.world_size, "opts": list(plan.opts),
@@ -191,9 +191,10 @@ def record(plan: Plan, provenance: dict[str, Any], result: TrainResult) -> None:
 
 def run_benchmark(task: str, ckpt: str | Path, framework: str, schedule: str, seed: int = 0,
                   data: str | Path | None = None, out: str | Path = "runs/bench", procs: int = 1,
-                  device: str = "auto", opts: tuple[str, ...] | list[str] = ()) -> Path:
+                  device: str = "auto", opts: tuple[str, ...] | list[str] = (), seeds_asked: int = 1) -> Path:
     """Run (or skip, or resume) one benchmark in `procs` processes; returns its run directory.
 
+    `seeds_asked`: how many seeds the user asked for this row (the table says "3/5 seeds" until all finish).
     Under `torchrun` (mmdet / mmseg) every process calls this; only rank 0 writes the run's records."""
     plan = resolve_run(task, ckpt, framework, schedule, seed, data, out, procs, device, opts)
     if launched_world_size() > 1:  # under torchrun: join the group now, so that rank 0 converts alone
@@ -210,7 +211,7 @@ def run_benchmark(task: str, ckpt: str | Path, framework: str, schedule: str, se
     if main:
         plan.run_dir.mkdir(parents=True, exist_ok=True)
     weights, settings, source = prepare_weights(plan, backbone)
-    provenance = _provenance(plan, source)
+    provenance = _provenance(plan, source, seeds_asked)
     if main:
         atomic_write_json(plan.run_dir / "run.json", provenance)
         (plan.run_dir / "failure.json").unlink(missing_ok=True)

@@ -4,24 +4,20 @@ from __future__ import annotations
 
 from benchmarks.data.coco import COCO_FILES, COCO_METRICS, COCO_TITLE, embedded_coco
 from benchmarks.registry import Benchmark, Column, register
-from benchmarks.spec import RunSpec, TrainResult, per_process_batch
-from pretrain.errors import UserError
+from benchmarks.spec import RunSpec, TrainResult
 
 
 def run(spec: RunSpec) -> TrainResult:
-    from benchmarks.detectron2_coco import run as train_and_evaluate
+    from benchmarks.detectron2_coco import run
 
-    return train_and_evaluate(spec)
+    return run(spec)
 
 
 def check_protocol(schedule: str, opts: tuple[str, ...], processes: int) -> None:
-    from benchmarks.detectron2_coco import protocol_config
+    from benchmarks.detectron2_coco import PROTOCOL
+    from benchmarks.detectron2_train import check_protocol
 
-    try:
-        cfg = protocol_config(schedule, opts=opts)
-    except (KeyError, ValueError, AssertionError) as e:
-        raise UserError(f"--opts: Detectron2 refuses {' '.join(opts)}: {e}") from None
-    per_process_batch(cfg.SOLVER.IMS_PER_BATCH, processes, "coco/detectron2")
+    check_protocol(PROTOCOL, schedule, opts, processes)
 
 
 register(Benchmark(

@@ -1,0 +1,181 @@
+"""Fine-tuning in Detectron2, shared by its benchmarks: config, training, evaluation, the run's record.
+
+A benchmark is a `Detectron2Protocol`: detectron2's model-zoo config it starts from, our schedule files
+(`configs/detectron2/<stem>_<schedule>.yaml`), how its data is registered and which evaluator scores it.
+The config is the zoo's, then our schedule file, then the settings recorded with the converted
+checkpoint (depth, pixel mean/std, input format, stride placement), then the protocol's adjustments
+for that backbone, then the run (datasets, device, seed), then the user's `--opts` through Detectron2's
+own `merge_from_list`. `SOLVER.IMS_PER_BATCH` is Detectron2's global batch: it stays the protocol's
+whatever the process count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.spec import RunSpec, TrainResult, per_process_batch, split_opts
+
+CONFIG_DIR = Path(__file__).parent / "configs" / "detectron2"
+
+
+@dataclass(frozen=True)
+class Datasets:
+    train: tuple[str, ...]  # names registered in detectron2's DatasetCatalog
+    test: str
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class Detectron2Protocol:
+    task: str
+    zoo_config: str  # detectron2's model-zoo config the protocol starts from
+    config_stem: str  # our schedule files: CONFIG_DIR / f"{config_stem}_{schedule}.yaml"
+    register: Callable[[Path], Datasets]  # the data root -> its registered datasets
+    evaluator: Callable[[str, str], Any]  # (dataset name, output dir) -> a DatasetEvaluator
+    adapt: Callable[[Any], None] | None = None  # changes for the backbone at hand (after the checkpoint settings)
+
+
+def protocol_config(protocol: Detectron2Protocol, schedule: str, settings: dict[str, Any] | None = None,
+                    opts: tuple[str, ...] = ()):
+    """The protocol's config before the run's data and paths: zoo config, schedule file, checkpoint settings,
+    overrides. Also what the protocol comparison and the dry run read."""
+    from detectron2 import model_zoo
+    from detectron2.config import get_cfg
+
+    from transfer.detectron2 import apply_settings
+
+    cfg = get_cfg()
+    cfg.merge_from_file(model_zoo.get_config_file(protocol.zoo_config))
+    cfg.merge_from_file(str(CONFIG_DIR / f"{protocol.config_stem}_{schedule}.yaml"))
+    if settings:
+        apply_settings(cfg, settings)
+    if protocol.adapt is not None:
+        protocol.adapt(cfg)
+    cfg.merge_from_list([item for pair in split_opts(opts) for item in pair])
+    return cfg
+
+
+def build_config(spec: RunSpec, protocol: Detectron2Protocol):
+    datasets = protocol.register(spec.data_root)
+    cfg = protocol_config(protocol, spec.schedule, spec.settings)
+    cfg.MODEL.WEIGHTS = str(spec.weights)
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = datasets.num_classes
+    cfg.MODEL.DEVICE = spec.device
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = datasets.train, (datasets.test,)
+    cfg.OUTPUT_DIR = str(spec.work_dir)
+    cfg.SEED = spec.seed
+    # the user's overrides come last, so that they win over everything above
+    cfg.merge_from_list([item for pair in split_opts(spec.opts) for item in pair])
+    per_process = per_process_batch(cfg.SOLVER.IMS_PER_BATCH, spec.world_size, f"{protocol.task}/detectron2")
+    if spec.max_iters:  # dry run in one process: the per-process batch of `world_size` GPUs, no evaluation
+        cfg.SOLVER.IMS_PER_BATCH = per_process
+        cfg.SOLVER.MAX_ITER = spec.max_iters
+        cfg.DATASETS.TEST = ()
+        cfg.TEST.PRECISE_BN.ENABLED = False
+        cfg.SOLVER.CHECKPOINT_PERIOD = 10**9
+    cfg.freeze()
+    return cfg
+
+
+def check_protocol(protocol: Detectron2Protocol, schedule: str, opts: tuple[str, ...], processes: int) -> None:
+    """Refuse --opts Detectron2 refuses, and a process count that does not divide the global batch."""
+    from pretrain.errors import UserError
+
+    try:
+        cfg = protocol_config(protocol, schedule, opts=opts)
+    except (KeyError, ValueError, AssertionError) as e:
+        raise UserError(f"--opts: Detectron2 refuses {' '.join(opts)}: {e}") from None
+    per_process_batch(cfg.SOLVER.IMS_PER_BATCH, processes, f"{protocol.task}/detectron2")
+
+
+def protocol_record(cfg, spec: RunSpec) -> dict[str, Any]:
+    global_batch = cfg.SOLVER.IMS_PER_BATCH * (spec.world_size if spec.max_iters else 1)
+    return {"world_size": spec.world_size, "global_batch": global_batch,
+            "per_process_batch": global_batch // spec.world_size, "lr": cfg.SOLVER.BASE_LR,
+            "length": f"{cfg.SOLVER.MAX_ITER} iterations" if not spec.max_iters else f"{spec.max_iters} (dry run)",
+            "lr_steps": list(cfg.SOLVER.STEPS), "seed": spec.seed, "seed_per_rank": "seed + rank"}
+
+
+@contextlib.contextmanager
+def _ddp_without_device_ids(device: str) -> Iterator[None]:
+    """DefaultTrainer wraps the model with `device_ids=[local rank]`, which DDP refuses for a CPU module."""
+    if device != "cpu":
+        yield
+        return
+    from detectron2.engine import defaults
+
+    original = defaults.create_ddp_model
+    defaults.create_ddp_model = lambda model, **kwargs: original(model, **{**kwargs, "device_ids": None})
+    try:
+        yield
+    finally:
+        defaults.create_ddp_model = original
+
+
+def train_and_evaluate(cfg, evaluator: Callable[[str, str], Any]) -> tuple[dict[str, dict[str, float]], list[float]]:
+    """Train (resuming from OUTPUT_DIR's last checkpoint if there is one) and evaluate on the test set.
+    Returns the metrics (the same on every rank's way out; rank 0's are the real ones) and step times."""
+    from detectron2.engine import DefaultTrainer, HookBase
+    from detectron2.utils import comm
+    from detectron2.utils.env import seed_all_rng
+
+    from benchmarks.cpu_distributed import convert_sync_batchnorm_for_cpu, needs_cpu_replacements
+
+    class Trainer(DefaultTrainer):
+        @classmethod
+        def build_model(cls, cfg):
+            model = super().build_model(cfg)
+            return convert_sync_batchnorm_for_cpu(model) if needs_cpu_replacements(cfg.MODEL.DEVICE) else model
+
+        @classmethod
+        def build_evaluator(cls, cfg, dataset_name):
+            return evaluator(dataset_name, cfg.OUTPUT_DIR)
+
+    class StepTimes(HookBase):
+        def __init__(self) -> None:
+            self.seconds: list[float] = []
+
+        def before_step(self) -> None:
+            self.start = time.perf_counter()
+
+        def after_step(self) -> None:
+            self.seconds.append(time.perf_counter() - self.start)
+
+    # as Detectron2's default_setup: each process its own seed, so that augmentations differ between GPUs
+    seed_all_rng(cfg.SEED + comm.get_rank())
+    with _ddp_without_device_ids(cfg.MODEL.DEVICE):
+        trainer = Trainer(cfg)
+    times = StepTimes()
+    trainer.register_hooks([times])
+    trainer.resume_or_load(resume=True)
+    trainer.train()
+    # DefaultTrainer's EvalHook evaluates after the last iteration on every rank and keeps the results on
+    # the trainer (rank 0 gets the metrics, the others {} after the gather). Every rank leaves the same way:
+    # a second evaluation on some ranks only would wait forever in its collectives.
+    if hasattr(trainer, "_last_eval_results"):
+        results = trainer._last_eval_results
+    else:
+        results = Trainer.test(cfg, trainer.model)
+    comm.synchronize()
+    metrics = {task: {metric: float(value) for metric, value in scores.items()}
+               for task, scores in (results or {}).items()}
+    return metrics, times.seconds
+
+
+def run(spec: RunSpec, protocol: Detectron2Protocol) -> TrainResult:
+    from detectron2.utils import comm
+    from detectron2.utils.logger import setup_logger
+
+    spec.work_dir.mkdir(parents=True, exist_ok=True)
+    setup_logger(output=str(spec.work_dir / "log.txt"), distributed_rank=comm.get_rank())
+    cfg = build_config(spec, protocol)
+    metrics, seconds = train_and_evaluate(cfg, protocol.evaluator)
+    protocol = protocol_record(cfg, spec)
+    if spec.max_iters:
+        protocol["seconds_per_iter"] = seconds
+    return TrainResult(cfg.dump(), metrics, protocol)
