@@ -13,58 +13,24 @@ import csv
 import io
 import json
 import math
-import statistics
-from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from benchmarks.tasks import task_names, task_table
 from pretrain.files import atomic_path, atomic_write_json, atomic_write_text
 
 SMOKE_NOTE = ("smoke schedule on the embedded generated data: shows that the pipeline runs end to end; "
               "NOT a benchmark result, and says nothing about which method transfers better")
+UNFINISHED = "unfinished (running, or interrupted: rerun the same command to resume)"
+# What makes two run directories seeds of one table row.
+ROW_KEY = ["task", "checkpoint_sha256", "framework", "schedule", "data", "opts"]
 
 
 def _columns(task: str) -> list[tuple[str, str, str]]:
     """(metric group in result.json, metric, column) of a task's table, from its benchmark declaration."""
     return [(c.group, c.metric, c.name) for c in task_table(task).columns]
-
-
-@dataclass
-class Row:
-    task: str
-    checkpoint: str
-    method: str
-    arch: str
-    recipe: str
-    framework: str
-    framework_version: str
-    schedule: str
-    checkpoint_sha256: str
-    data: str = ""
-    run_dirs: list[Path] = field(default_factory=list)
-    config_sha256: set[str] = field(default_factory=set)
-    seeds: dict[int, dict[str, float]] = field(default_factory=dict)  # finished seed -> column -> value
-    failed: dict[int, str] = field(default_factory=dict)  # failed seed -> error
-    date: str = ""
-    quoted_source: str = ""
-    opts: tuple[str, ...] = ()
-    batches: set[str] = field(default_factory=set)  # "global = processes x per process", per finished seed
-
-    @property
-    def status(self) -> str:
-        if self.quoted_source:
-            return "quoted"
-        if not self.seeds:
-            return "failed"
-        return "finished" if not self.failed else f"finished ({len(self.failed)} seed(s) failed)"
-
-    def summary(self, column: str) -> tuple[float, float] | None:
-        values = [scores[column] for scores in self.seeds.values() if column in scores]
-        if not values:
-            return None
-        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -74,65 +40,125 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def gather(runs: Path) -> list[Row]:
-    rows: dict[tuple[str, str, str, str, str], Row] = {}
+def gather(runs: Path) -> pd.DataFrame:
+    """One line per run directory (one seed of one row): what ran, its outcome and its metrics."""
+    lines = []
     for run_json in sorted(runs.glob("*/*/*/*/seed*/run.json")):
         run_dir = run_json.parent
         result, failure = _read_json(run_dir / "result.json"), _read_json(run_dir / "failure.json")
-        record = result if result and result.get("status") == "finished" else failure or _read_json(run_json)
+        finished = result is not None and result.get("status") == "finished"
+        record = result if finished else failure or _read_json(run_json)
         if record is None or record.get("task") not in task_names():
             continue
-        data = "embedded" if record.get("embedded_data") else Path(record.get("data", "")).name
-        opts = tuple(record.get("opts") or ())
-        key = (record["task"], record["checkpoint_sha256"], record["framework"], record["schedule"], data, opts)
-        row = rows.setdefault(key, Row(
-            task=record["task"], checkpoint=Path(record["checkpoint"]).name.split(".")[0],
-            method=record.get("method") or "?", arch=record.get("arch") or "?", recipe=record.get("recipe") or "",
-            framework=record["framework"], framework_version=record.get("framework_version", ""),
-            schedule=record["schedule"], checkpoint_sha256=record["checkpoint_sha256"], data=data, opts=opts))
-        seed = int(record["seed"])
-        row.run_dirs.append(run_dir)
-        if record is result:
-            row.seeds[seed] = {column: float(result["metrics"].get(group, {}).get(metric, math.nan))
-                               for group, metric, column in _columns(row.task)}
-            row.config_sha256.add(result.get("config_sha256", ""))
-            row.date = max(row.date, result.get("finished", ""))
+        line = {
+            "task": record["task"], "checkpoint_sha256": record["checkpoint_sha256"],
+            "framework": record["framework"], "schedule": record["schedule"],
+            "data": "embedded" if record.get("embedded_data") else Path(record.get("data", "")).name,
+            "opts": " ".join(record.get("opts") or ()), "quoted_source": "",
+            "checkpoint": Path(record["checkpoint"]).name.split(".")[0], "method": record.get("method") or "?",
+            "arch": record.get("arch") or "?", "recipe": record.get("recipe") or "",
+            "framework_version": record.get("framework_version", ""), "seed": int(record["seed"]),
+            "seeds_asked": int(record.get("seeds_asked", 1)), "run_dir": str(run_dir),
+            "outcome": "finished" if finished else "failed" if failure is not None else "unfinished",
+            "error": "" if finished else failure.get("error", "unknown error") if failure is not None else UNFINISHED,
+            "config_sha256": "", "date": "", "batch": "",
+        }
+        if finished:
             protocol = result.get("protocol") or {}
+            line.update(config_sha256=result.get("config_sha256", ""), date=result.get("finished", ""))
             if "global_batch" in protocol:
-                row.batches.add(f"{protocol['global_batch']} = {protocol['world_size']} × "
-                                f"{protocol['per_process_batch']}")
-        elif failure is not None:
-            row.failed[seed] = failure.get("error", "unknown error")
-        else:  # started, neither finished nor failed: running, or killed (a rerun resumes it)
-            row.failed[seed] = "unfinished (running, or interrupted: rerun the same command to resume)"
-    return sorted(rows.values(), key=lambda r: (r.task, r.schedule == "smoke", r.schedule, r.framework,
-                                                r.method, r.checkpoint))
+                line["batch"] = (f"{protocol['global_batch']} = {protocol['world_size']} × "
+                                 f"{protocol['per_process_batch']}")
+            for group, metric, column in _columns(record["task"]):
+                line[column] = float(result["metrics"].get(group, {}).get(metric, math.nan))
+        lines.append(line)
+    return pd.DataFrame(lines)
 
 
-def read_quoted(path: Path) -> list[Row]:
+def read_quoted(path: Path) -> pd.DataFrame:
     """Published numbers, one per line: task,name,method,arch,framework,schedule,source,<columns...>."""
     if not path.is_file():
-        return []
-    rows = []
-    for line in csv.DictReader(io.StringIO(path.read_text())):
-        row = Row(task=line["task"], checkpoint=line["name"], method=line["method"], arch=line["arch"],
-                  recipe=line.get("recipe", ""), framework=line["framework"], framework_version="",
-                  schedule=line["schedule"], checkpoint_sha256="", quoted_source=line["source"])
-        row.seeds[0] = {column: float(line[column]) for _, _, column in _columns(row.task)
-                        if line.get(column) not in (None, "")}
-        rows.append(row)
-    return rows
+        return pd.DataFrame()
+    lines = []
+    for index, quoted in enumerate(csv.DictReader(io.StringIO(path.read_text()))):
+        line = {"task": quoted["task"], "checkpoint_sha256": f"quoted:{index}", "framework": quoted["framework"],
+                "schedule": quoted["schedule"], "data": "", "opts": "", "quoted_source": quoted["source"],
+                "checkpoint": quoted["name"], "method": quoted["method"], "arch": quoted["arch"],
+                "recipe": quoted.get("recipe", ""), "framework_version": "", "seed": 0, "seeds_asked": 1,
+                "outcome": "quoted", "error": "", "config_sha256": "", "date": "", "batch": ""}
+        for _, _, column in _columns(quoted["task"]):
+            line[column] = float(quoted[column]) if quoted.get(column) not in (None, "") else math.nan
+        lines.append(line)
+    return pd.DataFrame(lines)
 
 
-def _cell(row: Row, column: str) -> str:
-    summary = row.summary(column)
-    if summary is None or math.isnan(summary[0]):
+def summarize(frame: pd.DataFrame, task: str) -> pd.DataFrame:
+    """One row per (checkpoint, framework, schedule, data, overrides) of `task`: mean, std and count of each
+    metric over the finished seeds, the seeds, the failed ones, provenance. Quoted rows first, then the
+    benchmark rows, smoke rows last."""
+    frame = frame[frame["task"] == task]
+    columns = [c for _, _, c in _columns(task)]
+    for column in columns:
+        if column not in frame:
+            frame = frame.assign(**{column: math.nan})
+    groups = frame.groupby(ROW_KEY, sort=False)
+    first = groups[["checkpoint", "method", "arch", "recipe", "framework_version", "quoted_source"]].first()
+    done = frame[frame["outcome"].isin(["finished", "quoted"])].groupby(ROW_KEY, sort=False)
+    # a NaN in any seed makes the mean NaN (shown "—"), never the mean of the other seeds
+    means, stds, counts = done[columns].mean(skipna=False), done[columns].std(skipna=False), done.size()
+    rows = first.join(pd.DataFrame({
+        "seeds": done["seed"].agg(lambda s: sorted(s)),
+        "seeds_asked": groups["seeds_asked"].max(),
+        "failed": groups.apply(lambda g: {int(s): e for s, e, o in zip(g["seed"], g["error"], g["outcome"],
+                                                                        strict=True)
+                                          if o in ("failed", "unfinished")}, include_groups=False),
+        "config_sha256": done["config_sha256"].agg(lambda s: sorted({h for h in s if h})),
+        "date": done["date"].max(),
+        "batches": done["batch"].agg(lambda s: sorted({b for b in s if b})),
+        "run_dirs": groups["run_dir"].agg(list) if "run_dir" in frame else None,
+    }))
+    rows = rows.join(means.add_suffix("_mean")).join(stds.add_suffix("_std"))
+    # one seed has no spread: its std is 0, shown as the value alone
+    single = counts.reindex(rows.index) == 1
+    for column in columns:
+        rows.loc[single, f"{column}_std"] = 0.0
+    rows["seeds"] = rows["seeds"].apply(lambda s: s if isinstance(s, list) else [])
+    for name in ("config_sha256", "batches"):
+        rows[name] = rows[name].apply(lambda v: v if isinstance(v, list) else [])
+    rows["date"] = rows["date"].fillna("")
+    rows = rows.reset_index()
+    rows["status"] = rows.apply(_status, axis=1)
+    quoted = rows["quoted_source"] != ""
+    order = pd.DataFrame({"quoted": ~quoted, "smoke": rows["schedule"] == "smoke", "schedule": rows["schedule"],
+                          "framework": rows["framework"], "method": rows["method"], "checkpoint": rows["checkpoint"]})
+    order.loc[quoted, ["smoke", "schedule", "framework", "method", "checkpoint"]] = [False, "", "", "", ""]
+    return rows.loc[order.sort_values(list(order.columns), kind="stable").index].reset_index(drop=True)
+
+
+def _status(row: pd.Series) -> str:
+    if row["quoted_source"]:
+        return "quoted"
+    if not row["seeds"]:
+        return "failed"
+    return "finished" if not row["failed"] else f"finished ({len(row['failed'])} seed(s) failed)"
+
+
+def summary(row: pd.Series, column: str) -> tuple[float, float] | None:
+    """(mean, std) of `column` over the row's finished seeds; None when none finished."""
+    if not row["seeds"]:
+        return None
+    return float(row[f"{column}_mean"]), float(row[f"{column}_std"])
+
+
+def _cell(row: pd.Series, column: str) -> str:
+    stats = summary(row, column)
+    if stats is None or math.isnan(stats[0]):
         return "—"
-    mean, std = summary
-    return f"{mean:.1f}" if row.quoted_source or len(row.seeds) == 1 else f"{mean:.1f} ± {std:.1f}"
+    mean, std = stats
+    return f"{mean:.1f}" if row["quoted_source"] or len(row["seeds"]) == 1 else f"{mean:.1f} ± {std:.1f}"
 
 
-def _csv(rows: list[Row], task: str) -> str:
+def _csv(rows: pd.DataFrame, task: str) -> str:
     columns = [c for _, _, c in _columns(task)]
     out = io.StringIO()
     writer = csv.writer(out)
@@ -140,27 +166,28 @@ def _csv(rows: list[Row], task: str) -> str:
                      "opts", "batch (global = processes x per process)",
                      "status", "seeds", *[f"{c}_{s}" for c in columns for s in ("mean", "std")],
                      "checkpoint_sha256", "config_sha256", "date", "error", "source"])
-    for row in rows:
+    for _, row in rows.iterrows():
         stats = []
         for column in columns:
-            summary = row.summary(column)
-            stats += ["", ""] if summary is None else [f"{summary[0]:.3f}", f"{summary[1]:.3f}"]
-        seeds = " ".join(map(str, sorted(row.seeds))) if not row.quoted_source else ""
-        writer.writerow([row.checkpoint, row.method, row.arch, row.recipe, row.data, row.framework,
-                         row.framework_version, row.schedule, " ".join(row.opts), "; ".join(sorted(row.batches)),
-                         row.status, seeds, *stats, row.checkpoint_sha256, " ".join(sorted(row.config_sha256)),
-                         row.date,
-                         "; ".join(f"seed {s}: {e}" for s, e in sorted(row.failed.items())), row.quoted_source])
+            cell = summary(row, column)
+            stats += ["", ""] if cell is None else [f"{cell[0]:.3f}", f"{cell[1]:.3f}"]
+        quoted = bool(row["quoted_source"])
+        seeds = " ".join(map(str, row["seeds"])) if not quoted else ""
+        writer.writerow([row["checkpoint"], row["method"], row["arch"], row["recipe"], row["data"], row["framework"],
+                         row["framework_version"], row["schedule"], row["opts"], "; ".join(row["batches"]),
+                         row["status"], seeds, *stats, "" if quoted else row["checkpoint_sha256"],
+                         " ".join(row["config_sha256"]), row["date"],
+                         "; ".join(f"seed {s}: {e}" for s, e in sorted(row["failed"].items())), row["quoted_source"]])
     return out.getvalue()
 
 
-def _markdown(rows: list[Row], task: str, chart: str | None) -> str:
+def _markdown(rows: pd.DataFrame, task: str, chart: str | None) -> str:
     columns = [c for _, _, c in _columns(task)]
     lines = [f"# {task_table(task).title}", "", "Generated by `python -m benchmarks collect` from the run directories; "
              "mean ± std over the seeds listed. Do not edit by hand.", ""]
     for smoke in (False, True):
-        part = [r for r in rows if (r.schedule == "smoke") == smoke]
-        if not part:
+        part = rows[(rows["schedule"] == "smoke") == smoke]
+        if part.empty:
             continue
         lines += [f"## {'Smoke runs' if smoke else 'Benchmark runs'}", ""]
         if smoke:
@@ -168,23 +195,25 @@ def _markdown(rows: list[Row], task: str, chart: str | None) -> str:
         lines += ["| checkpoint | method | arch | pretraining | data | framework | schedule | batch (global = "
                   "processes × per process) | seeds | " + " | ".join(columns) + " | status | provenance |",
                   "|" + "---|" * (len(columns) + 11)]
-        for row in part:
-            seeds = ", ".join(map(str, sorted(row.seeds))) if not row.quoted_source else "—"
-            if row.quoted_source:
-                provenance = f"quoted from {row.quoted_source}"
+        for _, row in part.iterrows():
+            quoted = bool(row["quoted_source"])
+            seeds = ", ".join(map(str, row["seeds"])) if not quoted else "—"
+            if quoted:
+                provenance = f"quoted from {row['quoted_source']}"
             else:
-                provenance = (f"ckpt `{row.checkpoint_sha256[:12]}`, {row.framework} {row.framework_version}, "
-                              f"config `{'/'.join(sorted(h[:8] for h in row.config_sha256 if h)) or '—'}`, "
-                              f"{row.date[:10] or '—'}")
-            status = row.status
-            if row.failed:
+                provenance = (f"ckpt `{row['checkpoint_sha256'][:12]}`, {row['framework']} {row['framework_version']}, "
+                              f"config `{'/'.join(h[:8] for h in row['config_sha256']) or '—'}`, "
+                              f"{row['date'][:10] or '—'}")
+            status = row["status"]
+            if row["failed"]:
                 status += ": " + "; ".join(f"seed {seed}: {error.splitlines()[0][:120]}"
-                                           for seed, error in sorted(row.failed.items()))
-            name = f"*{row.checkpoint} (quoted)*" if row.quoted_source else row.checkpoint
-            if row.opts:
-                name += f" (opts: {' '.join(row.opts)})"
-            lines.append(f"| {name} | {row.method} | {row.arch} | {row.recipe or '—'} | {row.data or '—'} | "
-                         f"{row.framework} | {row.schedule} | {'; '.join(sorted(row.batches)) or '—'} | "
+                                           for seed, error in sorted(row["failed"].items()))
+            name = f"*{row['checkpoint']} (quoted)*" if quoted else row["checkpoint"]
+            if row["opts"]:
+                name += f" (opts: {row['opts']})"
+            lines.append(f"| {name} | {row['method']} | {row['arch']} | {row['recipe'] or '—'} | "
+                         f"{row['data'] or '—'} | {row['framework']} | {row['schedule']} | "
+                         f"{'; '.join(row['batches']) or '—'} | "
                          f"{seeds} | " + " | ".join(_cell(row, c) for c in columns)
                          + f" | {status} | {provenance} |")
         lines.append("")
@@ -199,18 +228,15 @@ def _markdown(rows: list[Row], task: str, chart: str | None) -> str:
     return "\n".join(lines)
 
 
-def method_summary(rows: list[Row], column: str) -> dict[tuple[str, str], tuple[float, float, int]]:
+def method_summary(rows: pd.DataFrame, column: str) -> dict[tuple[str, str], tuple[float, float, int]]:
     """(method, data) -> (mean, std, n) over the checkpoints' seed means."""
-    groups: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for row in rows:
-        summary = row.summary(column)
-        if summary is not None and not row.quoted_source and not math.isnan(summary[0]):
-            groups[(row.method, row.data)].append(summary[0])
-    return {key: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
-            for key, v in sorted(groups.items())}
+    ours = rows[(rows["quoted_source"] == "") & rows["seeds"].apply(bool)]
+    means = ours.assign(value=ours[f"{column}_mean"]).dropna(subset=["value"])
+    stats = means.groupby(["method", "data"])["value"].agg(["mean", "std", "count"]).fillna({"std": 0.0})
+    return {key: (float(s["mean"]), float(s["std"]), int(s["count"])) for key, s in stats.sort_index().iterrows()}
 
 
-def _by_method(rows: list[Row], columns: list[str]) -> list[str]:
+def _by_method(rows: pd.DataFrame, columns: list[str]) -> list[str]:
     summaries = {column: method_summary(rows, column) for column in columns}
     keys = sorted({key for summary in summaries.values() for key in summary})
     lines = ["## By method (mean ± std over checkpoints)", "",
@@ -223,7 +249,7 @@ def _by_method(rows: list[Row], columns: list[str]) -> list[str]:
     return lines + [""]
 
 
-def _probe_figures(rows: list[Row], out: Path) -> None:
+def _probe_figures(rows: pd.DataFrame, out: Path) -> None:
     """2-D projections coloured by class and by sub-mode (one checkpoint per method), and the mean
     per-class eigenvalue spectra of every checkpoint side by side."""
     import matplotlib
@@ -233,22 +259,22 @@ def _probe_figures(rows: list[Row], out: Path) -> None:
     import numpy as np
 
     plotted = []
-    for row in rows:
-        for run_dir in sorted(row.run_dirs):
-            data = _read_json(run_dir / "work" / "plot_data.json")
-            if data is not None and row.seeds:
+    for _, row in rows[rows["quoted_source"] == ""].iterrows():
+        for run_dir in sorted(row["run_dirs"]):
+            data = _read_json(Path(run_dir) / "work" / "plot_data.json")
+            if data is not None and row["seeds"]:
                 plotted.append((row, data))
                 break
     if not plotted:
         return
     first_per_method = {}
     for row, data in plotted:
-        first_per_method.setdefault(row.method, (row, data))
+        first_per_method.setdefault(row["method"], (row, data))
     fig, axes = plt.subplots(len(first_per_method), 2, figsize=(8, 3.6 * len(first_per_method)), squeeze=False)
     for (method, (row, data)), (by_class, by_submode) in zip(first_per_method.items(), axes, strict=True):
         xy = np.asarray(data["projection"], dtype=float)
         by_class.scatter(xy[:, 0], xy[:, 1], c=data["labels"], cmap="tab10", s=6)
-        by_class.set_title(f"{method} ({row.checkpoint[-8:]}): colour = class", fontsize=8)
+        by_class.set_title(f"{method} ({row['checkpoint'][-8:]}): colour = class", fontsize=8)
         if data["submodes"] is not None:
             by_submode.scatter(xy[:, 0], xy[:, 1], c=data["submodes"], cmap="tab20", s=6)
             by_submode.set_title(f"{method}: colour = sub-mode (fine label)", fontsize=8)
@@ -263,7 +289,8 @@ def _probe_figures(rows: list[Row], out: Path) -> None:
     colours = dict(zip(sorted(first_per_method), plt.get_cmap("tab10").colors, strict=False))
     for row, data in plotted:
         shares = [v for v in data["spectrum"] if v > 1e-10]  # a class of n images has n - 1 non-zero values
-        ax.semilogy(range(1, len(shares) + 1), shares, color=colours[row.method], alpha=0.8, label=row.method)
+        ax.semilogy(range(1, len(shares) + 1), shares, color=colours[row["method"]], alpha=0.8,
+                    label=row["method"])
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))
     ax.legend(unique.values(), unique.keys())
@@ -282,29 +309,30 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def _chart(rows: list[Row], task: str, path: Path) -> bool:
+def _chart(rows: pd.DataFrame, task: str, path: Path) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plotted = [r for r in rows if r.seeds]
+    plotted = [row for _, row in rows.iterrows() if row["seeds"]]
     if not plotted:
         return False
     metrics = list(task_table(task).headline)
     fig, axes = plt.subplots(1, len(metrics), figsize=(max(5.0, 1.2 * len(plotted) + 2) * len(metrics), 4.2),
                              squeeze=False)
-    labels = [f"{r.method} {r.arch}\n" + ("(quoted)" if r.quoted_source else r.checkpoint_sha256[:8])
-              + f"\n{r.framework}/{r.schedule}" for r in plotted]
-    colours = ["#bbbbbb" if r.quoted_source else "#e07b39" if r.schedule == "smoke" else "#3b75af" for r in plotted]
+    labels = [f"{r['method']} {r['arch']}\n" + ("(quoted)" if r["quoted_source"] else r["checkpoint_sha256"][:8])
+              + f"\n{r['framework']}/{r['schedule']}" for r in plotted]
+    colours = ["#bbbbbb" if r["quoted_source"] else "#e07b39" if r["schedule"] == "smoke" else "#3b75af"
+               for r in plotted]
     for ax, metric in zip(axes[0], metrics, strict=True):
-        values = [r.summary(metric) or (math.nan, 0.0) for r in plotted]
+        values = [summary(r, metric) or (math.nan, 0.0) for r in plotted]
         ax.bar(range(len(plotted)), [v[0] for v in values], yerr=[v[1] for v in values], color=colours, capsize=4)
         ax.set_xticks(range(len(plotted)), labels, fontsize=7)
         ax.set_ylabel(metric)
         ax.grid(axis="y", alpha=0.3)
     title = task_table(task).title
-    if any(r.schedule == "smoke" for r in plotted):
+    if any(r["schedule"] == "smoke" for r in plotted):
         title += "\norange: smoke runs on generated data, NOT benchmark results"
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -312,15 +340,16 @@ def _chart(rows: list[Row], task: str, path: Path) -> bool:
     return True
 
 
-def collect(runs: str | Path = "runs/bench", out: str | Path = "results") -> dict[str, list[Row]]:
-    """Write results/<task>.csv, .md and .png for every task with runs; returns the rows per task."""
+def collect(runs: str | Path = "runs/bench", out: str | Path = "results") -> dict[str, pd.DataFrame]:
+    """Write results/<task>.csv, .md and .png for every task with runs; returns the table rows per task."""
     runs, out = Path(runs), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    by_task: dict[str, list[Row]] = defaultdict(list)
-    for row in read_quoted(out / "quoted.csv") + gather(runs):
-        by_task[row.task].append(row)
-    for task, rows in by_task.items():
-        if all(r.quoted_source for r in rows):
+    frame = pd.concat([read_quoted(out / "quoted.csv"), gather(runs)], ignore_index=True)
+    by_task: dict[str, pd.DataFrame] = {}
+    for task in dict.fromkeys(frame["task"]) if not frame.empty else ():
+        rows = summarize(frame, task)
+        by_task[task] = rows
+        if (rows["quoted_source"] != "").all():
             continue
         chart = f"{task}.png" if _chart(rows, task, out / f"{task}.png") else None
         if task == "probe":
@@ -328,17 +357,17 @@ def collect(runs: str | Path = "runs/bench", out: str | Path = "results") -> dic
         atomic_write_text(out / f"{task}.csv", _csv(rows, task))
         atomic_write_text(out / f"{task}.md", _markdown(rows, task, chart))
     atomic_write_json(out / "index.json", {task: len(rows) for task, rows in sorted(by_task.items())})
-    return dict(by_task)
+    return by_task
 
 
-def print_tables(by_task: dict[str, list[Row]]) -> None:
+def print_tables(by_task: dict[str, pd.DataFrame]) -> None:
     for task, rows in by_task.items():
         columns = list(task_table(task).headline)
         print(f"\n{task_table(task).title}")
-        for row in rows:
+        for _, row in rows.iterrows():
             scores = "  ".join(f"{c} {_cell(row, c):>11}" for c in columns)
-            flag = " (smoke: not a benchmark result)" if row.schedule == "smoke" else ""
-            print(f"  {row.method:8s} {row.framework:10s} {row.schedule:5s} {scores}  {row.status}{flag}")
+            flag = " (smoke: not a benchmark result)" if row["schedule"] == "smoke" else ""
+            print(f"  {row['method']:8s} {row['framework']:10s} {row['schedule']:5s} {scores}  {row['status']}{flag}")
         if task == "probe":
             print("  by method (mean ± std over checkpoints):")
             summaries = {c: method_summary(rows, c) for c in columns}

@@ -254,7 +254,7 @@ def test_collect_builds_tables_from_run_directories_and_keeps_rows_of_failed_run
                                                                                  monkeypatch):
     import shutil
 
-    from benchmarks.collect import collect
+    from benchmarks.collect import collect, summary
 
     out = tmp_path / "bench"
     shutil.copytree(openmmlab_runs["out"], out)
@@ -285,12 +285,12 @@ def test_collect_builds_tables_from_run_directories_and_keeps_rows_of_failed_run
     for task in by_task:
         assert (results / f"{task}.md").is_file() and (results / f"{task}.csv").is_file()
         assert (results / f"{task}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    [voc_row] = by_task["voc"]
-    assert sorted(voc_row.seeds) == [0, 1] and voc_row.failed and "Loss is NaN" in voc_row.failed[2]
-    mean, std = voc_row.summary("mIoU")
+    [voc_row] = [row for _, row in by_task["voc"].iterrows()]
+    assert voc_row["seeds"] == [0, 1] and voc_row["failed"] and "Loss is NaN" in voc_row["failed"][2]
+    mean, std = summary(voc_row, "mIoU")
     assert mean == pytest.approx(first["mIoU"] + 1) and std == pytest.approx(2 ** 0.5)
-    ade_rows = {row.method: row for row in by_task["ade20k"]}
-    assert ade_rows["look"].status == "finished" and ade_rows["sl"].status == "failed"
+    ade_rows = {row["method"]: row for _, row in by_task["ade20k"].iterrows()}
+    assert ade_rows["look"]["status"] == "finished" and ade_rows["sl"]["status"] == "failed"
     markdown = (results / "voc.md").read_text()
     assert "## Smoke runs" in markdown and "NOT a benchmark result" in markdown and "## Benchmark runs" not in markdown
     assert f"{first['mIoU'] + 1:.1f} ± 1.4" in markdown and "seed 2: FloatingPointError: Loss is NaN" in markdown

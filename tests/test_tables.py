@@ -1,0 +1,111 @@
+"""The tables of `collect`, built from a fixed set of run directories and compared with checked-in files.
+
+The run directories below cover every kind of row: several seeds (mean ± std), one seed (value alone),
+a finished row with a failed seed, a row whose seeds all failed, an unfinished run, fewer finished seeds
+than asked, runs with overrides, smoke runs, quoted rows, and the probe's by-method table. A change of
+the tables' content shows here as a diff against `tests/expected_tables/`; after a deliberate change,
+regenerate them with `UPDATE_EXPECTED_TABLES=1 pytest tests/test_tables.py` and review the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+EXPECTED = Path(__file__).parent / "expected_tables"
+SHA = {"sl": "a1" * 32, "slmlp": "b2" * 32, "look": "c3" * 32}
+PROTOCOL = {"world_size": 8, "global_batch": 16, "per_process_batch": 2, "lr": 0.02}
+
+
+def _coco(ap: float) -> dict[str, dict[str, float]]:
+    return {"bbox": {"AP": ap, "AP50": ap + 20, "AP75": ap + 2, "APs": float("nan")},
+            "segm": {"AP": ap - 3, "AP50": ap + 17, "AP75": ap - 1}}
+
+
+def _voc_det(ap50: float) -> dict[str, dict[str, float]]:
+    return {"bbox": {"AP": ap50 - 25, "AP50": ap50, "AP75": ap50 - 22},
+            "bbox_integral": {"AP": ap50 - 24, "AP50": ap50 + 1, "AP75": ap50 - 21}}
+
+
+def _probe(top1: float) -> dict[str, dict[str, float]]:
+    return {"probe": {"linear_top1": top1, "knn_top1": top1 - 4},
+            "diagnostics": {"within_between": 0.3, "effective_rank": 5.5, "submode_separability": top1 / 100,
+                            "knn_agreement": 0.8}}
+
+
+# (task, framework, schedule, method, seed, outcome, opts, seeds asked): outcome is metrics, an error, or None
+RUNS = [
+    ("coco", "detectron2", "1x", "sl", 0, _coco(38.1), (), 3),
+    ("coco", "detectron2", "1x", "sl", 1, _coco(38.5), (), 3),
+    ("coco", "detectron2", "1x", "sl", 2, _coco(38.0), (), 3),
+    ("coco", "detectron2", "1x", "look", 0, _coco(39.0), (), 2),
+    ("coco", "detectron2", "1x", "look", 1, "RuntimeError: CUDA out of memory", (), 2),
+    ("coco", "detectron2", "1x", "slmlp", 0, _coco(38.9), ("SOLVER.BASE_LR=0.01",), 1),
+    ("coco", "mmdet", "1x", "slmlp", 0, "FileNotFoundError: instances_val2017.json", (), 1),
+    ("coco", "mmdet", "smoke", "sl", 0, _coco(1.2), (), 1),
+    ("coco", "mmdet", "smoke", "sl", 1, None, (), 1),
+    ("voc-det", "detectron2", "24k", "sl", 0, _voc_det(81.2), (), 5),
+    ("voc-det", "detectron2", "24k", "sl", 1, _voc_det(81.6), (), 5),
+    ("voc-det", "detectron2", "24k", "sl", 2, _voc_det(80.9), (), 5),
+    ("voc-det", "detectron2", "24k", "look", 0, _voc_det(82.0), (), 5),
+    ("probe", "frozen", "standard", "sl", 0, _probe(60.0), (), 1),
+    ("probe", "frozen", "standard", "look", 0, _probe(66.0), (), 1),
+]
+QUOTED = ("task,name,method,arch,framework,schedule,source,AP_bb,AP50_bb,AP75_bb,AP_mk,AP50_mk,AP75_mk\n"
+          "coco,supervised IN-1k,sl,resnet50,detectron2,1x,MoCo paper Table 5,38.9,59.6,42.7,35.4,56.5,38.1\n")
+
+
+def write_runs(root: Path) -> None:
+    from benchmarks.runner import opts_suffix
+
+    for task, framework, schedule, method, seed, outcome, opts, asked in RUNS:
+        name = f"{method}_resnet50_imagenet_ep100-{SHA[method][:8]}"
+        run_dir = root / task / framework / schedule / (name + opts_suffix(opts)) / f"seed{seed}"
+        run_dir.mkdir(parents=True)
+        record = {"task": task, "framework": framework, "framework_version": "9.9.9", "schedule": schedule,
+                  "seed": seed, "seeds_asked": asked, "data": f"/data/{task}", "embedded_data": schedule == "smoke",
+                  "checkpoint": f"/ckpts/{name}.pth", "checkpoint_sha256": SHA[method], "method": method,
+                  "arch": "resnet50", "recipe": "imagenet 100 ep", "device": "cuda", "world_size": 8,
+                  "opts": list(opts), "started": "2026-11-20T10:00:00+00:00"}
+        (run_dir / "run.json").write_text(json.dumps(record))
+        if isinstance(outcome, dict):
+            (run_dir / "result.json").write_text(json.dumps({
+                **record, "config_sha256": f"{seed:02d}" * 32, "protocol": PROTOCOL, "status": "finished",
+                "finished": f"2026-11-2{seed + 1}T12:00:00+00:00", "metrics": outcome}))
+        elif isinstance(outcome, str):
+            (run_dir / "failure.json").write_text(json.dumps({**record, "status": "failed", "error": outcome}))
+
+
+def test_tables_match_the_checked_in_files(tmp_path):
+    from benchmarks.collect import collect
+
+    runs, out = tmp_path / "runs", tmp_path / "results"
+    write_runs(runs)
+    out.mkdir()
+    (out / "quoted.csv").write_text(QUOTED)
+    by_task = collect(runs, out)
+    assert sorted(by_task) == ["coco", "probe", "voc-det"]
+    written = sorted(p.name for p in out.iterdir() if p.suffix in (".csv", ".md", ".json") and p.name != "quoted.csv")
+    if os.environ.get("UPDATE_EXPECTED_TABLES"):
+        EXPECTED.mkdir(exist_ok=True)
+        for name in written:
+            (EXPECTED / name).write_text((out / name).read_text())
+    assert written == sorted(p.name for p in EXPECTED.iterdir()), "a table appeared or disappeared"
+    for name in written:
+        assert (out / name).read_text() == (EXPECTED / name).read_text(), f"{name} changed"
+    assert all((out / f"{task}.png").stat().st_size > 0 for task in by_task)
+
+
+@pytest.mark.parametrize("name", ["coco.md", "voc-det.md"])
+def test_expected_tables_say_what_a_reader_needs(name):
+    """What the checked-in files must keep saying, whatever their layout."""
+    text = (EXPECTED / name).read_text()
+    assert "± 0.0" not in text  # a single seed shows its value alone
+    if name == "coco.md":
+        assert "38.2 ± 0.3" in text  # AP_bb of sl over seeds 0, 1, 2: mean 38.2, std 0.26
+        assert "finished (1 seed(s) failed)" in text and "CUDA out of memory" in text
+        assert "*supervised IN-1k (quoted)*" in text and "opts: SOLVER.BASE_LR=0.01" in text
+        assert "Smoke runs" in text and "unfinished" in text
