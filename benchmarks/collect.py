@@ -1,5 +1,7 @@
 """Gather every run directory under `runs/bench` into `results/`: per task a CSV, a Markdown table and a
 bar chart, one row per (pretrained checkpoint, framework, schedule), mean ± std over finished seeds.
+With pandas: `gather` reads one line per run directory (one seed), `summarize` groups them into the
+table's rows (mean, std, count; a single seed has no std and shows its value alone).
 
 Rows come only from the run directories, so a failed run never removes a finished one: a checkpoint
 whose runs all failed appears as a failed row with its error. Smoke runs are listed apart and labelled
@@ -10,6 +12,7 @@ added as rows marked "quoted" from `results/quoted.csv`, with their source.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -105,7 +108,7 @@ def summarize(frame: pd.DataFrame, task: str) -> pd.DataFrame:
     first = groups[["checkpoint", "method", "arch", "recipe", "framework_version", "quoted_source"]].first()
     done = frame[frame["outcome"].isin(["finished", "quoted"])].groupby(ROW_KEY, sort=False)
     # a NaN in any seed makes the mean NaN (shown "—"), never the mean of the other seeds
-    means, stds, counts = done[columns].mean(skipna=False), done[columns].std(skipna=False), done.size()
+    means, stds = done[columns].mean(skipna=False), done[columns].std(skipna=False)
     rows = first.join(pd.DataFrame({
         "seeds": done["seed"].agg(lambda s: sorted(s)),
         "seeds_asked": groups["seeds_asked"].max(),
@@ -118,10 +121,7 @@ def summarize(frame: pd.DataFrame, task: str) -> pd.DataFrame:
         "run_dirs": groups["run_dir"].agg(list) if "run_dir" in frame else None,
     }))
     rows = rows.join(means.add_suffix("_mean")).join(stds.add_suffix("_std"))
-    # one seed has no spread: its std is 0, shown as the value alone
-    single = counts.reindex(rows.index) == 1
-    for column in columns:
-        rows.loc[single, f"{column}_std"] = 0.0
+    # one seed has no spread: no std (NaN, left empty in the CSV), and the value shown alone
     rows["seeds"] = rows["seeds"].apply(lambda s: s if isinstance(s, list) else [])
     for name in ("config_sha256", "batches"):
         rows[name] = rows[name].apply(lambda v: v if isinstance(v, list) else [])
@@ -136,15 +136,29 @@ def summarize(frame: pd.DataFrame, task: str) -> pd.DataFrame:
 
 
 def _status(row: pd.Series) -> str:
+    """finished / failed / quoted, with what is missing: "finished (1 failed, 1 unfinished; 3/5 seeds)"."""
     if row["quoted_source"]:
         return "quoted"
     if not row["seeds"]:
-        return "failed"
-    return "finished" if not row["failed"] else f"finished ({len(row['failed'])} seed(s) failed)"
+        return "failed" if any(e != UNFINISHED for e in row["failed"].values()) else "unfinished"
+    unfinished = sum(e == UNFINISHED for e in row["failed"].values())
+    parts = [f"{n} {what}" for n, what in ((len(row["failed"]) - unfinished, "failed"), (unfinished, "unfinished"))
+             if n]
+    missing = f"{len(row['seeds'])}/{row['seeds_asked']} seeds" if len(row["seeds"]) < row["seeds_asked"] else ""
+    detail = "; ".join(x for x in (", ".join(parts), missing) if x)
+    return f"finished ({detail})" if detail else "finished"
+
+
+def seeds_cell(row: pd.Series) -> str:
+    """How many seeds finished (of how many asked, when fewer) and which: "3/5 (0, 1, 2)"."""
+    if row["quoted_source"]:
+        return "—"
+    asked = f"/{row['seeds_asked']}" if len(row["seeds"]) < row["seeds_asked"] else ""
+    return f"{len(row['seeds'])}{asked}" + (f" ({', '.join(map(str, row['seeds']))})" if row["seeds"] else "")
 
 
 def summary(row: pd.Series, column: str) -> tuple[float, float] | None:
-    """(mean, std) of `column` over the row's finished seeds; None when none finished."""
+    """(mean, std) of `column` over the row's finished seeds (std NaN for one seed); None when none finished."""
     if not row["seeds"]:
         return None
     return float(row[f"{column}_mean"]), float(row[f"{column}_std"])
@@ -155,7 +169,7 @@ def _cell(row: pd.Series, column: str) -> str:
     if stats is None or math.isnan(stats[0]):
         return "—"
     mean, std = stats
-    return f"{mean:.1f}" if row["quoted_source"] or len(row["seeds"]) == 1 else f"{mean:.1f} ± {std:.1f}"
+    return f"{mean:.1f}" if math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
 
 
 def _csv(rows: pd.DataFrame, task: str) -> str:
@@ -164,18 +178,20 @@ def _csv(rows: pd.DataFrame, task: str) -> str:
     writer = csv.writer(out)
     writer.writerow(["checkpoint", "method", "arch", "recipe", "data", "framework", "framework_version", "schedule",
                      "opts", "batch (global = processes x per process)",
-                     "status", "seeds", *[f"{c}_{s}" for c in columns for s in ("mean", "std")],
+                     "status", "n_seeds", "seeds_asked", "seeds",
+                     *[f"{c}_{s}" for c in columns for s in ("mean", "std")],
                      "checkpoint_sha256", "config_sha256", "date", "error", "source"])
     for _, row in rows.iterrows():
         stats = []
         for column in columns:
             cell = summary(row, column)
-            stats += ["", ""] if cell is None else [f"{cell[0]:.3f}", f"{cell[1]:.3f}"]
+            stats += ["", ""] if cell is None else [f"{v:.3f}" if not math.isnan(v) else "" for v in cell]
         quoted = bool(row["quoted_source"])
         seeds = " ".join(map(str, row["seeds"])) if not quoted else ""
+        counts = ["", ""] if quoted else [len(row["seeds"]), row["seeds_asked"]]
         writer.writerow([row["checkpoint"], row["method"], row["arch"], row["recipe"], row["data"], row["framework"],
                          row["framework_version"], row["schedule"], row["opts"], "; ".join(row["batches"]),
-                         row["status"], seeds, *stats, "" if quoted else row["checkpoint_sha256"],
+                         row["status"], *counts, seeds, *stats, "" if quoted else row["checkpoint_sha256"],
                          " ".join(row["config_sha256"]), row["date"],
                          "; ".join(f"seed {s}: {e}" for s, e in sorted(row["failed"].items())), row["quoted_source"]])
     return out.getvalue()
@@ -184,7 +200,8 @@ def _csv(rows: pd.DataFrame, task: str) -> str:
 def _markdown(rows: pd.DataFrame, task: str, chart: str | None) -> str:
     columns = [c for _, _, c in _columns(task)]
     lines = [f"# {task_table(task).title}", "", "Generated by `python -m benchmarks collect` from the run directories; "
-             "mean ± std over the seeds listed. Do not edit by hand.", ""]
+             "mean ± std over the finished seeds (seeds: how many finished, of how many asked when fewer, and "
+             "which; one seed shows its value alone). Do not edit by hand.", ""]
     for smoke in (False, True):
         part = rows[(rows["schedule"] == "smoke") == smoke]
         if part.empty:
@@ -197,7 +214,6 @@ def _markdown(rows: pd.DataFrame, task: str, chart: str | None) -> str:
                   "|" + "---|" * (len(columns) + 11)]
         for _, row in part.iterrows():
             quoted = bool(row["quoted_source"])
-            seeds = ", ".join(map(str, row["seeds"])) if not quoted else "—"
             if quoted:
                 provenance = f"quoted from {row['quoted_source']}"
             else:
@@ -214,7 +230,7 @@ def _markdown(rows: pd.DataFrame, task: str, chart: str | None) -> str:
             lines.append(f"| {name} | {row['method']} | {row['arch']} | {row['recipe'] or '—'} | "
                          f"{row['data'] or '—'} | {row['framework']} | {row['schedule']} | "
                          f"{'; '.join(row['batches']) or '—'} | "
-                         f"{seeds} | " + " | ".join(_cell(row, c) for c in columns)
+                         f"{seeds_cell(row)} | " + " | ".join(_cell(row, c) for c in columns)
                          + f" | {status} | {provenance} |")
         lines.append("")
     if task_table(task).note:
@@ -232,8 +248,12 @@ def method_summary(rows: pd.DataFrame, column: str) -> dict[tuple[str, str], tup
     """(method, data) -> (mean, std, n) over the checkpoints' seed means."""
     ours = rows[(rows["quoted_source"] == "") & rows["seeds"].apply(bool)]
     means = ours.assign(value=ours[f"{column}_mean"]).dropna(subset=["value"])
-    stats = means.groupby(["method", "data"])["value"].agg(["mean", "std", "count"]).fillna({"std": 0.0})
+    stats = means.groupby(["method", "data"])["value"].agg(["mean", "std", "count"])  # std NaN for one
     return {key: (float(s["mean"]), float(s["std"]), int(s["count"])) for key, s in stats.sort_index().iterrows()}
+
+
+def _mean_std(mean: float, std: float) -> str:
+    return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
 
 
 def _by_method(rows: pd.DataFrame, columns: list[str]) -> list[str]:
@@ -243,8 +263,7 @@ def _by_method(rows: pd.DataFrame, columns: list[str]) -> list[str]:
              "| method | data | checkpoints | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 3)]
     for key in keys:
         n = max(summaries[c].get(key, (0, 0, 0))[2] for c in columns)
-        cells = [f"{summaries[c][key][0]:.2f} ± {summaries[c][key][1]:.2f}" if key in summaries[c] else "—"
-                 for c in columns]
+        cells = [_mean_std(*summaries[c][key][:2]) if key in summaries[c] else "—" for c in columns]
         lines.append(f"| {key[0]} | {key[1]} | {n} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -286,7 +305,7 @@ def _probe_figures(rows: pd.DataFrame, out: Path) -> None:
     _save(fig, out / "probe_projection.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    colours = dict(zip(sorted(first_per_method), plt.get_cmap("tab10").colors, strict=False))
+    colours = {method: method_colour(method) for method in first_per_method}
     for row, data in plotted:
         shares = [v for v in data["spectrum"] if v > 1e-10]  # a class of n images has n - 1 non-zero values
         ax.semilogy(range(1, len(shares) + 1), shares, color=colours[row["method"]], alpha=0.8,
@@ -309,6 +328,18 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+# One colour per method in every chart of the suite; other methods get the rest of the palette by name.
+METHOD_COLOURS = {"sl": "#3b75af", "sl-mlp": "#e07b39", "look": "#519e3e", "random": "#8d8d8d"}
+_SPARE_COLOURS = ("#c53a32", "#8d69b8", "#84584e", "#d57dbf", "#bcbc35", "#42b4c4")
+
+
+def method_colour(method: str) -> str:
+    if method in METHOD_COLOURS:
+        return METHOD_COLOURS[method]
+    index = int.from_bytes(hashlib.sha256(method.encode()).digest()[:4], "big") % len(_SPARE_COLOURS)
+    return _SPARE_COLOURS[index]
+
+
 def _chart(rows: pd.DataFrame, task: str, path: Path) -> bool:
     import matplotlib
 
@@ -323,17 +354,25 @@ def _chart(rows: pd.DataFrame, task: str, path: Path) -> bool:
                              squeeze=False)
     labels = [f"{r['method']} {r['arch']}\n" + ("(quoted)" if r["quoted_source"] else r["checkpoint_sha256"][:8])
               + f"\n{r['framework']}/{r['schedule']}" for r in plotted]
-    colours = ["#bbbbbb" if r["quoted_source"] else "#e07b39" if r["schedule"] == "smoke" else "#3b75af"
-               for r in plotted]
+    colours = [method_colour(r["method"]) for r in plotted]
+    # smoke runs hatched, quoted rows pale: a method keeps its colour in every chart
+    hatches = ["//" if r["schedule"] == "smoke" else "" for r in plotted]
+    alphas = [0.45 if r["quoted_source"] else 1.0 for r in plotted]
     for ax, metric in zip(axes[0], metrics, strict=True):
-        values = [summary(r, metric) or (math.nan, 0.0) for r in plotted]
-        ax.bar(range(len(plotted)), [v[0] for v in values], yerr=[v[1] for v in values], color=colours, capsize=4)
+        values = [summary(r, metric) or (math.nan, math.nan) for r in plotted]
+        spread = [0.0 if math.isnan(v[1]) else v[1] for v in values]
+        bars = ax.bar(range(len(plotted)), [v[0] for v in values], yerr=spread, color=colours, capsize=4,
+                      edgecolor="black", linewidth=0.5)
+        for bar, hatch, alpha in zip(bars, hatches, alphas, strict=True):
+            bar.set_hatch(hatch)
+            bar.set_alpha(alpha)
         ax.set_xticks(range(len(plotted)), labels, fontsize=7)
         ax.set_ylabel(metric)
         ax.grid(axis="y", alpha=0.3)
-    title = task_table(task).title
+    title = task_table(task).title + "\none colour per method" + (
+        "; pale: quoted from the source named in the table" if any(r["quoted_source"] for r in plotted) else "")
     if any(r["schedule"] == "smoke" for r in plotted):
-        title += "\norange: smoke runs on generated data, NOT benchmark results"
+        title += "\nhatched: smoke runs on generated data, NOT benchmark results"
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     _save(fig, path)
@@ -372,6 +411,5 @@ def print_tables(by_task: dict[str, pd.DataFrame]) -> None:
             print("  by method (mean ± std over checkpoints):")
             summaries = {c: method_summary(rows, c) for c in columns}
             for key in sorted({k for summary in summaries.values() for k in summary}):
-                cells = "  ".join(f"{c} {summaries[c][key][0]:6.2f} ± {summaries[c][key][1]:5.2f}"
-                                  for c in columns if key in summaries[c])
+                cells = "  ".join(f"{c} {_mean_std(*summaries[c][key][:2])}" for c in columns if key in summaries[c])
                 print(f"  {key[0]:8s} {key[1]:10s} n={summaries[columns[0]].get(key, (0, 0, 0))[2]}  {cells}")

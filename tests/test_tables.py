@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 EXPECTED = Path(__file__).parent / "expected_tables"
-SHA = {"sl": "a1" * 32, "slmlp": "b2" * 32, "look": "c3" * 32}
+SHA = {"sl": "a1" * 32, "sl-mlp": "b2" * 32, "look": "c3" * 32}
 PROTOCOL = {"world_size": 8, "global_batch": 16, "per_process_batch": 2, "lr": 0.02}
 
 
@@ -43,8 +43,8 @@ RUNS = [
     ("coco", "detectron2", "1x", "sl", 2, _coco(38.0), (), 3),
     ("coco", "detectron2", "1x", "look", 0, _coco(39.0), (), 2),
     ("coco", "detectron2", "1x", "look", 1, "RuntimeError: CUDA out of memory", (), 2),
-    ("coco", "detectron2", "1x", "slmlp", 0, _coco(38.9), ("SOLVER.BASE_LR=0.01",), 1),
-    ("coco", "mmdet", "1x", "slmlp", 0, "FileNotFoundError: instances_val2017.json", (), 1),
+    ("coco", "detectron2", "1x", "sl-mlp", 0, _coco(38.9), ("SOLVER.BASE_LR=0.01",), 1),
+    ("coco", "mmdet", "1x", "sl-mlp", 0, "FileNotFoundError: instances_val2017.json", (), 1),
     ("coco", "mmdet", "smoke", "sl", 0, _coco(1.2), (), 1),
     ("coco", "mmdet", "smoke", "sl", 1, None, (), 1),
     ("voc-det", "detectron2", "24k", "sl", 0, _voc_det(81.2), (), 5),
@@ -105,7 +105,10 @@ def test_expected_tables_say_what_a_reader_needs(name):
     text = (EXPECTED / name).read_text()
     assert "± 0.0" not in text  # a single seed shows its value alone
     if name == "coco.md":
-        assert "38.2 ± 0.3" in text  # AP_bb of sl over seeds 0, 1, 2: mean 38.2, std 0.26
-        assert "finished (1 seed(s) failed)" in text and "CUDA out of memory" in text
+        assert "| 3 (0, 1, 2) | 38.2 ± 0.3 |" in text  # AP_bb of sl over seeds 0, 1, 2: mean 38.2, std 0.26
+        assert "finished (1 failed; 1/2 seeds): seed 1: RuntimeError: CUDA out of memory" in text
         assert "*supervised IN-1k (quoted)*" in text and "opts: SOLVER.BASE_LR=0.01" in text
-        assert "Smoke runs" in text and "unfinished" in text
+        assert "Smoke runs" in text and "finished (1 unfinished)" in text
+    else:  # fewer finished seeds than asked: said in the seeds column and the status
+        assert "| 3/5 (0, 1, 2) | 81.2 ± 0.4 |" in text and "finished (3/5 seeds)" in text
+        assert "| 1/5 (0) | 82.0 |" in text
