@@ -8,7 +8,7 @@ TEST_ARGS ?=
 
 RUN_ARGS = $(if $(DATA),--data $(DATA)) $(if $(OUT),--out $(OUT))
 
-.PHONY: install test lint demo pretrain-sl pretrain-slmlp pretrain-look pretrain-all export bench-coco bench-voc bench-ade bench-probe probe-seeds bench-proxy data-fmnist bench-dryrun tables bench-pretrain-speed gpu-check clean-runs
+.PHONY: install test lint demo pretrain-sl pretrain-slmlp pretrain-look pretrain-all export bench-coco bench-voc-det bench-voc bench-ade bench-probe probe-seeds bench-proxy data-fmnist bench-dryrun tables bench-pretrain-speed gpu-check clean-runs
 
 install: $(STAMP)
 
@@ -33,26 +33,15 @@ pretrain-look: $(STAMP)
 
 pretrain-all: pretrain-sl pretrain-slmlp pretrain-look
 
-# The main job on the embedded data: pretrain SL, SL-MLP and LOOK; then, for each backbone, the smoke
-# benchmarks: Mask R-CNN in Detectron2 and in MMDetection, FCN on VOC and UPerNet on ADE20K in
-# MMSegmentation (each converts and verifies the backbone first), and the frozen-feature probe
-# (linear, kNN, intra-class diagnostics; coarse-to-fine on the embedded data); then the tables in
-# results/. Smoke numbers show the pipeline works; they are not benchmark results.
-# The benchmarks come from their declarations (benchmarks/tasks/, `python -m benchmarks list --demo`).
-demo: pretrain-all
-	@mkdir -p runs/bench; benches=$$($(PY) -m benchmarks list --demo); for run in sl_cpu slmlp_cpu look_cpu; do \
-	  ckpt=$$(ls -t runs/pretrain/$$run/export/*.pth | head -1); \
-	  for bench in $$benches; do task=$$(echo $$bench | cut -d: -f1); \
-	    framework=$$(echo $$bench | cut -d: -f2); schedule=$$(echo $$bench | cut -d: -f3); \
-	    log=runs/bench/demo_$${run}_$${task}_$${framework}.log; \
-	    echo "$$run: $$task ($$schedule) in $$framework (log: $$log)"; \
-	    $(PY) -m benchmarks run $$task --ckpt $$ckpt --framework $$framework --schedule $$schedule > $$log 2>&1 \
-	      || { tail -5 $$log; exit 1; }; \
-	  done; done
-	$(PY) -m benchmarks collect
-	@echo "(smoke numbers on generated data: they show the pipeline works, not which method transfers better."
-	@echo " The generated data cannot show the papers' effect; the real-data tier can: make bench-proxy DATASET=fmnist,"
-	@echo " results/proxy_fmnist.md)"
+# The main job on the embedded data: pretrain SL, SL-MLP and LOOK (pretrain/configs/*_cpu.yaml); then, for
+# each backbone, every benchmark its declaration puts in the demo (`python -m benchmarks list --demo`:
+# Mask R-CNN in Detectron2 and MMDetection, Faster R-CNN C4 on VOC07+12 in Detectron2, FCN on VOC and
+# UPerNet on ADE20K in MMSegmentation, each converting and verifying the backbone first, and the
+# frozen-feature probe), one seed each; then the tables in results/ and a table of where the time went
+# (runs/demo/times.md, one log per step beside it). Smoke numbers show the pipeline works; they are not
+# benchmark results.
+demo: $(STAMP)
+	$(PY) -m benchmarks demo
 
 # Convert a pretrained backbone for Detectron2 / MMDetection / MMSegmentation and verify it: make export CKPT=...
 TO ?= all
@@ -64,16 +53,24 @@ export: $(STAMP)
 # GPUS=N trains in N processes (one per GPU; with DEVICE=cpu, CPU processes over gloo); the protocol's
 # global batch, lr and length stay the same. OPTS="KEY=VALUE ..." go to the framework's own override
 # mechanism and make another run (directory and table row).
+# SEED=N runs that one seed; SEEDS=N runs seeds 0..N-1 (default: the benchmark's, 5 for bench-voc-det, else 1).
 FRAMEWORK ?= detectron2
 SCHEDULE  ?= smoke
 SEED      ?= 0
 GPUS      ?= 1
 DEVICE    ?= auto
-BENCH_RUN_ARGS = --seed $(SEED) --procs $(GPUS) --device $(DEVICE) $(if $(DATA),--data $(DATA)) \
+BENCH_SEEDS = $(if $(filter command line,$(origin SEEDS)),--seeds $(SEEDS),$(if $(filter command line,$(origin SEED)),--seed $(SEED)))
+BENCH_RUN_ARGS = $(BENCH_SEEDS) --procs $(GPUS) --device $(DEVICE) $(if $(DATA),--data $(DATA)) \
   $(if $(OPTS),--opts $(OPTS))
 bench-coco: $(STAMP)
 	@test -n "$(CKPT)" || { echo "usage: make bench-coco CKPT=path [FRAMEWORK=detectron2|mmdet] [SCHEDULE=smoke|1x|2x] [DATA=dir] [GPUS=8]"; exit 2; }
 	$(PY) -m benchmarks run coco --ckpt $(CKPT) --framework $(FRAMEWORK) --schedule $(SCHEDULE) $(BENCH_RUN_ARGS)
+
+# PASCAL VOC07+12 detection, Faster R-CNN R50-C4 in Detectron2, 5 seeds unless SEEDS/SEED says otherwise:
+# make bench-voc-det CKPT=... [SCHEDULE=smoke|24k] [SEEDS=5] [DATA=VOCdevkit] [GPUS=8]
+bench-voc-det: $(STAMP)
+	@test -n "$(CKPT)" || { echo "usage: make bench-voc-det CKPT=path [SCHEDULE=smoke|24k] [SEEDS=5] [DATA=VOCdevkit] [GPUS=8]"; exit 2; }
+	$(PY) -m benchmarks run voc-det --ckpt $(CKPT) --framework detectron2 --schedule $(SCHEDULE) $(BENCH_RUN_ARGS)
 
 # Semantic segmentation in MMSegmentation: make bench-voc CKPT=... [SCHEDULE=smoke|1x|2x] [DATA=VOCdevkit/VOC2012]
 bench-voc: $(STAMP)

@@ -78,6 +78,13 @@ def _collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from benchmarks.demo import demo
+
+    demo(args.logs)
+    return 0
+
+
 def _proxy(args: argparse.Namespace) -> int:
     from benchmarks.proxy import run_proxy
 
@@ -166,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("list", help="the registered benchmarks (one line each: task:framework:schedules)")
     b.add_argument("--demo", action="store_true", help="only what `make demo` runs, as task:framework:schedule")
     b.set_defaults(func=_list)
+    m = sub.add_parser("demo", help="the main job on the embedded data (make demo): pretrain SL, SL-MLP, LOOK; "
+                                    "the demo benchmarks for each; collect; a table of where the time went")
+    m.add_argument("--logs", default="runs/demo", help="one log per step, and times.md")
+    m.set_defaults(func=_demo)
     c = sub.add_parser("collect", help="gather finished runs into tables and charts in results/")
     c.add_argument("--runs", default="runs/bench")
     c.add_argument("--out", default="results")

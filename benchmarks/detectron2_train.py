@@ -93,6 +93,10 @@ def check_protocol(protocol: Detectron2Protocol, schedule: str, opts: tuple[str,
     per_process_batch(cfg.SOLVER.IMS_PER_BATCH, processes, f"{protocol.task}/detectron2")
 
 
+def schedule_length(protocol: Detectron2Protocol, schedule: str) -> str:
+    return f"{protocol_config(protocol, schedule).SOLVER.MAX_ITER} iterations"
+
+
 def protocol_record(cfg, spec: RunSpec) -> dict[str, Any]:
     global_batch = cfg.SOLVER.IMS_PER_BATCH * (spec.world_size if spec.max_iters else 1)
     return {"world_size": spec.world_size, "global_batch": global_batch,

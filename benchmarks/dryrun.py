@@ -1,7 +1,8 @@
 """`make bench-dryrun`: every real protocol built, loaded and stepped here, and what it means on N GPUs.
 
-For each protocol (COCO Mask R-CNN in Detectron2 and in MMDetection, VOC FCN-D8 and ADE20K UPerNet in
-MMSegmentation; 1x and 2x), in this process: build the full config and model, load the converted
+For each protocol (every real schedule of the registered benchmarks: COCO Mask R-CNN in Detectron2 and in
+MMDetection, VOC07+12 Faster R-CNN C4 in Detectron2, VOC FCN-D8 and ADE20K UPerNet in MMSegmentation), in
+this process: build the full config and model, load the converted
 checkpoint, and train a few iterations on the embedded data at the protocol's real input sizes with the
 per-GPU batch of 8 GPUs. No evaluation, no checkpoint. Then print, for world sizes 1, 8 and 16, the
 per-GPU batch, the global batch, the LR and the length, which never change with the world size.
@@ -19,13 +20,13 @@ from typing import Any
 
 from benchmarks.runner import Plan, pick_device, prepare_weights
 from benchmarks.spec import RunSpec, per_process_batch
-from benchmarks.tasks import get_benchmark
+from benchmarks.tasks import all_benchmarks, get_benchmark
 from pretrain.errors import UserError
 from transfer.source import read_backbone
 
-PROTOCOLS = [("coco", "detectron2", "1x"), ("coco", "detectron2", "2x"), ("coco", "mmdet", "1x"),
-             ("coco", "mmdet", "2x"), ("voc", "mmseg", "1x"), ("voc", "mmseg", "2x"), ("ade20k", "mmseg", "1x"),
-             ("ade20k", "mmseg", "2x")]
+# Every real (not embedded-data) schedule of every benchmark that fine-tunes a converted backbone.
+PROTOCOLS = [(b.name, b.framework, schedule) for b in all_benchmarks() if b.converts
+             for schedule in b.schedules if schedule not in b.embedded_schedules]
 WORLD_SIZES = (1, 8, 16)
 STEPPED_WORLD_SIZE = 8  # the per-GPU batch the iterations here run with
 
@@ -89,16 +90,8 @@ def rows_for(task: str, framework: str, schedule: str, record: dict[str, Any]) -
 
 def protocol_length(task: str, framework: str, schedule: str) -> str:
     """The real length of the schedule (the dry run itself stops early), from the framework's config."""
-    if framework == "detectron2":
-        from benchmarks.detectron2_coco import protocol_config
-
-        return f"{protocol_config(schedule).SOLVER.MAX_ITER} iterations"
-    from benchmarks.mmseg_semseg import MODELS
-    from benchmarks.openmmlab import load_config
-
-    cfg = load_config(framework, "mask_rcnn_r50_fpn" if task == "coco" else MODELS[task], schedule)
-    loop = cfg.train_cfg
-    return f"{loop.max_epochs} epochs" if "max_epochs" in loop else f"{loop.max_iters} iterations"
+    length = get_benchmark(task, framework).schedule_length
+    return length(schedule) if length else "—"
 
 
 def markdown(rows: list[dict[str, Any]], iters: int) -> str:

@@ -163,3 +163,12 @@ def protocol_check(task: str, framework: str, model: str) -> Callable[[str, tupl
         per_process_batch(cfg.global_batch_size, processes, f"{task}/{framework}")
 
     return check
+
+
+def schedule_length(framework: str, model: str) -> Callable[[str], str]:
+    """A benchmark's real schedule length (epochs or iterations), read from its config."""
+    def length(schedule: str) -> str:
+        loop = load_config(framework, model, schedule).train_cfg
+        return f"{loop.max_epochs} epochs" if "max_epochs" in loop else f"{loop.max_iters} iterations"
+
+    return length

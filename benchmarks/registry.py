@@ -44,6 +44,7 @@ class Benchmark:
     # global batch, before anything is written
     check_protocol: Callable[[str, tuple[str, ...], int], None] | None = None
     note: str = ""  # printed under the task's table title
+    schedule_length: Callable[[str], str] | None = None  # schedule -> its real length, from the framework config
 
     @property
     def key(self) -> tuple[str, str]:

@@ -22,7 +22,7 @@ def _declaration(**changes) -> Benchmark:
 def test_the_shipped_benchmarks_are_registered_once_each():
     keys = [b.key for b in all_benchmarks()]
     assert sorted(keys) == [("ade20k", "mmseg"), ("coco", "detectron2"), ("coco", "mmdet"), ("probe", "frozen"),
-                            ("voc", "mmseg")]
+                            ("voc", "mmseg"), ("voc-det", "detectron2")]
     assert task_table("coco").headline == ("AP_bb", "AP_mk")  # both frameworks declare the same table
     assert "probe:frozen:standard" in demo_runs() and "coco:mmdet:smoke" in demo_runs()
     with pytest.raises(ValueError, match="registered twice"):
@@ -45,3 +45,32 @@ def test_cli_lists_the_registry():
     result = run_cli("-m", "benchmarks", "list", "--demo")
     assert result.returncode == 0, result.stderr
     assert sorted(result.stdout.split()) == sorted(demo_runs())
+
+
+def test_the_dry_run_covers_every_real_schedule_with_its_length():
+    from benchmarks.dryrun import PROTOCOLS, protocol_length
+
+    assert ("voc-det", "detectron2", "24k") in PROTOCOLS and ("coco", "mmdet", "2x") in PROTOCOLS
+    assert not any(schedule in ("smoke", "standard") for _, _, schedule in PROTOCOLS)
+    assert protocol_length("voc-det", "detectron2", "24k") == "24000 iterations"
+    assert protocol_length("coco", "mmdet", "1x") == "12 epochs"
+
+
+def test_the_demo_runs_every_demo_benchmark_for_each_backbone_and_says_where_the_time_went(tmp_path, monkeypatch,
+                                                                                            capsys):
+    from benchmarks import demo
+
+    monkeypatch.chdir(tmp_path)  # the embedded data is generated under ./data/generated
+    commands = []
+    monkeypatch.setattr(demo, "_command", lambda argv, log: lambda: commands.append(argv))
+    monkeypatch.setattr(demo, "_newest_export", lambda run: tmp_path / f"{run}.pth")
+    steps = demo.demo(tmp_path / "logs")
+    names = [name for name, _ in steps]
+    assert names[0] == "generate the benchmarks' embedded data" and names[-1].startswith("collect")
+    assert [n for n in names if n.startswith("pretrain")] == [f"pretrain {r}" for r in demo.PRETRAIN_RUNS]
+    runs = [argv for argv in commands if argv[:3] == ["-m", "benchmarks", "run"]]
+    assert len(runs) == len(demo.PRETRAIN_RUNS) * len(demo_runs())
+    assert all(argv[-2:] == ["--seed", "0"] for argv in runs)  # one seed each, even for voc-det (5 by default)
+    printed = capsys.readouterr().out
+    assert "| step | wall time | share |" in printed and "| **total** |" in printed
+    assert (tmp_path / "logs" / "times.md").read_text().count("\n| ") == len(steps) + 2

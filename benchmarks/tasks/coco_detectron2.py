@@ -20,8 +20,15 @@ def check_protocol(schedule: str, opts: tuple[str, ...], processes: int) -> None
     check_protocol(PROTOCOL, schedule, opts, processes)
 
 
+def schedule_length(schedule: str) -> str:
+    from benchmarks.detectron2_coco import PROTOCOL
+    from benchmarks.detectron2_train import schedule_length
+
+    return schedule_length(PROTOCOL, schedule)
+
+
 register(Benchmark(
     name="coco", framework="detectron2", title=COCO_TITLE, required_files=COCO_FILES, embedded_data=embedded_coco,
     run=run, columns=tuple(Column(*c) for c in COCO_METRICS), required=(("bbox", "AP"), ("segm", "AP")),
-    headline=("AP_bb", "AP_mk"), check_protocol=check_protocol,
+    headline=("AP_bb", "AP_mk"), check_protocol=check_protocol, schedule_length=schedule_length,
 ))

@@ -1,0 +1,87 @@
+"""`make demo` (`python -m benchmarks demo`): the main job on the embedded data, and where its time went.
+
+Steps, each in its own process with its own log under `runs/demo/`: generate the benchmarks' embedded
+data; pretrain SL, SL-MLP and LOOK (`pretrain/configs/*_cpu.yaml`); for each backbone every benchmark
+whose declaration puts it in the demo (`python -m benchmarks list --demo`), one seed each; `collect`.
+At the end one table: each step's wall time and share, so a user sees which step is slow on their
+machine. A finished step is skipped on a rerun (and shows its short time), as each command does alone.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pretrain.errors import UserError
+from pretrain.files import atomic_write_text
+
+PRETRAIN_RUNS = ("sl_cpu", "slmlp_cpu", "look_cpu")  # pretrain/configs/<run>.yaml, written to runs/pretrain/<run>
+
+
+def _timed(steps: list[tuple[str, float]], name: str, work: Callable[[], None]) -> None:
+    print(f"{name} ...", flush=True)
+    start = time.perf_counter()
+    work()
+    steps.append((name, time.perf_counter() - start))
+    print(f"{name}: {steps[-1][1]:.0f} s", flush=True)
+
+
+def _command(argv: list[str], log: Path) -> Callable[[], None]:
+    def run() -> None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as out:
+            code = subprocess.run([sys.executable, *argv], stdout=out, stderr=subprocess.STDOUT).returncode
+        if code:
+            tail = "\n".join(log.read_text().splitlines()[-5:])
+            raise UserError(f"`python {' '.join(argv)}` failed (exit {code}); last lines of {log}:\n{tail}")
+
+    return run
+
+
+def _newest_export(run: str) -> Path:
+    exports = sorted(Path("runs/pretrain", run, "export").glob("*.pth"), key=lambda p: p.stat().st_mtime)
+    if not exports:
+        raise UserError(f"pretraining {run} exported no backbone under runs/pretrain/{run}/export")
+    return exports[-1]
+
+
+def time_table(steps: list[tuple[str, float]]) -> str:
+    total = sum(seconds for _, seconds in steps)
+    lines = ["| step | wall time | share |", "|---|---:|---:|"]
+    for name, seconds in steps:
+        lines.append(f"| {name} | {seconds // 60:.0f} min {seconds % 60:02.0f} s | {seconds / total:.0%} |")
+    lines.append(f"| **total** | **{total // 60:.0f} min {total % 60:02.0f} s** | |")
+    return "\n".join(lines)
+
+
+def demo(logs: str | Path = "runs/demo") -> list[tuple[str, float]]:
+    from benchmarks.tasks import all_benchmarks
+
+    logs = Path(logs)
+    demo_benchmarks = [b for b in all_benchmarks() if b.demo_schedule]
+    steps: list[tuple[str, float]] = []
+    _timed(steps, "generate the benchmarks' embedded data",
+           lambda: [b.embedded_data() for b in demo_benchmarks])
+    for run in PRETRAIN_RUNS:
+        _timed(steps, f"pretrain {run}", _command(["-m", "pretrain", "train", "--config",
+                                                   f"pretrain/configs/{run}.yaml"], logs / f"pretrain_{run}.log"))
+    for run in PRETRAIN_RUNS:
+        ckpt = _newest_export(run)
+        for b in demo_benchmarks:
+            name = f"{run}: {b.name} ({b.framework}, {b.demo_schedule})"
+            _timed(steps, name, _command(
+                ["-m", "benchmarks", "run", b.name, "--ckpt", str(ckpt), "--framework", b.framework, "--schedule",
+                 b.demo_schedule, "--seed", "0"], logs / f"{run}_{b.name}_{b.framework}.log"))
+    _timed(steps, "collect (tables in results/)", _command(["-m", "benchmarks", "collect"], logs / "collect.log"))
+    if (logs / "collect.log").is_file():
+        print((logs / "collect.log").read_text())
+    table = time_table(steps)
+    atomic_write_text(logs / "times.md", f"# make demo: where the time went\n\n{table}\n")
+    print(f"\nWhere the time went (also in {logs / 'times.md'}):\n{table}")
+    print("\n(smoke numbers on generated data: they show the pipeline works, not which method transfers better.\n"
+          " The generated data cannot show the papers' effect; the real-data tier can: make bench-proxy "
+          "DATASET=fmnist, results/proxy_fmnist.md)")
+    return steps
