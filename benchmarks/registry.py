@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchmarks.spec import RunSpec, TrainResult
 
@@ -45,6 +46,9 @@ class Benchmark:
     check_protocol: Callable[[str, tuple[str, ...], int], None] | None = None
     note: str = ""  # printed under the task's table title
     schedule_length: Callable[[str], str] | None = None  # schedule -> its real length, from the framework config
+    by_method: bool = False  # the table also averages each method's checkpoints (e.g. pretraining seeds)
+    # (table rows, results folder) -> extra figures written there, shown under the table
+    figures: Callable[[Any, Path], list[str]] | None = None
 
     @property
     def key(self) -> tuple[str, str]:

@@ -75,6 +75,11 @@ def write_runs(root: Path) -> None:
             (run_dir / "result.json").write_text(json.dumps({
                 **record, "config_sha256": f"{seed:02d}" * 32, "protocol": PROTOCOL, "status": "finished",
                 "finished": f"2026-11-2{seed + 1}T12:00:00+00:00", "metrics": outcome}))
+            if task == "probe":  # what the probe leaves for its figures
+                (run_dir / "work").mkdir()
+                (run_dir / "work" / "plot_data.json").write_text(json.dumps({
+                    "projection": [[0, 0], [1, 0], [0, 1], [1, 1]], "labels": [0, 0, 1, 1], "submodes": [0, 1, 2, 3],
+                    "spectrum": [0.6, 0.3, 0.1, 0.0]}))
         elif isinstance(outcome, str):
             (run_dir / "failure.json").write_text(json.dumps({**record, "status": "failed", "error": outcome}))
 
@@ -97,6 +102,7 @@ def test_tables_match_the_checked_in_files(tmp_path):
     for name in written:
         assert (out / name).read_text() == (EXPECTED / name).read_text(), f"{name} changed"
     assert all((out / f"{task}.png").stat().st_size > 0 for task in by_task)
+    assert (out / "probe_projection.png").stat().st_size > 0 and (out / "probe_spectra.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("name", ["coco.md", "voc-det.md"])

@@ -17,6 +17,12 @@ def run(spec: RunSpec) -> TrainResult:
     return run_probe(spec)
 
 
+def figures(rows, out: Path) -> list[str]:
+    from benchmarks.probe_figures import probe_figures
+
+    return probe_figures(rows, out)
+
+
 def embedded_fine_labels() -> Path:
     from pretrain.config import GeneratedDataConfig
     from pretrain.data.generated import fine_view, generate
@@ -35,7 +41,7 @@ register(Benchmark(
     required=(("probe", "linear_top1"), ("probe", "knn_top1")),
     headline=("linear_top1", "knn_top1", "within_between", "submode_sep"),
     schedules=("standard",), embedded_schedules=("standard",), demo_schedule="standard", converts=False,
-    multi_process=False,
+    multi_process=False, by_method=True, figures=figures,
     note="linear_top1 / knn_top1: accuracy on the data's own (fine) labels; the diagnostics use the val "
          "features with the coarse classes of `coarse_map.csv` (sub-modes = fine labels) or the folders: "
          "within_between = within-class / between-class variance, eff_rank = mean per-class effective "
