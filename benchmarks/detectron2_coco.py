@@ -13,7 +13,6 @@ from typing import Any
 
 from benchmarks import detectron2_train
 from benchmarks.detectron2_train import Datasets, Detectron2Protocol
-from benchmarks.spec import RunSpec, TrainResult
 
 
 def register_coco(data_root: Path) -> Datasets:
@@ -44,7 +43,3 @@ PROTOCOL = Detectron2Protocol(task="coco", zoo_config="COCO-InstanceSegmentation
 
 def protocol_config(schedule: str, settings: dict[str, Any] | None = None, opts: tuple[str, ...] = ()):
     return detectron2_train.protocol_config(PROTOCOL, schedule, settings, opts)
-
-
-def run(spec: RunSpec) -> TrainResult:
-    return detectron2_train.run(spec, PROTOCOL)

@@ -97,6 +97,13 @@ def schedule_length(protocol: Detectron2Protocol, schedule: str) -> str:
     return f"{protocol_config(protocol, schedule).SOLVER.MAX_ITER} iterations"
 
 
+def declaration_hooks(protocol: Callable[[], Detectron2Protocol]) -> dict[str, Callable[..., Any]]:
+    """A Detectron2 benchmark declaration's protocol check and schedule lengths. `protocol` imports its
+    module when called, so that declaring the benchmark does not import Detectron2."""
+    return {"check_protocol": lambda schedule, opts, processes: check_protocol(protocol(), schedule, opts, processes),
+            "schedule_length": lambda schedule: schedule_length(protocol(), schedule)}
+
+
 def protocol_record(cfg, spec: RunSpec) -> dict[str, Any]:
     global_batch = cfg.SOLVER.IMS_PER_BATCH * (spec.world_size if spec.max_iters else 1)
     return {"world_size": spec.world_size, "global_batch": global_batch,

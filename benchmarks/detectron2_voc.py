@@ -22,7 +22,6 @@ from torch import nn
 
 from benchmarks import detectron2_train
 from benchmarks.detectron2_train import Datasets, Detectron2Protocol
-from benchmarks.spec import RunSpec, TrainResult
 from pretrain.models import RESNET_DEPTHS
 
 
@@ -89,7 +88,3 @@ PROTOCOL = Detectron2Protocol(task="voc-det", zoo_config="PascalVOC-Detection/fa
 
 def protocol_config(schedule: str, settings: dict[str, Any] | None = None, opts: tuple[str, ...] = ()):
     return detectron2_train.protocol_config(PROTOCOL, schedule, settings, opts)
-
-
-def run(spec: RunSpec) -> TrainResult:
-    return detectron2_train.run(spec, PROTOCOL)

@@ -3,36 +3,27 @@
 
 from __future__ import annotations
 
+from benchmarks import detectron2_train
 from benchmarks.data.voc_detection import VOC_DET_FILES, VOC_DET_METRICS, VOC_DET_TITLE, embedded_voc_detection
 from benchmarks.registry import Benchmark, Column, register
 from benchmarks.spec import RunSpec, TrainResult
 
 
+def protocol() -> detectron2_train.Detectron2Protocol:
+    from benchmarks.detectron2_voc import PROTOCOL
+
+    return PROTOCOL
+
+
 def run(spec: RunSpec) -> TrainResult:
-    from benchmarks.detectron2_voc import run
-
-    return run(spec)
-
-
-def check_protocol(schedule: str, opts: tuple[str, ...], processes: int) -> None:
-    from benchmarks.detectron2_train import check_protocol
-    from benchmarks.detectron2_voc import PROTOCOL
-
-    check_protocol(PROTOCOL, schedule, opts, processes)
-
-
-def schedule_length(schedule: str) -> str:
-    from benchmarks.detectron2_train import schedule_length
-    from benchmarks.detectron2_voc import PROTOCOL
-
-    return schedule_length(PROTOCOL, schedule)
+    return detectron2_train.run(spec, protocol())
 
 
 register(Benchmark(
     name="voc-det", framework="detectron2", title=VOC_DET_TITLE, required_files=VOC_DET_FILES,
     embedded_data=embedded_voc_detection, run=run, columns=tuple(Column(*c) for c in VOC_DET_METRICS),
     required=(("bbox", "AP50"), ("bbox", "AP")), headline=("AP50", "AP", "AP75"), schedules=("24k", "smoke"),
-    default_seeds=5, check_protocol=check_protocol, schedule_length=schedule_length,
+    default_seeds=5, **detectron2_train.declaration_hooks(protocol),
     note="AP50 / AP / AP75: VOC2007's 11-point AP (detectron2's PascalVOCDetectionEvaluator on VOC2007 test, "
          "what papers quote), AP = mean over IoU 0.50:0.95; *_int: the same with the integral (area) AP of "
          "VOC2010+. Papers report the mean of 5 trials; so does a row here when its seeds are finished",
