@@ -1,5 +1,7 @@
-"""`python -m benchmarks run TASK --ckpt X --framework F --schedule 1x|2x|smoke [--seed N | --seeds N] [--data DIR]`
-and `python -m benchmarks collect [--runs runs/bench] [--out results]`."""
+"""`python -m benchmarks run TASK --ckpt X --framework F --schedule 1x|2x|24k|smoke [--seed N | --seeds N]`,
+`python -m benchmarks sweep FILE [--dry-run] [--executor local|slurm]`, `python -m benchmarks status FILE`,
+`python -m benchmarks collect [--runs runs/bench] [--out results]`, `python -m benchmarks demo`, and the tools
+(proxy, dryrun, protocols, list)."""
 
 from __future__ import annotations
 
@@ -82,6 +84,45 @@ def _demo(args: argparse.Namespace) -> int:
     from benchmarks.demo import demo
 
     demo(args.logs)
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from benchmarks.sweep import grid_table, load_sweep, run_local, submit_slurm, to_run
+
+    sweep = load_sweep(args.file)
+    print(grid_table(sweep))
+    runs = to_run(sweep)
+    resources = {"partition": args.partition, "time_min": args.time_min, "account": args.account,
+                 "constraint": args.constraint, "cpus_per_task": args.cpus_per_task}
+    asked = {**sweep.slurm, **{k: v for k, v in resources.items() if v}}
+    where = (f"on SLURM ({', '.join(f'{k} {v}' for k, v in asked.items())}; one node and one job per run, "
+             "requeued on preemption or time-out)" if args.executor == "slurm" else f"here, {args.parallel} at a time")
+    if args.dry_run:
+        print(f"would run {len(runs)} of {len(sweep.runs)} run(s) {where}" + ("" if runs else ": all finished"))
+        return 0
+    if not runs:
+        print("all runs finished; nothing to do")
+        return 0
+    print(f"running {len(runs)} run(s) {where}", flush=True)
+    if args.executor == "slurm":
+        ids = submit_slurm(sweep, runs, resources)
+        print(f"submitted {len(ids)} job(s): {', '.join(ids)}; watch them: python -m benchmarks status {args.file}")
+        return 0
+    failures = run_local(sweep, runs, args.parallel)
+    if failures:
+        from pretrain.errors import UserError
+
+        raise UserError(f"{len(failures)} of {len(runs)} run(s) failed (each recorded in its failure.json): "
+                        + "; ".join(f"{run.label}: {error}" for run, error in failures))
+    print(f"all {len(runs)} run(s) finished; tables: python -m benchmarks collect --runs {sweep.out}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from benchmarks.sweep import load_sweep, status_table
+
+    print(status_table(load_sweep(args.file)))
     return 0
 
 
@@ -177,6 +218,22 @@ def build_parser() -> argparse.ArgumentParser:
                                     "the demo benchmarks for each; collect; a table of where the time went")
     m.add_argument("--logs", default="runs/demo", help="one log per step, and times.md")
     m.set_defaults(func=_demo)
+    w = sub.add_parser("sweep", help="run a grid of checkpoints x benchmarks x seeds from a YAML file, here or on "
+                                     "SLURM (submitit); only what is not finished")
+    w.add_argument("file")
+    w.add_argument("--dry-run", action="store_true", help="print the grid and what would run; run nothing")
+    w.add_argument("--executor", choices=["local", "slurm"], default="local")
+    w.add_argument("--parallel", type=int, default=1, help="local: runs at a time (each gets its own GPUs)")
+    w.add_argument("--partition")
+    w.add_argument("--time-min", type=int, help="SLURM time limit per job, minutes (a timed-out job is requeued "
+                                                "and resumes)")
+    w.add_argument("--account")
+    w.add_argument("--constraint")
+    w.add_argument("--cpus-per-task", type=int)
+    w.set_defaults(func=_sweep)
+    t = sub.add_parser("status", help="the state of a sweep's grid, read from its run directories")
+    t.add_argument("file")
+    t.set_defaults(func=_status)
     c = sub.add_parser("collect", help="gather finished runs into tables and charts in results/")
     c.add_argument("--runs", default="runs/bench")
     c.add_argument("--out", default="results")

@@ -57,6 +57,30 @@ def opts_suffix(opts: tuple[str, ...]) -> str:
     return "-opts" + hashlib.sha256("\n".join(opts).encode()).hexdigest()[:8]
 
 
+def check_data(benchmark: Benchmark, data_root: Path) -> None:
+    """A dataset root missing what the benchmark reads is refused, naming what is missing."""
+    missing = [name for name in benchmark.required_files if not (data_root / name).exists()]
+    if missing:
+        raise UserError(f"{benchmark.name} data not found under {data_root}: missing {', '.join(missing)}")
+
+
+def run_directory(out: str | Path, task: str, framework: str, schedule: str, ckpt: str | Path, seed: int,
+                  opts: tuple[str, ...] = ()) -> Path:
+    """Where a run lives: its identity is (task, framework, schedule, checkpoint, overrides, seed)."""
+    return (Path(out) / task / framework / schedule / (Path(ckpt).name.split(".")[0] + opts_suffix(tuple(opts)))
+            / f"seed{seed}")
+
+
+def run_state(run_dir: Path) -> str:
+    """finished, failed, unfinished (started, neither finished nor failed: running or interrupted) or new."""
+    result = run_dir / "result.json"
+    if result.is_file() and json.loads(result.read_text()).get("status") == "finished":
+        return "finished"
+    if (run_dir / "failure.json").is_file():
+        return "failed"
+    return "unfinished" if (run_dir / "run.json").is_file() else "new"
+
+
 @dataclass(frozen=True)
 class Plan:
     """A resolved run: what it is, where it lives, and how many processes train it."""
@@ -74,8 +98,7 @@ class Plan:
 
     @property
     def finished(self) -> bool:
-        result = self.run_dir / "result.json"
-        return result.is_file() and json.loads(result.read_text()).get("status") == "finished"
+        return run_state(self.run_dir) == "finished"
 
 
 def resolve_run(task: str, ckpt: str | Path, framework: str, schedule: str, seed: int = 0,
@@ -116,11 +139,8 @@ def resolve_run(task: str, ckpt: str | Path, framework: str, schedule: str, seed
         data_root = spec.embedded_data()
     else:
         data_root = Path(data)
-        missing = [name for name in spec.required_files if not (data_root / name).exists()]
-        if missing:
-            raise UserError(f"{task} data not found under {data_root}: missing {', '.join(missing)}")
-    run_dir = (Path(out) / task / framework / schedule / (ckpt.name.split(".")[0] + opts_suffix(opts))
-               / f"seed{seed}")
+        check_data(spec, data_root)
+    run_dir = run_directory(out, task, framework, schedule, ckpt, seed, opts)
     plan = Plan(spec, schedule, seed, ckpt, None if data is None else Path(data), data_root, run_dir, device,
                 procs, opts)
     _check_resume(plan)

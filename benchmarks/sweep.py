@@ -1,0 +1,244 @@
+"""Sweeps: checkpoints × benchmarks × seeds from one YAML file, run here or on SLURM through submitit.
+
+    python -m benchmarks sweep FILE [--dry-run] [--executor local|slurm] [--parallel N]
+    python -m benchmarks status FILE
+
+A sweep file names checkpoints (paths or globs), benchmarks (task, framework, schedule, and optionally
+data, seeds, gpus, opts), defaults for seeds / gpus / device, and the SLURM resources. Each cell of the
+grid is one ordinary run directory of `benchmarks run` (same identity, same resume), so a sweep adds no
+state of its own: `status` and `--dry-run` read the run directories, and rerunning a sweep runs only
+what is not finished. Every run is a submitit job (`BenchmarkJob`): on SLURM, preempted or timed out,
+it is requeued and resumes from the framework's last checkpoint in its run directory; locally, submitit's
+own LocalExecutor runs the same code path in real processes, N at a time (one GPU set each).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.environ import temporary_environ
+from benchmarks.runner import check_data, run_directory, run_state
+from benchmarks.tasks import get_benchmark
+from pretrain.config import load_yaml
+from pretrain.errors import UserError
+
+TOP_KEYS = {"name", "out", "checkpoints", "benchmarks", "seeds", "gpus", "device", "opts", "slurm"}
+BENCHMARK_KEYS = {"task", "framework", "schedule", "data", "seeds", "gpus", "opts"}
+# our name -> submitit's AutoExecutor parameter
+SLURM_KEYS = {"partition": "slurm_partition", "time_min": "timeout_min", "account": "slurm_account",
+              "constraint": "slurm_constraint", "cpus_per_task": "cpus_per_task", "mem_gb": "mem_gb",
+              "qos": "slurm_qos", "comment": "slurm_comment"}
+LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # a local run is never timed out by the executor
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One cell of the grid: exactly the arguments of one `benchmarks run`."""
+
+    task: str
+    framework: str
+    schedule: str
+    ckpt: Path
+    seed: int
+    seeds_asked: int
+    data: Path | None
+    gpus: int
+    device: str
+    opts: tuple[str, ...]
+    out: Path
+
+    @property
+    def run_dir(self) -> Path:
+        return run_directory(self.out, self.task, self.framework, self.schedule, self.ckpt, self.seed, self.opts)
+
+    @property
+    def label(self) -> str:
+        return f"{self.task}:{self.framework}:{self.schedule} {self.ckpt.name.split('.')[0]} seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    runs: list[SweepRun]
+    slurm: dict[str, Any] = field(default_factory=dict)
+    out: Path = Path("runs/bench")
+
+
+def _check_keys(where: str, given: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _checkpoints(patterns: list[str], base: Path) -> list[Path]:
+    found: list[Path] = []
+    for pattern in patterns:
+        path = pattern if Path(pattern).is_absolute() else str(base / pattern)
+        matches = sorted(Path(p) for p in glob.glob(path))
+        if not matches:
+            raise UserError(f"sweep checkpoints: nothing matches '{pattern}'")
+        found += [m for m in matches if m not in found]
+    return found
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and check a sweep file; relative paths in it are relative to the current directory."""
+    path = Path(path)
+    spec = load_yaml(path)
+    _check_keys(str(path), spec, TOP_KEYS)
+    for required in ("checkpoints", "benchmarks"):
+        if not spec.get(required):
+            raise UserError(f"{path}: '{required}' is missing or empty")
+    _check_keys(f"{path}: slurm", spec.get("slurm") or {}, set(SLURM_KEYS))
+    out = Path(spec.get("out", "runs/bench"))
+    checkpoints = _checkpoints(list(spec["checkpoints"]), Path.cwd())
+    runs = []
+    for index, entry in enumerate(spec["benchmarks"]):
+        where = f"{path}: benchmarks[{index}]"
+        if not isinstance(entry, dict) or "task" not in entry:
+            raise UserError(f"{where}: each benchmark is a mapping with at least 'task'")
+        _check_keys(where, entry, BENCHMARK_KEYS)
+        benchmark = get_benchmark(entry["task"], entry.get("framework", "detectron2"))
+        schedule = str(entry.get("schedule", "smoke"))
+        if schedule not in benchmark.schedules:
+            raise UserError(f"{where}: unknown schedule '{schedule}' for {benchmark.name}; choose from "
+                            f"{', '.join(benchmark.schedules)}")
+        data = Path(entry["data"]) if entry.get("data") else None
+        if data is None and schedule not in benchmark.embedded_schedules:
+            raise UserError(f"{where}: 'data' is required for the {schedule} schedule (the real dataset's folder)")
+        if data is not None:
+            check_data(benchmark, data)
+        seeds = int(entry.get("seeds") or spec.get("seeds") or benchmark.default_seeds)
+        gpus = 1 if not benchmark.multi_process else int(entry.get("gpus") or spec.get("gpus") or 1)
+        opts = tuple(spec.get("opts") or ()) + tuple(entry.get("opts") or ())
+        for ckpt in checkpoints:
+            for seed in range(seeds):
+                runs.append(SweepRun(benchmark.name, benchmark.framework, schedule, ckpt, seed, seeds, data, gpus,
+                                     str(spec.get("device", "auto")), opts, out))
+    return Sweep(str(spec.get("name") or path.stem), runs, dict(spec.get("slurm") or {}), out)
+
+
+def grid_table(sweep: Sweep) -> str:
+    """One line per run: its state and run directory, then the counts."""
+    states = [run_state(run.run_dir) for run in sweep.runs]
+    width = max(len(run.label) for run in sweep.runs)
+    lines = [f"{'state':10s}  {'run':{width}s}  run directory"]
+    lines += [f"{state:10s}  {run.label:{width}s}  {run.run_dir}" for run, state in zip(sweep.runs, states,
+                                                                                         strict=True)]
+    counts = {s: states.count(s) for s in ("finished", "unfinished", "failed", "new") if states.count(s)}
+    lines.append(f"{len(states)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return "\n".join(lines)
+
+
+def to_run(sweep: Sweep) -> list[SweepRun]:
+    """What a (re)submission runs: everything not finished (failed and interrupted runs resume)."""
+    return [run for run in sweep.runs if run_state(run.run_dir) != "finished"]
+
+
+class BenchmarkJob:
+    """One run as a submitit job. `checkpoint` is submitit's hook on preemption and time-out: it resubmits
+    the same job, which resumes from the framework's last checkpoint in the run directory."""
+
+    def __init__(self, run: SweepRun) -> None:
+        self.run = run
+
+    def __call__(self) -> str:
+        from benchmarks.runner import run_benchmark
+
+        r = self.run
+        return str(run_benchmark(r.task, r.ckpt, r.framework, r.schedule, r.seed, r.data, r.out, r.gpus, r.device,
+                                 r.opts, seeds_asked=r.seeds_asked))
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(BenchmarkJob(self.run))
+
+
+def slurm_executor(sweep: Sweep, folder: Path, gpus: int, overrides: dict[str, Any]):
+    """submitit's SLURM executor for runs of `gpus` GPUs on one node (one task; the run starts its own
+    processes, one per GPU), with the sweep file's `slurm` resources, overridden by the command line's."""
+    import submitit
+
+    resources = {**sweep.slurm, **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    except RuntimeError as e:  # no srun on this machine
+        raise UserError(f"--executor slurm: {e} (submit from the cluster's login node)") from None
+    executor.update_parameters(name=f"bench-{sweep.name}", nodes=1, tasks_per_node=1, gpus_per_node=gpus,
+                               slurm_signal_delay_s=120,
+                               **{SLURM_KEYS[k]: v for k, v in resources.items()})
+    return executor
+
+
+def submit_slurm(sweep: Sweep, runs: list[SweepRun], overrides: dict[str, Any]) -> list[str]:
+    """Submit every run (grouped by GPU count); returns the job ids. Does not wait."""
+    ids = []
+    folder = sweep.out / "sweeps" / sweep.name / "%j"
+    for gpus in sorted({run.gpus for run in runs}):
+        executor = slurm_executor(sweep, folder, gpus, overrides)
+        jobs = [executor.submit(BenchmarkJob(run)) for run in runs if run.gpus == gpus]
+        ids += [job.job_id for job in jobs]
+    return ids
+
+
+def run_local(sweep: Sweep, runs: list[SweepRun], parallel: int = 1, poll_s: float = 2.0) -> list[tuple[SweepRun, str]]:
+    """Run `runs` through submitit's LocalExecutor, `parallel` at a time; each CUDA run gets its own GPUs.
+    Returns the failures (run, last line of its error); the others finished."""
+    import submitit
+    import torch
+
+    gpus_free = list(range(torch.cuda.device_count()))
+    has_cuda = bool(gpus_free)
+    executor = submitit.LocalExecutor(folder=sweep.out / "sweeps" / sweep.name / "local" / "%j")
+    pending, running, failures = list(runs), {}, []
+    while pending or running:
+        while pending and len(running) < max(1, parallel):
+            run = pending[0]
+            cuda = run.device == "cuda" or (run.device == "auto" and has_cuda)
+            if cuda and len(gpus_free) < run.gpus and running:
+                break  # wait for GPUs to come free
+            pending.pop(0)
+            gpus = [gpus_free.pop(0) for _ in range(min(run.gpus, len(gpus_free)))] if cuda else []
+            executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, gpus_per_node=len(gpus),
+                                       visible_gpus=tuple(gpus))
+            print(f"start  {run.label}  ({run.run_dir})", flush=True)
+            # CPU runs side by side share the cores: oversubscribed OpenMP threads slow each run tenfold
+            threads = str(max(1, (os.cpu_count() or 1) // max(1, parallel)))
+            with temporary_environ(OMP_NUM_THREADS=threads) if not cuda else contextlib.nullcontext():
+                running[executor.submit(BenchmarkJob(run))] = (run, gpus)
+        time.sleep(poll_s)
+        for job in [j for j in running if j.done()]:
+            run, gpus = running.pop(job)
+            gpus_free += gpus
+            try:
+                job.result()
+                print(f"done   {run.label}", flush=True)
+            except Exception as e:  # the job's own error, as submitit reports it
+                error = next((line for line in reversed(str(e).splitlines()) if line.strip()), str(e))
+                failures.append((run, error))
+                print(f"FAILED {run.label}: {error}", flush=True)
+    return failures
+
+
+def status_table(sweep: Sweep) -> str:
+    """The grid's state as a table: per row of the results tables, finished / asked seeds and the states."""
+    from collections import Counter
+
+    rows: dict[tuple[str, ...], Counter] = {}
+    for run in sweep.runs:
+        key = (run.task, run.framework, run.schedule, run.ckpt.name.split(".")[0], " ".join(run.opts))
+        rows.setdefault(key, Counter())[run_state(run.run_dir)] += 1
+    lines = ["| task | framework | schedule | checkpoint | opts | finished | unfinished | failed | new |",
+             "|---|---|---|---|---|---:|---:|---:|---:|"]
+    for key, counts in rows.items():
+        asked = sum(counts.values())
+        lines.append("| " + " | ".join(k or "—" for k in key) + f" | {counts['finished']}/{asked} | "
+                     f"{counts['unfinished']} | {counts['failed']} | {counts['new']} |")
+    return "\n".join(lines)

@@ -1,0 +1,151 @@
+"""Sweeps: the grid from a YAML file, its state from the run directories, submitit's local executor running
+it (the SLURM code path up to sbatch), a requeued job resuming from its checkpoint, and the sbatch script."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IMAGENET_INPUT, random_backbone, run_cli
+
+
+@pytest.fixture(scope="module")
+def two_backbones(tmp_path_factory) -> list[Path]:
+    out = tmp_path_factory.mktemp("sweep_ckpts")
+    small = {**IMAGENET_INPUT, "image_size": 64}  # the probe reads images at the backbone's own size
+    return [random_backbone(out / "a", seed=1, input_convention=small),
+            random_backbone(out / "b", method="look", seed=2, input_convention=small)]
+
+
+def _sweep_file(path: Path, ckpts: list[Path], benchmarks: str, extra: str = "") -> Path:
+    path.write_text(f"name: t\nout: {path.parent / 'bench'}\ncheckpoints:\n"
+                    + "".join(f"  - {c.parent}/*.pth\n" for c in ckpts) + f"benchmarks:\n{benchmarks}{extra}")
+    return path
+
+
+def test_dry_run_prints_the_grid_with_the_state_of_every_run(two_backbones, tmp_path):
+    from benchmarks.sweep import load_sweep
+
+    sweep_file = _sweep_file(tmp_path / "sweep.yaml", two_backbones,
+                             "  - {task: probe, framework: frozen, schedule: standard}\n"
+                             "  - {task: voc-det, framework: detectron2, schedule: smoke}\n", "seeds: 2\ndevice: cpu\n")
+    sweep = load_sweep(sweep_file)
+    assert len(sweep.runs) == 2 * 2 * 2 and {r.seeds_asked for r in sweep.runs} == {2}
+    finished, failed, unfinished = sweep.runs[0].run_dir, sweep.runs[1].run_dir, sweep.runs[2].run_dir
+    for run_dir in (finished, failed, unfinished):
+        run_dir.mkdir(parents=True)
+        (run_dir / "run.json").write_text("{}")
+    (finished / "result.json").write_text(json.dumps({"status": "finished"}))
+    (failed / "failure.json").write_text(json.dumps({"status": "failed"}))
+
+    result = run_cli("-m", "benchmarks", "sweep", str(sweep_file), "--dry-run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert sum(line.startswith(("finished", "failed", "unfinished", "new")) for line in lines) == 8
+    assert any(line.startswith("finished") and str(finished) in line for line in lines)
+    assert any(line.startswith("failed") and str(failed) in line for line in lines)
+    assert "8 runs: 1 finished, 1 unfinished, 1 failed, 5 new" in result.stdout
+    assert "would run 7 of 8 run(s) here, 1 at a time" in result.stdout
+    assert not (tmp_path / "bench" / "sweeps").exists()  # nothing submitted
+
+    status = run_cli("-m", "benchmarks", "status", str(sweep_file))
+    assert status.returncode == 0 and "| probe | frozen | standard |" in status.stdout
+    assert "| 1/2 | 0 | 1 | 0 |" in status.stdout  # the first checkpoint's probe: one finished, one failed
+
+
+def test_bad_sweep_files_get_one_message(two_backbones, tmp_path):
+    from benchmarks.sweep import load_sweep
+    from pretrain.errors import UserError
+
+    probe = "  - {task: probe, framework: frozen, schedule: standard}\n"
+    cases = [
+        (probe + "seed: 3\n", "unknown key(s) seed"),
+        ("  - {task: coco, framework: detectron2, schedule: 1x}\n", "'data' is required for the 1x schedule"),
+        ("  - {task: coco, framework: caffe}\n", "no benchmark 'coco' for framework 'caffe'"),
+        ("  - {task: coco, framework: detectron2, schedule: 1x, data: /nowhere}\n", "coco data not found under"),
+        (probe + "slurm: {partition: gpu, gpus: 8}\n", "slurm: unknown key(s) gpus"),
+    ]
+    for index, (benchmarks, message) in enumerate(cases):
+        with pytest.raises(UserError, match=re.escape(message)):
+            load_sweep(_sweep_file(tmp_path / f"bad{index}.yaml", two_backbones, benchmarks))
+    missing = tmp_path / "nothing.yaml"
+    missing.write_text(f"checkpoints: [{tmp_path}/none/*.pth]\nbenchmarks:\n{probe}")
+    result = run_cli("-m", "benchmarks", "sweep", str(missing), "--dry-run")  # one line, exit 2, no traceback
+    assert result.returncode == 2 and "nothing matches" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_sbatch_script_asks_for_the_requested_resources(tmp_path, monkeypatch):
+    from benchmarks.sweep import Sweep, slurm_executor
+
+    fake_bin = tmp_path / "bin"  # submitit looks for srun before it writes anything; no cluster here
+    fake_bin.mkdir()
+    (fake_bin / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake_bin / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:{__import__('os').environ['PATH']}")
+    sweep = Sweep("r50", [], {"partition": "learnfair", "time_min": 4320, "cpus_per_task": 80}, tmp_path)
+    executor = slurm_executor(sweep, tmp_path / "%j", 8, {"account": "vision", "constraint": "volta32gb",
+                                                          "time_min": 600, "partition": None})
+    script = executor._executor._make_submission_file_text("python -m submitit.core._submit x", "uid")
+    for line in ("--partition=learnfair", "--time=600", "--account=vision", "--constraint=volta32gb",
+                 "--gpus-per-node=8", "--nodes=1", "--ntasks-per-node=1", "--cpus-per-task=80",
+                 "--job-name=bench-r50", "--signal=USR2@120"):
+        assert f"#SBATCH {line}\n" in script, line
+    assert "srun" in script and "submitit.core._submit" in script
+
+
+@pytest.mark.slow
+def test_a_local_sweep_runs_the_grid_and_collect_shows_its_table(two_backbones, tmp_path):
+    # one checkpoint x the probe x 2 seeds, 2 at a time (the grid of several checkpoints: the dry-run test)
+    sweep_file = _sweep_file(tmp_path / "sweep.yaml", two_backbones[:1],
+                             "  - {task: probe, framework: frozen, schedule: standard}\n", "seeds: 2\ndevice: cpu\n")
+    result = run_cli("-m", "benchmarks", "sweep", str(sweep_file), "--parallel", "2", timeout=900)
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
+    assert "all 2 run(s) finished" in result.stdout
+    again = run_cli("-m", "benchmarks", "sweep", str(sweep_file))
+    assert again.returncode == 0 and "all runs finished; nothing to do" in again.stdout
+    collected = run_cli("-m", "benchmarks", "collect", "--runs", str(tmp_path / "bench"), "--out",
+                        str(tmp_path / "results"))
+    assert collected.returncode == 0, collected.stderr[-2000:]
+    table = (tmp_path / "results" / "probe.md").read_text()
+    assert table.count("| 2 (0, 1) |") == 1  # one row, both seeds finished
+
+
+@pytest.mark.slow
+def test_an_interrupted_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    import submitit
+
+    from benchmarks.sweep import LOCAL_TIMEOUT_MIN, BenchmarkJob, SweepRun
+
+    monkeypatch.chdir(tmp_path)  # the embedded COCO data is generated under ./data/generated
+    ckpt = random_backbone(tmp_path / "ckpt")
+    # 12 iterations with a checkpoint every 5, through Detectron2's own overrides
+    shorter = ("SOLVER.MAX_ITER=12", "SOLVER.STEPS=(10,)", "SOLVER.CHECKPOINT_PERIOD=5")
+    run = SweepRun("coco", "detectron2", "smoke", ckpt, 0, 1, None, 1, "cpu", shorter, tmp_path / "bench")
+    executor = submitit.LocalExecutor(folder=tmp_path / "jobs")
+    executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN)
+    job = executor.submit(BenchmarkJob(run))
+    last = run.run_dir / "work" / "last_checkpoint"  # Detectron2 names a checkpoint there once it is written
+
+    def saved_once() -> bool:
+        return last.is_file() and last.read_text().strip() == "model_0000004.pth"
+
+    deadline = time.time() + 600
+    while not saved_once() and not job.done() and time.time() < deadline:
+        time.sleep(0.2)
+    assert saved_once() and not job.done(), "the job finished before it could be interrupted"
+    # What SLURM (and submitit's local controller at a time-out) does: USR2 to the job's task process.
+    controller = job._process.pid
+    [task] = Path(f"/proc/{controller}/task/{controller}/children").read_text().split()
+    os.kill(int(task), signal.SIGUSR2)
+    assert Path(job.result()) == run.run_dir
+    assert json.loads((run.run_dir / "result.json").read_text())["status"] == "finished"
+    log = (run.run_dir / "work" / "log.txt").read_text()
+    assert "model_0000004.pth" in log and "Starting training from iteration 5" in log, log[-3000:]
+    job_log = "".join(p.read_text() for p in (tmp_path / "jobs").glob("*_log.out"))
+    assert "Calling checkpoint method" in job_log and "Requeued" in job_log, job_log[-2000:]
