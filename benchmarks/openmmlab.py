@@ -68,6 +68,10 @@ def finish_config(cfg, spec: RunSpec, what: str) -> None:
         if distributed:  # DDP refuses device ids for a CPU module
             cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", broadcast_buffers=False,
                                          find_unused_parameters=False, device_ids=None)
+    # loss, lr and eval metrics as TensorBoard event files too (work/<timestamp>/vis_data/), as Detectron2 writes
+    backends = list(cfg.visualizer.get("vis_backends") or [])
+    if not any(b.get("type") == "TensorboardVisBackend" for b in backends):
+        cfg.visualizer.vis_backends = [*backends, dict(type="TensorboardVisBackend")]
     cfg.merge_from_dict(dict(_parse_opts(spec.opts)))
     # the protocol's global batch, split over the processes (mmengine's batch_size is per process)
     cfg.train_dataloader.batch_size = per_process_batch(cfg.global_batch_size, spec.world_size, what)

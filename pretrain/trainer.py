@@ -115,10 +115,12 @@ def check_resume_compatible(checkpoint: dict[str, Any], config: Config, fingerpr
 
 
 class JsonlLog:
-    """`log.jsonl`: one JSON object per line, per logged step or per event (None: this rank writes nothing)."""
+    """`log.jsonl`: one JSON object per line, per logged step or per event (None: this rank writes nothing).
+    The logged steps' numbers also go to TensorBoard event files in `tensorboard/` beside it."""
 
     def __init__(self, path: Path | None):
         self.path = path
+        self._writer = None
 
     def event(self, name: str, **fields: Any) -> None:
         self.write([{"event": name, "time": time.time(), **fields}])
@@ -129,6 +131,21 @@ class JsonlLog:
         with open(self.path, "a") as f:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
+        steps = [row for row in rows if "event" not in row and "step" in row]
+        if steps:
+            writer = self._tensorboard()
+            for row in steps:
+                for key, value in row.items():
+                    if key not in ("step", "epoch") and isinstance(value, int | float):
+                        writer.add_scalar(f"train/{key}", value, row["step"])
+            writer.flush()
+
+    def _tensorboard(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.path.parent / "tensorboard"))
+        return self._writer
 
 
 def training_step(

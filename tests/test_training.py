@@ -37,6 +37,13 @@ def test_method_trains_and_loss_falls(method, tiny_overrides, tmp_path):
 
     steps = read_steps(tmp_path / "run")
     assert len(steps) == 5 * 6  # 192 images / batch 32, 5 epochs
+    # the same numbers as TensorBoard scalars, beside the log
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload()
+    losses = [e.value for e in events.Scalars("train/loss")]
+    assert "train/lr" in events.Tags()["scalars"] and len(losses) == len(steps)
+    assert losses == pytest.approx([s["loss"] for s in steps], rel=1e-6)
     first, last = epoch_mean(steps, "loss", {0}), epoch_mean(steps, "loss", {3, 4})
     assert last < 0.8 * first, (first, last)
     if method == "look":
