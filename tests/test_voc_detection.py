@@ -99,15 +99,17 @@ def test_the_converted_checkpoint_fills_the_backbone_and_the_res5_roi_head(arch,
 
 @pytest.mark.slow
 def test_voc_detection_smoke_runs_detectron2s_faster_rcnn_c4_with_its_voc_evaluator(tmp_path, monkeypatch):
+    from benchmarks.runner import opts_suffix
     from tests.conftest import random_backbone
 
     monkeypatch.chdir(tmp_path)  # the embedded VOCdevkit is generated under ./data/generated
     ckpt = random_backbone(tmp_path / "ckpt")
     out = tmp_path / "bench"
+    shorter = ("SOLVER.MAX_ITER=8", "SOLVER.STEPS=(6,)")  # 8 of the smoke schedule's 20 iterations
     result = run_cli("-m", "benchmarks", "run", "voc-det", "--ckpt", str(ckpt), "--framework", "detectron2",
-                     "--schedule", "smoke", "--seed", "0", "--out", str(out), timeout=900)
+                     "--schedule", "smoke", "--seed", "0", "--out", str(out), "--opts", *shorter, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = out / "voc-det" / "detectron2" / "smoke" / ckpt.name.split(".")[0] / "seed0"
+    run_dir = out / "voc-det" / "detectron2" / "smoke" / (ckpt.name.split(".")[0] + opts_suffix(shorter)) / "seed0"
     record = json.loads((run_dir / "result.json").read_text())
     assert record["status"] == "finished" and record["seeds_asked"] == 1
     for group in ("bbox", "bbox_integral"):  # detectron2's PascalVOCDetectionEvaluator, 11-point and integral
@@ -116,6 +118,7 @@ def test_voc_detection_smoke_runs_detectron2s_faster_rcnn_c4_with_its_voc_evalua
     assert "NAME: Res5ExtraNormROIHeads" in resolved and "NUM_CLASSES: 20" in resolved
     assert "DEPTH: 18" in resolved and "NORM: SyncBN" in resolved and "FREEZE_AT: 0" in resolved
     assert "Evaluating" in (run_dir / "work" / "log.txt").read_text()
+    assert list((run_dir / "work").glob("events.out.tfevents.*"))  # Detectron2's TensorBoard writer
 
 
 def test_voc_detection_asks_for_five_seeds_unless_told_otherwise():
