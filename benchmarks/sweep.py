@@ -10,6 +10,10 @@ state of its own: `status` and `--dry-run` read the run directories, and rerunni
 what is not finished. Every run is a submitit job (`BenchmarkJob`): on SLURM, preempted or timed out,
 it is requeued and resumes from the framework's last checkpoint in its run directory; locally, submitit's
 own LocalExecutor runs the same code path in real processes, N at a time (one GPU set each).
+
+submitit is imported only where it is used: its import configures logging (`logging.config.dictConfig`),
+which closes every logging handler already open in the process. The sweep command and the jobs import
+it before any framework opens its log files.
 """
 
 from __future__ import annotations
@@ -209,7 +213,7 @@ def run_local(sweep: Sweep, runs: list[SweepRun], parallel: int = 1, poll_s: flo
             executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, gpus_per_node=len(gpus),
                                        visible_gpus=tuple(gpus))
             print(f"start  {run.label}  ({run.run_dir})", flush=True)
-            # CPU runs side by side share the cores: oversubscribed OpenMP threads slow each run tenfold
+            # CPU runs side by side share the cores (two probes, each with all cores' threads, ran 2x slower here)
             threads = str(max(1, (os.cpu_count() or 1) // max(1, parallel)))
             with temporary_environ(OMP_NUM_THREADS=threads) if not cuda else contextlib.nullcontext():
                 running[executor.submit(BenchmarkJob(run))] = (run, gpus)

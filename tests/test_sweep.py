@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.environ import temporary_environ
 from tests.conftest import IMAGENET_INPUT, random_backbone, run_cli
+
+# submitit configures logging when imported (logging.config.dictConfig), which closes every logging handler
+# open in the process: here pytest's and mmengine's log files. This pytest process imports it without that;
+# its jobs (subprocesses) configure their logging as usual.
+with temporary_environ(SUBMITIT_LOG_LEVEL="NOCONFIG"):
+    import submitit
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +125,6 @@ def test_a_local_sweep_runs_the_grid_and_collect_shows_its_table(two_backbones, 
 
 @pytest.mark.slow
 def test_an_interrupted_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path, monkeypatch):
-    import submitit
-
     from benchmarks.sweep import LOCAL_TIMEOUT_MIN, BenchmarkJob, SweepRun
 
     monkeypatch.chdir(tmp_path)  # the embedded COCO data is generated under ./data/generated
