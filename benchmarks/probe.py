@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.spec import RunSpec, TrainResult
+from pretrain.knn_monitor import knn_predict
 
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 HELD_OUT = 0.2
@@ -118,18 +119,6 @@ def linear_probe(features: Features, seed: int = 0) -> dict[str, float]:
     w, b = fit_logistic(x_train, features.train_labels, num_classes, best)
     top1 = ((x_val.double() @ w + b).argmax(1) == features.val_labels).double().mean().item()
     return {"linear_top1": 100 * top1, "linear_l2": best, "linear_heldout_top1": 100 * scores[best]}
-
-
-def knn_predict(train: torch.Tensor, train_labels: torch.Tensor, query: torch.Tensor, num_classes: int,
-                k: int = 20, temperature: float = 0.07, chunk: int = 1024) -> torch.Tensor:
-    train = F.normalize(train.float(), dim=1)
-    predictions = []
-    for start in range(0, len(query), chunk):
-        sims = F.normalize(query[start:start + chunk].float(), dim=1) @ train.T
-        top, index = sims.topk(min(k, len(train)), dim=1)
-        votes = torch.zeros(len(top), num_classes).scatter_add_(1, train_labels[index], (top / temperature).exp())
-        predictions.append(votes.argmax(1))
-    return torch.cat(predictions)
 
 
 def knn_accuracy(features: Features, k: int = 20, temperature: float = 0.07) -> dict[str, float]:

@@ -97,6 +97,20 @@ class TrainConfig:
 
 
 @dataclass
+class MonitorConfig:
+    """The online kNN monitor (pretrain/knn_monitor.py): a watch on the run that never changes it."""
+
+    knn_every_epochs: int = 0  # every N epochs and after the last (0: off)
+    # Held-out images of the training classes in class folders; null: the generated data's val/ split.
+    val_root: str | None = None
+    bank_per_class: int = 100  # training images per class in the kNN bank (ImageNet: 100k images)
+    max_queries: int = 10000  # held-out images classified (a fixed subset when there are more)
+    k: int = 20
+    temperature: float = 0.07
+    batch_size: int = 256  # per process
+
+
+@dataclass
 class Config:
     name: str = "run"
     method: dict[str, Any] = field(default_factory=lambda: {"name": "sl"})
@@ -105,6 +119,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     out_dir: str | None = None  # default: runs/pretrain/<name>
 
     @property
@@ -143,8 +158,8 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def resume_identity(config: dict[str, Any]) -> dict[str, Any]:
-    """The settings a checkpoint must share with the config that resumes it."""
-    return {k: v for k, v in flatten(config).items() if k not in RESUME_FREE_KEYS}
+    """The settings a checkpoint must share with the config that resumes it (the monitor only watches)."""
+    return {k: v for k, v in flatten(config).items() if k not in RESUME_FREE_KEYS and not k.startswith("monitor.")}
 
 
 def config_hash(config: dict[str, Any]) -> str:

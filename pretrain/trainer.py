@@ -26,6 +26,7 @@ from pretrain.data import GlobalBatchSampler, build_train_dataset, dataset_name,
 from pretrain.distributed import DistInfo, any_rank, barrier, gather_all, init_distributed, shutdown
 from pretrain.errors import TrainingDiverged, UserError
 from pretrain.files import atomic_copy
+from pretrain.knn_monitor import KnnMonitor
 from pretrain.methods import Method, get_method
 from pretrain.models import build_backbone
 from pretrain.monitor import LossSpikeDetector
@@ -140,6 +141,15 @@ class JsonlLog:
                         writer.add_scalar(f"train/{key}", value, row["step"])
             writer.flush()
 
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        """Numbers logged apart from the steps' (the kNN monitor's), as TensorBoard scalars only."""
+        if self.path is None:
+            return
+        writer = self._tensorboard()
+        for tag, value in values.items():
+            writer.add_scalar(tag, value, step)
+        writer.flush()
+
     def _tensorboard(self):
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
@@ -237,6 +247,8 @@ class Trainer:
         self.sampler = GlobalBatchSampler(len(self.dataset), cfg_train.batch_size, info.rank, info.world_size,
                                           cfg_train.seed)
         self.steps_per_epoch = self.sampler.steps_per_epoch
+        self.knn_monitor = KnnMonitor(config, self.dataset.classes, info.rank, info.world_size, device) \
+            if config.monitor.knn_every_epochs > 0 else None
         if self.steps_per_epoch == 0:
             raise UserError(
                 f"the dataset has {len(self.dataset)} images, fewer than one batch of {cfg_train.batch_size}"
@@ -270,12 +282,14 @@ class Trainer:
         self.optimizer = build_optimizer(method, config.optim, config.peak_lr)
         self.step, self.epoch, self.step_in_epoch = 0, 0, 0
         self.spikes = LossSpikeDetector(factor=cfg_train.loss_spike_factor)
+        self.knn_history: list[dict[str, float]] = []
         if checkpoint is not None:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
             self.step, self.epoch = checkpoint["step"], checkpoint["epoch"]
             self.step_in_epoch = checkpoint["step_in_epoch"]
             if "loss_spikes" in checkpoint:
                 self.spikes.load_state_dict(checkpoint["loss_spikes"])
+            self.knn_history = list(checkpoint.get("knn_monitor", []))
         self.precision = choose_precision(cfg_train.amp, device)
         self.autocast = autocast_for(self.precision, device)
         self.scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
@@ -338,12 +352,28 @@ class Trainer:
         self.method.check_consistent_across_ranks()
         self.epoch += 1
         self.step_in_epoch = 0
+        self._monitor()
         self._save()
         keep = cfg_train.keep_every_epochs
         if self.info.is_main and keep and self.epoch % keep == 0:
             periodic = self.ckpt_dir / f"epoch_{self.epoch:04d}.pt"
             atomic_copy(self.ckpt_dir / "last.pt", periodic)
         self.log.event("epoch_end", epoch=self.epoch, step=self.step)
+
+    def _monitor(self) -> None:
+        """The online kNN monitor, every `monitor.knn_every_epochs` epochs and after the last one."""
+        every, epochs = self.config.monitor.knn_every_epochs, self.config.schedule.epochs
+        if self.knn_monitor is None or (self.epoch % every and self.epoch != epochs):
+            return
+        self._flush()
+        result = {"epoch": self.epoch, "step": self.step, **self.knn_monitor.measure(self.method.backbone,
+                                                                                      self.autocast)}
+        self.knn_history.append(result)
+        self.log.event("knn_monitor", **result)
+        self.log.scalars({"monitor/knn_top1": result["knn_top1"]}, self.step)
+        if self.info.is_main:
+            self.progress.write(f"epoch {self.epoch}: kNN top-1 {result['knn_top1']:.2f}% ({result['queries']} "
+                                f"held-out images, bank of {result['bank']}, {result['seconds']:.1f} s)")
 
     def _step(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> dict[str, Any]:
         images = images.to(self.device, non_blocking=True)
@@ -439,6 +469,7 @@ class Trainer:
             "precision": self.precision_record(),
             "world_size": self.info.world_size,
             "loss_spikes": self.spikes.state_dict(),
+            "knn_monitor": self.knn_history,
         }
 
     def _export(self, reuse: bool) -> Path:
@@ -464,6 +495,7 @@ class Trainer:
             "schedule": self.schedule_record(),
             "precision": self.precision_record(),
             "training": self.spikes.summary(),
+            "knn_monitor": self.knn_history,
             "timm_version": timm.__version__,
         }
         return export_backbone(self.method.backbone.state_dict(), meta, export_dir)

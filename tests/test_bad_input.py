@@ -48,6 +48,18 @@ def test_missing_dataset_folder(tiny_overrides, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_knn_monitor_on_real_data_needs_a_held_out_folder(tiny_overrides, tmp_path):
+    for name in ("cat", "dog"):
+        write_images(tmp_path / "data" / name, 20)
+    write_images(tmp_path / "val" / "cat", 2)
+    result = train_cli("--data", str(tmp_path / "data"), *set_args([*tiny_overrides, "monitor.knn_every_epochs=1"]))
+    assert_clean_error(result, "monitor.val_root")
+    result = train_cli("--data", str(tmp_path / "data"), *set_args(
+        [*tiny_overrides, "monitor.knn_every_epochs=1", f"monitor.val_root={tmp_path / 'val'}"]))
+    assert_clean_error(result, "classes differ", str(tmp_path / "val"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_folder_without_class_folders(tiny_overrides, tmp_path):
     write_images(tmp_path / "flat", 3)
     result = train_cli("--data", str(tmp_path / "flat"), *set_args(tiny_overrides))

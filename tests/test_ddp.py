@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 
 import pytest
@@ -94,7 +96,8 @@ def test_ddp_memories_identical_and_equal_to_single_process(tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_processes_trains_look_end_to_end(tmp_path, generated_dir):
     overrides = [*TINY_DATA, f"data.generated_dir={generated_dir}", f"out_dir={tmp_path / 'run'}",
-                 "train.batch_size=32", "data.workers=0", "schedule.epochs=2", "method.k=5"]
+                 "train.batch_size=32", "data.workers=0", "schedule.epochs=2", "method.k=5",
+                 "monitor.knn_every_epochs=1", "monitor.batch_size=7", "monitor.max_queries=15"]  # 8 + 7 a rank
     result = run_cli("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
                      "-m", "pretrain", "train", "--config", str(REPO / "pretrain/configs/look_cpu.yaml"),
                      *set_args(overrides), timeout=600)
@@ -106,3 +109,49 @@ def test_torchrun_two_processes_trains_look_end_to_end(tmp_path, generated_dir):
     # the saved memory holds every slot the two ranks wrote.
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert int(ckpt["model"]["_extra_state"]["visited"].sum()) == 128
+
+    knn = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+           if '"knn_monitor"' in line]
+    assert [(row["epoch"], row["bank"], row["queries"]) for row in knn] == [(1, 128, 15), (2, 128, 15)]
+
+
+def mean_colour() -> nn.Module:
+    """A backbone whose features (each image's mean colour) do not depend on how images are batched."""
+    model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    model.num_features = 3
+    return model
+
+
+def _monitor_worker(rank: int, world: int, init_file: str, config_file: str, out_dir: str) -> None:
+    from pretrain.config import load_config
+    from pretrain.knn_monitor import KnnMonitor
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    monitor = KnnMonitor(load_config(config_file), [f"class_{c:02d}" for c in range(4)], rank, world,
+                         torch.device("cpu"))
+    features = {name: monitor._features(mean_colour(), name, contextlib.nullcontext()) for name in monitor.sets}
+    torch.save(features, os.path.join(out_dir, f"monitor{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_knn_monitor_shares_images_over_ranks_and_gathers_them_in_order(tmp_path, generated_dir):
+    """Each rank embeds every second image (15 queries: 8 and 7, so one rank pads); after the gather every
+    rank holds every image's features in the one-process order."""
+    from pretrain.config import load_config, write_config
+    from pretrain.knn_monitor import KnnMonitor
+
+    config = load_config(REPO / "pretrain/configs/sl_cpu.yaml", [
+        *TINY_DATA, f"data.generated_dir={generated_dir}", "data.workers=0", "monitor.knn_every_epochs=1",
+        "monitor.batch_size=4", "monitor.max_queries=15", "monitor.bank_per_class=9"])
+    write_config(config, tmp_path / "config.yaml")
+    single = KnnMonitor(config, [f"class_{c:02d}" for c in range(4)], 0, 1, torch.device("cpu"))
+    expected = {name: single._features(mean_colour(), name, contextlib.nullcontext()) for name in single.sets}
+    assert len(expected["bank"][0]) == 36 and len(expected["queries"][0]) == 15
+    mp.start_processes(_monitor_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "config.yaml"),
+                                              str(tmp_path)), nprocs=2, start_method="spawn")
+    for rank in (0, 1):
+        gathered = torch.load(tmp_path / f"monitor{rank}.pt")
+        for name, (features, labels) in expected.items():
+            assert torch.equal(gathered[name][0], features), (rank, name)
+            assert torch.equal(gathered[name][1], labels), (rank, name)

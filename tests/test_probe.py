@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.diagnostics import diagnose, knn_label_agreement, submode_separability
-from benchmarks.probe import Features, fit_logistic, knn_predict, linear_probe, stratified_split
+from benchmarks.probe import Features, fit_logistic, linear_probe, stratified_split
 from pretrain.config import GeneratedDataConfig
 from pretrain.data import IndexedImageFolder, read_coarse_map
 from pretrain.data.generated import fine_view, generate
 from pretrain.errors import UserError
+from pretrain.knn_monitor import knn_predict
 from tests.conftest import run_cli, set_args
 
 TINY = GeneratedDataConfig(num_classes=3, modes_per_class=2, train_per_mode=6, val_per_mode=3, image_size=32)

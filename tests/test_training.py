@@ -29,7 +29,8 @@ def epoch_mean(steps, key, epochs):
 def test_method_trains_and_loss_falls(method, tiny_overrides, tmp_path):
     # 64 px: at 32 px ResNet-18's last feature map is 1x1 and LOOK barely moves in a few dozen steps.
     overrides = [*tiny_overrides, "data.generated.train_per_mode=24", "data.generated.image_size=64",
-                 "data.image_size=64", "schedule.epochs=5", "optim.lr_per_256=0.4"]  # lr 0.05 at batch 32
+                 "data.image_size=64", "schedule.epochs=5", "optim.lr_per_256=0.4",  # lr 0.05 at batch 32
+                 "monitor.knn_every_epochs=2"]
     if method == "look":
         overrides += ["method.k=5"]
     config = load_config(REPO / f"pretrain/configs/{method}_cpu.yaml", overrides)
@@ -44,6 +45,12 @@ def test_method_trains_and_loss_falls(method, tiny_overrides, tmp_path):
     losses = [e.value for e in events.Scalars("train/loss")]
     assert "train/lr" in events.Tags()["scalars"] and len(losses) == len(steps)
     assert losses == pytest.approx([s["loss"] for s in steps], rel=1e-6)
+    # the online kNN monitor ran every 2 epochs and after the last: logged, in TensorBoard, with the backbone
+    knn = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+           if '"knn_monitor"' in line]
+    assert [row["epoch"] for row in knn] == [2, 4, 5]
+    assert all(row["bank"] == 192 and row["queries"] == 16 and 0 <= row["knn_top1"] <= 100 for row in knn)
+    assert [e.value for e in events.Scalars("monitor/knn_top1")] == pytest.approx([r["knn_top1"] for r in knn])
     first, last = epoch_mean(steps, "loss", {0}), epoch_mean(steps, "loss", {3, 4})
     assert last < 0.8 * first, (first, last)
     if method == "look":
@@ -61,6 +68,7 @@ def test_method_trains_and_loss_falls(method, tiny_overrides, tmp_path):
                              "std": config.data.std, "image_size": 64}
     assert "head" in meta["dropped_heads"]
     assert (method == "look") == ("memory" in meta["dropped_heads"])
+    assert [row["epoch"] for row in meta["knn_monitor"]] == [2, 4, 5]
     model = timm.create_model("resnet18", pretrained=False, num_classes=0)
     model.load_state_dict(payload["state_dict"], strict=True)  # nothing missing, nothing extra
     assert not any(k.startswith(("fc.", "head", "_extra")) for k in payload["state_dict"])
@@ -88,3 +96,20 @@ def test_periodic_checkpoints_are_kept(tiny_overrides, tmp_path):
     names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert names == ["epoch_0002.pt", "epoch_0004.pt", "last.pt"]
     assert torch.load(tmp_path / "run" / "checkpoints" / "epoch_0002.pt", weights_only=True)["epoch"] == 2
+
+
+def test_knn_monitor_leaves_training_unchanged_to_the_bit(tiny_overrides, tmp_path):
+    """The monitor runs the backbone in eval mode between epochs: no BatchNorm statistic, weight, or random
+    draw of the run may change because it ran (it would make a monitored run another run)."""
+    states = {}
+    for every in (0, 1):
+        overrides = [*tiny_overrides, "schedule.epochs=2", "data.workers=1", f"out_dir={tmp_path / str(every)}",
+                     f"monitor.knn_every_epochs={every}"]
+        train(load_config(REPO / "pretrain/configs/sl_cpu.yaml", overrides))
+        states[every] = torch.load(tmp_path / str(every) / "checkpoints" / "last.pt", weights_only=True)
+    assert len(states[1]["knn_monitor"]) == 2 and not states[0]["knn_monitor"]
+    assert states[0]["model"].keys() == states[1]["model"].keys()
+    for key, value in states[0]["model"].items():
+        assert torch.equal(value, states[1]["model"][key]), key
+    # and it is no part of the run's identity: the monitored run is the same config hash
+    assert states[0]["config_hash"] == states[1]["config_hash"]

@@ -12,13 +12,24 @@ from pretrain.data.generated import generate
 from pretrain.data.sampler import GlobalBatchSampler
 
 __all__ = ["IndexedImageFolder", "read_coarse_map", "GlobalBatchSampler", "build_train_dataset", "train_root",
-           "train_transform"]
+           "train_transform", "eval_transform"]
 
 
 def train_transform(config: DataConfig) -> transforms.Compose:
     return transforms.Compose([
         transforms.RandomResizedCrop(config.image_size, scale=tuple(config.crop_scale)),
         transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(config.mean, config.std),
+    ])
+
+
+def eval_transform(config: DataConfig) -> transforms.Compose:
+    """A centre crop at the training size (ImageNet's 256 -> 224 resize ratio at 224 px and above)."""
+    size = config.image_size
+    return transforms.Compose([
+        transforms.Resize(size if size < 224 else int(size * 256 / 224)),
+        transforms.CenterCrop(size),
         transforms.ToTensor(),
         transforms.Normalize(config.mean, config.std),
     ])
