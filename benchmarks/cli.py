@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 
 from pretrain.errors import report_user_errors
+from pretrain.slurm import add_slurm_arguments
 
 
 def _seeds(args: argparse.Namespace) -> list[int]:
@@ -89,12 +90,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from benchmarks.sweep import grid_table, load_sweep, run_local, submit_slurm, to_run
+    from pretrain.slurm import slurm_resources
 
     sweep = load_sweep(args.file)
     print(grid_table(sweep))
     runs = to_run(sweep)
-    resources = {"partition": args.partition, "time_min": args.time_min, "account": args.account,
-                 "constraint": args.constraint, "cpus_per_task": args.cpus_per_task}
+    resources = slurm_resources(args)
     asked = {**sweep.slurm, **{k: v for k, v in resources.items() if v}}
     where = (f"on SLURM ({', '.join(f'{k} {v}' for k, v in asked.items())}; one node and one job per run, "
              "requeued on preemption or time-out)" if args.executor == "slurm" else f"here, {args.parallel} at a time")
@@ -224,12 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--dry-run", action="store_true", help="print the grid and what would run; run nothing")
     w.add_argument("--executor", choices=["local", "slurm"], default="local")
     w.add_argument("--parallel", type=int, default=1, help="local: runs at a time (each gets its own GPUs)")
-    w.add_argument("--partition")
-    w.add_argument("--time-min", type=int, help="SLURM time limit per job, minutes (a timed-out job is requeued "
-                                                "and resumes)")
-    w.add_argument("--account")
-    w.add_argument("--constraint")
-    w.add_argument("--cpus-per-task", type=int)
+    add_slurm_arguments(w)
     w.set_defaults(func=_sweep)
     t = sub.add_parser("status", help="the state of a sweep's grid, read from its run directories")
     t.add_argument("file")

@@ -31,13 +31,10 @@ from benchmarks.runner import check_data, run_directory, run_state
 from benchmarks.tasks import get_benchmark
 from pretrain.config import load_yaml
 from pretrain.errors import UserError
+from pretrain.slurm import SLURM_KEYS, job_error
 
 TOP_KEYS = {"name", "out", "checkpoints", "benchmarks", "seeds", "gpus", "device", "opts", "slurm"}
 BENCHMARK_KEYS = {"task", "framework", "schedule", "data", "seeds", "gpus", "opts"}
-# our name -> submitit's AutoExecutor parameter
-SLURM_KEYS = {"partition": "slurm_partition", "time_min": "timeout_min", "account": "slurm_account",
-              "constraint": "slurm_constraint", "cpus_per_task": "cpus_per_task", "mem_gb": "mem_gb",
-              "qos": "slurm_qos", "comment": "slurm_comment"}
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # a local run is never timed out by the executor
 
 
@@ -168,17 +165,11 @@ class BenchmarkJob:
 def slurm_executor(sweep: Sweep, folder: Path, gpus: int, overrides: dict[str, Any]):
     """submitit's SLURM executor for runs of `gpus` GPUs on one node (one task; the run starts its own
     processes, one per GPU), with the sweep file's `slurm` resources, overridden by the command line's."""
-    import submitit
+    from pretrain.slurm import slurm_executor as executor_for
 
     resources = {**sweep.slurm, **{k: v for k, v in overrides.items() if v is not None}}
-    try:
-        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
-    except RuntimeError as e:  # no srun on this machine
-        raise UserError(f"--executor slurm: {e} (submit from the cluster's login node)") from None
-    executor.update_parameters(name=f"bench-{sweep.name}", nodes=1, tasks_per_node=1, gpus_per_node=gpus,
-                               slurm_signal_delay_s=120,
-                               **{SLURM_KEYS[k]: v for k, v in resources.items()})
-    return executor
+    return executor_for(folder, f"bench-{sweep.name}", nodes=1, tasks_per_node=1, gpus_per_node=gpus,
+                        resources=resources)
 
 
 def submit_slurm(sweep: Sweep, runs: list[SweepRun], overrides: dict[str, Any]) -> list[str]:
@@ -225,7 +216,7 @@ def run_local(sweep: Sweep, runs: list[SweepRun], parallel: int = 1, poll_s: flo
                 job.result()
                 print(f"done   {run.label}", flush=True)
             except Exception as e:  # the job's own error, as submitit reports it
-                error = next((line for line in reversed(str(e).splitlines()) if line.strip()), str(e))
+                error = job_error(e)
                 failures.append((run, error))
                 print(f"FAILED {run.label}: {error}", flush=True)
     return failures

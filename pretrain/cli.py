@@ -1,16 +1,17 @@
-"""`python -m pretrain ...`: train a backbone, write the embedded dataset, list methods."""
+"""`python -m pretrain ...`: train a backbone (here, or as a job on SLURM), write the embedded dataset, list methods."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
 from pretrain.errors import report_user_errors
+from pretrain.slurm import add_slurm_arguments
 
 
-def _train(args: argparse.Namespace) -> int:
+def _config(args: argparse.Namespace):
     from pretrain.config import load_config
-    from pretrain.trainer import train
 
     config = load_config(args.config, args.set)
     # Paths are set as given, not parsed as YAML like --set values (a folder named `null` or `yes`).
@@ -18,7 +19,37 @@ def _train(args: argparse.Namespace) -> int:
         config.data.root = args.data
     if args.out is not None:
         config.out_dir = args.out
-    train(config, resume_from=args.resume)
+    return config
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pretrain.trainer import train
+
+    train(_config(args), resume_from=args.resume)
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    import submitit  # before anything opens a log file (see pretrain/slurm.py)
+
+    from pretrain.errors import UserError
+    from pretrain.slurm import job_error, slurm_resources
+    from pretrain.submit import submit
+
+    config = _config(args)
+    job = submit(config, args.executor, args.nodes, args.nproc_per_node, slurm_resources(args))
+    where = f"{args.nodes} node(s) x {args.nproc_per_node} process(es)"
+    logs = Path(job.paths.stdout).parent
+    if args.executor == "slurm":
+        print(f"submitted SLURM job {job.job_id} ({where}); logs in {logs}; run directory {config.run_dir()}. "
+              "A preempted or timed-out job is requeued and resumes from its last checkpoint.")
+        return 0
+    print(f"running job {job.job_id} here ({where}); logs in {logs}", flush=True)
+    try:
+        exported = job.results()[0]  # rank 0's: the others export nothing
+    except submitit.core.utils.FailedJobError as e:
+        raise UserError(f"the job failed: {job_error(e)} (full log in {logs})") from None
+    print(f"exported backbone: {exported}")
     return 0
 
 
@@ -49,7 +80,6 @@ def _methods(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     """Per-epoch summary of a run's log.jsonl: loss (mean, max), logged metrics (max), loss spikes."""
     import json
-    from pathlib import Path
 
     from pretrain.config import load_yaml
     from pretrain.errors import UserError
@@ -87,18 +117,33 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="YAML config, e.g. pretrain/configs/look_cpu.yaml")
+    p.add_argument("--data", help="ImageNet-layout train folder (default: the embedded generated dataset)")
+    p.add_argument("--out", help="run directory (default: runs/pretrain/<name>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set method.k=20 --set train.batch_size=128")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pretrain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="pretrain a backbone (resumes automatically from <out_dir>/checkpoints/last.pt)")
-    p.add_argument("--config", required=True, help="YAML config, e.g. pretrain/configs/look_cpu.yaml")
-    p.add_argument("--data", help="ImageNet-layout train folder (default: the embedded generated dataset)")
-    p.add_argument("--out", help="run directory (default: runs/pretrain/<name>)")
+    _add_run_arguments(p)
     p.add_argument("--resume", help="resume from this checkpoint instead of <out_dir>/checkpoints/last.pt")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set method.k=20 --set train.batch_size=128")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("submit", help="pretrain as a submitit job: on SLURM over nodes x GPUs (requeued on "
+                                      "preemption or time-out, then resumed), or here")
+    _add_run_arguments(p)
+    p.add_argument("--executor", choices=["slurm", "local"], default="slurm",
+                   help="slurm: submit and return; local: run here (same code path) and wait")
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--nproc-per-node", type=int, default=1,
+                   help="processes per node, one per GPU (as many GPUs are requested unless train.device=cpu)")
+    add_slurm_arguments(p)
+    p.set_defaults(func=_submit)
 
     p = sub.add_parser("make-data", help="write the embedded generated dataset and print its folder")
     p.add_argument("--out", default="data/generated")

@@ -29,10 +29,10 @@ def tiny_overrides(generated_dir, tmp_path) -> list[str]:
     return [*TINY_DATA, *TINY_TRAIN, f"data.generated_dir={generated_dir}", f"out_dir={tmp_path / 'run'}"]
 
 
-def run_cli(*args: str, timeout: float = 300, env_extra: dict[str, str] | None = None,
+def run_cli(*args: str, timeout: float = 300, env_extra: dict[str, str] | None = None, cwd: Path = REPO,
             **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2", **(env_extra or {})}
-    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout, **kwargs)
 
 

@@ -1,0 +1,67 @@
+"""SLURM through submitit, shared by `python -m pretrain submit` and `python -m benchmarks sweep`.
+
+submitit is imported only where it is used: its import configures logging (`logging.config.dictConfig`),
+which closes every logging handler already open in the process, so a command imports it before any
+framework opens its log files.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from pretrain.errors import UserError
+
+# our name -> submitit's AutoExecutor parameter
+SLURM_KEYS = {"partition": "slurm_partition", "time_min": "timeout_min", "account": "slurm_account",
+              "constraint": "slurm_constraint", "cpus_per_task": "cpus_per_task", "mem_gb": "mem_gb",
+              "qos": "slurm_qos", "comment": "slurm_comment"}
+SIGNAL_DELAY_S = 120  # USR2 this long before the time limit: time to requeue
+
+
+def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
+    """The SLURM resources a command line may set (over a file's `slurm:` section, where there is one)."""
+    parser.add_argument("--partition")
+    parser.add_argument("--time-min", type=int,
+                        help="SLURM time limit per job, minutes (a timed-out job is requeued and resumes)")
+    parser.add_argument("--account")
+    parser.add_argument("--constraint")
+    parser.add_argument("--cpus-per-task", type=int)
+    parser.add_argument("--mem-gb", type=int)
+    parser.add_argument("--qos")
+
+
+def slurm_resources(args: argparse.Namespace) -> dict[str, Any]:
+    """The resources given on the command line (None for those left out)."""
+    return {key: getattr(args, key) for key in SLURM_KEYS if hasattr(args, key)}
+
+
+def slurm_executor(folder: Path, name: str, nodes: int, tasks_per_node: int, gpus_per_node: int,
+                   resources: dict[str, Any]):
+    """submitit's SLURM executor; `resources` uses SLURM_KEYS' names (None values are left out)."""
+    import submitit
+
+    unknown = sorted(set(resources) - set(SLURM_KEYS))
+    if unknown:
+        raise UserError(f"unknown SLURM resource(s) {', '.join(unknown)}; allowed: {', '.join(SLURM_KEYS)}")
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    except RuntimeError as e:  # no srun on this machine
+        raise UserError(f"--executor slurm: {e} (submit from the cluster's login node)") from None
+    executor.update_parameters(name=name, nodes=nodes, tasks_per_node=tasks_per_node, gpus_per_node=gpus_per_node,
+                               slurm_signal_delay_s=SIGNAL_DELAY_S,
+                               **{SLURM_KEYS[k]: v for k, v in resources.items() if v is not None})
+    return executor
+
+
+def job_error(error: BaseException) -> str:
+    """The one line that says why a submitit job failed: the last line of the job's own traceback (submitit
+    wraps it between dashed lines, followed by where the logs are)."""
+    text = str(error)
+    parts = text.split("-" * 22)
+    trace = parts[1] if len(parts) >= 3 else text
+    last = next((line.strip() for line in reversed(trace.splitlines()) if line.strip()), text.strip())
+    kind, sep, message = last.partition(": ")
+    # `pretrain.errors.UserError: message` -> `message`: the job's own one-line report
+    return message if sep and kind.startswith("pretrain.errors.") else last
