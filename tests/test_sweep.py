@@ -108,19 +108,26 @@ def test_the_sbatch_script_asks_for_the_requested_resources(tmp_path, monkeypatc
 
 @pytest.mark.slow
 def test_a_local_sweep_runs_the_grid_and_collect_shows_its_table(two_backbones, tmp_path):
-    # one checkpoint x the probe x 2 seeds, 2 at a time (the grid of several checkpoints: the dry-run test)
-    sweep_file = _sweep_file(tmp_path / "sweep.yaml", two_backbones[:1],
-                             "  - {task: probe, framework: frozen, schedule: standard}\n", "seeds: 2\ndevice: cpu\n")
-    result = run_cli("-m", "benchmarks", "sweep", str(sweep_file), "--parallel", "2", timeout=900)
+    """2 checkpoints x 2 benchmarks (the probe and the cheapest smoke, VOC segmentation in MMSegmentation,
+    cut to 4 iterations) x 2 seeds, 2 at a time, through submitit's LocalExecutor; then one table each."""
+    sweep_file = _sweep_file(tmp_path / "sweep.yaml", two_backbones,
+                             "  - {task: probe, framework: frozen, schedule: standard}\n"
+                             "  - {task: voc, framework: mmseg, schedule: smoke,\n"
+                             "     opts: [train_cfg.max_iters=4, train_cfg.val_interval=4]}\n",
+                             "seeds: 2\ndevice: cpu\n")
+    result = run_cli("-m", "benchmarks", "sweep", str(sweep_file), "--parallel", "2", timeout=1200)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
-    assert "all 2 run(s) finished" in result.stdout
+    assert "8 runs: 8 new" in result.stdout and "all 8 run(s) finished" in result.stdout
     again = run_cli("-m", "benchmarks", "sweep", str(sweep_file))
     assert again.returncode == 0 and "all runs finished; nothing to do" in again.stdout
+    assert "8 runs: 8 finished" in again.stdout
     collected = run_cli("-m", "benchmarks", "collect", "--runs", str(tmp_path / "bench"), "--out",
                         str(tmp_path / "results"))
     assert collected.returncode == 0, collected.stderr[-2000:]
-    table = (tmp_path / "results" / "probe.md").read_text()
-    assert table.count("| 2 (0, 1) |") == 1  # one row, both seeds finished
+    for table in ("probe.md", "voc.md"):
+        text = (tmp_path / "results" / table).read_text()
+        assert text.count("| 2 (0, 1) |") == 2, (table, text)  # one row per checkpoint, both seeds finished
+        assert all(c.name.split(".")[0] in text for c in two_backbones)
 
 
 @pytest.mark.slow
