@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +29,3 @@ def save_figure(fig: Any, path: Path) -> None:
     plt.close(fig)
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON file's content, or None when it is missing or unreadable (a run still being written)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None

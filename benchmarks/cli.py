@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 from pretrain.errors import report_user_errors
 from pretrain.slurm import add_slurm_arguments
@@ -28,13 +29,11 @@ def _seeds(args: argparse.Namespace) -> list[int]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import statistics
-
     from benchmarks.runner import run_benchmark
     from pretrain.distributed import is_main_process
 
     seeds = _seeds(args)
-    finished: dict[int, dict[str, dict[str, float]]] = {}
+    run_dirs = []
     for seed in seeds:  # one after the other; a failing seed stops here, the finished ones stay recorded
         if len(seeds) > 1 and is_main_process():
             print(f"== seed {seed} ({seeds.index(seed) + 1} of {len(seeds)})", flush=True)
@@ -42,20 +41,28 @@ def _run(args: argparse.Namespace) -> int:
                                 args.procs, args.device, args.opts, seeds_asked=len(seeds))
         if not is_main_process():
             continue
-        finished[seed] = json.loads((run_dir / "result.json").read_text())["metrics"]
-        for task, scores in finished[seed].items():
+        run_dirs.append(run_dir)
+        for task, scores in json.loads((run_dir / "result.json").read_text())["metrics"].items():
             shown = ", ".join(f"{k} {v:.2f}" for k, v in scores.items() if k not in ("APs", "APm", "APl"))
             print(f"{task}: {shown}")
         print(f"run directory: {run_dir}")
-    if len(finished) > 1:
-        print(f"mean ± std over {len(finished)} seeds ({', '.join(map(str, finished))}):")
-        for task, scores in finished[seeds[0]].items():
-            cells = []
-            for name in scores:
-                values = [finished[s][task][name] for s in finished]
-                cells.append(f"{name} {statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}")
-            print(f"  {task}: {', '.join(cells)}")
+    if len(run_dirs) > 1:
+        print(_seeds_summary(args.out, run_dirs))
     return 0
+
+
+def _seeds_summary(runs: str, run_dirs: list) -> str:
+    """This command's seeds as their table row says them (collect's own mean ± std)."""
+    from benchmarks.collect import gather, summarize
+    from benchmarks.tasks import task_table
+
+    frame = gather(Path(runs))
+    frame = frame[frame["run_dir"].map(lambda d: Path(d).resolve()).isin([Path(d).resolve() for d in run_dirs])]
+    [task] = frame["task"].unique()
+    [row] = summarize(frame, task).to_dict("records")
+    cells = [f"{c.name} {row[c.name + '_mean']:.2f} ± {row[c.name + '_std']:.2f}" for c in task_table(task).columns]
+    return (f"mean ± std over {len(row['seeds'])} seeds ({', '.join(map(str, row['seeds']))}), as in its table "
+            f"row: {', '.join(cells)}")
 
 
 def _list(args: argparse.Namespace) -> int:

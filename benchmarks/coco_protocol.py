@@ -27,9 +27,10 @@ def _sizes(values: Iterable[int]) -> str:
 
 
 def detectron2_settings(schedule: str) -> dict[str, str]:
-    from benchmarks.detectron2_coco import protocol_config
+    from benchmarks.detectron2_coco import PROTOCOL
+    from benchmarks.detectron2_train import protocol_config
 
-    cfg = protocol_config(schedule)
+    cfg = protocol_config(PROTOCOL, schedule)
     i, s, m = cfg.INPUT, cfg.SOLVER, cfg.MODEL
     sampling = {"choice": "one per image", "range": "uniform range"}[i.MIN_SIZE_TRAIN_SAMPLING]
     decay_norm = s.WEIGHT_DECAY_NORM

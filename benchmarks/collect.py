@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.charts import method_colour, read_json, save_figure
+from benchmarks.charts import method_colour, save_figure
+from benchmarks.runner import run_state
 from benchmarks.tasks import task_names, task_table
-from pretrain.files import atomic_write_json, atomic_write_text
+from pretrain.files import atomic_write_json, atomic_write_text, read_json
 
 SMOKE_NOTE = ("smoke schedule on the embedded generated data: shows that the pipeline runs end to end; "
               "NOT a benchmark result, and says nothing about which method transfers better")
@@ -39,8 +40,9 @@ def gather(runs: Path) -> pd.DataFrame:
     lines = []
     for run_json in sorted(runs.glob("*/*/*/*/seed*/run.json")):
         run_dir = run_json.parent
+        outcome = run_state(run_dir)
         result, failure = read_json(run_dir / "result.json"), read_json(run_dir / "failure.json")
-        finished = result is not None and result.get("status") == "finished"
+        finished = outcome == "finished"
         record = result if finished else failure or read_json(run_json)
         if record is None or record.get("task") not in task_names():
             continue
@@ -53,8 +55,9 @@ def gather(runs: Path) -> pd.DataFrame:
             "arch": record.get("arch") or "?", "recipe": record.get("recipe") or "",
             "framework_version": record.get("framework_version", ""), "seed": int(record["seed"]),
             "seeds_asked": int(record.get("seeds_asked", 1)), "run_dir": str(run_dir),
-            "outcome": "finished" if finished else "failed" if failure is not None else "unfinished",
-            "error": "" if finished else failure.get("error", "unknown error") if failure is not None else UNFINISHED,
+            "outcome": outcome,
+            "error": "" if finished else (failure or {}).get("error", "unknown error") if outcome == "failed"
+            else UNFINISHED,
             "config_sha256": "", "date": "", "batch": "",
         }
         if finished:

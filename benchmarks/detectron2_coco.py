@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks import detectron2_train
 from benchmarks.detectron2_train import Datasets, Detectron2Protocol
 
 
@@ -39,7 +38,3 @@ def coco_evaluator(dataset_name: str, output_dir: str) -> Any:
 
 PROTOCOL = Detectron2Protocol(task="coco", zoo_config="COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
                               config_stem="mask_rcnn_fpn", register=register_coco, evaluator=coco_evaluator)
-
-
-def protocol_config(schedule: str, settings: dict[str, Any] | None = None, opts: tuple[str, ...] = ()):
-    return detectron2_train.protocol_config(PROTOCOL, schedule, settings, opts)

@@ -20,7 +20,6 @@ from detectron2.modeling.backbone.resnet import BasicBlock, ResNet
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads
 from torch import nn
 
-from benchmarks import detectron2_train
 from benchmarks.detectron2_train import Datasets, Detectron2Protocol
 from pretrain.models import RESNET_DEPTHS
 
@@ -84,7 +83,3 @@ def use_extra_norm_head(cfg) -> None:
 PROTOCOL = Detectron2Protocol(task="voc-det", zoo_config="PascalVOC-Detection/faster_rcnn_R_50_C4.yaml",
                               config_stem="faster_rcnn_c4_voc", register=register_voc, evaluator=voc_evaluator,
                               adapt=use_extra_norm_head)
-
-
-def protocol_config(schedule: str, settings: dict[str, Any] | None = None, opts: tuple[str, ...] = ()):
-    return detectron2_train.protocol_config(PROTOCOL, schedule, settings, opts)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.charts import method_colour, read_json, save_figure
+from benchmarks.charts import method_colour, save_figure
+from pretrain.files import read_json
 
 
 def probe_figures(rows: pd.DataFrame, out: Path) -> list[str]:

@@ -26,7 +26,7 @@ from benchmarks.tasks import get_benchmark
 from pretrain.checkpoint import utc_now
 from pretrain.distributed import barrier, init_distributed, is_main_process, launched_world_size
 from pretrain.errors import UserError
-from pretrain.files import atomic_write_json, atomic_write_text
+from pretrain.files import atomic_write_json, atomic_write_text, read_json
 from transfer.export import export, source_summary
 from transfer.source import SourceBackbone, read_backbone
 
@@ -73,8 +73,7 @@ def run_directory(out: str | Path, task: str, framework: str, schedule: str, ckp
 
 def run_state(run_dir: Path) -> str:
     """finished, failed, unfinished (started, neither finished nor failed: running or interrupted) or new."""
-    result = run_dir / "result.json"
-    if result.is_file() and json.loads(result.read_text()).get("status") == "finished":
+    if (read_json(run_dir / "result.json") or {}).get("status") == "finished":
         return "finished"
     if (run_dir / "failure.json").is_file():
         return "failed"

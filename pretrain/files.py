@@ -52,3 +52,11 @@ def atomic_copy(source: str | Path, path: str | Path) -> None:
 
     with atomic_path(path) as tmp:
         shutil.copyfile(source, tmp)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file's content, or None when it is missing or unreadable (a run still being written)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

@@ -65,7 +65,8 @@ def test_the_converted_checkpoint_fills_the_backbone_and_the_res5_roi_head(arch,
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
-    from benchmarks.detectron2_voc import protocol_config
+    from benchmarks.detectron2_train import protocol_config
+    from benchmarks.detectron2_voc import PROTOCOL
     from benchmarks.dryrun import random_backbone
     from transfer.export import export
     from transfer.source import read_backbone
@@ -75,7 +76,7 @@ def test_the_converted_checkpoint_fills_the_backbone_and_the_res5_roi_head(arch,
     weights = tmp_path / "weights" / target["file"]
 
     def loaded(path: Path) -> torch.nn.Module:
-        cfg = protocol_config("smoke", target["settings"])
+        cfg = protocol_config(PROTOCOL, "smoke", target["settings"])
         model = build_model(cfg)
         DetectionCheckpointer(model).load(str(path))
         return model
