@@ -57,3 +57,11 @@ def random_backbone(out_dir: Path, method: str = "sl", seed: int = 0, epochs: in
     meta = {"method": method, "arch": "resnet18", "dataset": "generated", "epochs": epochs, "dropped_heads": [],
             "input": input_convention or IMAGENET_INPUT}
     return export_backbone(model.state_dict(), meta, out_dir)
+
+
+def tensorboard_tags(folder: Path) -> set[str]:
+    """The scalar tags of every TensorBoard event file under `folder`."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    return {tag for events in folder.rglob("events.out.tfevents.*")
+            for tag in EventAccumulator(str(events)).Reload().Tags()["scalars"]}

@@ -22,7 +22,7 @@ from benchmarks.registry import REGISTRY
 from benchmarks.runner import opts_suffix
 from pretrain.checkpoint import export_backbone
 from pretrain.errors import UserError
-from tests.conftest import random_backbone, run_cli
+from tests.conftest import random_backbone, run_cli, tensorboard_tags
 
 
 def test_generated_coco_is_read_by_pycocotools_and_scores_ground_truth_at_ap_1(tmp_path):
@@ -72,6 +72,8 @@ def test_detectron2_smoke_benchmark_end_to_end_then_skips(tiny_backbone, tmp_pat
     assert "- 123.675" in resolved  # pixel mean on the 0..255 scale, from the checkpoint's metadata
     assert (run_dir / "weights" / f"{tiny_backbone.name.split('.')[0]}.detectron2.pkl").is_file()
     assert (run_dir / "work" / "model_final.pth").is_file()
+    # TensorBoard: loss, lr, iteration time and the evaluation's metrics (Detectron2's own writer)
+    assert {"total_loss", "lr", "time", "bbox/AP", "segm/AP"} <= tensorboard_tags(run_dir / "work")
 
     before = (run_dir / "result.json").read_bytes()
     again = run_cli("-m", "benchmarks", "run", "coco", "--ckpt", str(tiny_backbone), "--schedule", "smoke",
@@ -234,8 +236,10 @@ def test_mmdet_mask_rcnn_smoke_end_to_end(openmmlab_runs):
     assert cfg.model.data_preprocessor.mean == [127.5] * 3 and cfg.model.data_preprocessor.std == [63.75] * 3
     assert cfg.model.data_preprocessor.bgr_to_rgb is True  # our weights expect RGB; mmcv reads BGR
     assert (run_dir / "work" / "iter_20.pth").is_file()
-    # progress as TensorBoard event files too (mmengine's TensorboardVisBackend), as Detectron2 writes them
+    # progress as TensorBoard event files too (mmengine's TensorboardVisBackend), as Detectron2 writes them:
+    # loss, lr, iteration time and the evaluation's metrics
     assert list((run_dir / "work").glob("*/vis_data/events.out.tfevents.*"))
+    assert {"loss", "lr", "time", "coco/bbox_mAP", "coco/segm_mAP"} <= tensorboard_tags(run_dir / "work")
 
 
 @pytest.mark.slow
@@ -251,6 +255,7 @@ def test_mmseg_voc_and_ade20k_smoke_end_to_end_and_resume(openmmlab_runs):
         in_channels = cfg.model.decode_head.in_channels
         assert in_channels == (512 if task == "voc" else [64, 128, 256, 512])
         assert cfg.model.auxiliary_head.in_channels == 256 and cfg.model.backbone.norm_cfg.type == "SyncBN"
+        assert {"loss", "lr", "time", "mIoU"} <= tensorboard_tags(run_dir / "work")
     # The VOC run was killed after its first checkpoint: the rerun resumed there and ran the rest once.
     assert openmmlab_runs["killed_at_10"]
     log = openmmlab_runs["resumed"].stdout + openmmlab_runs["resumed"].stderr
