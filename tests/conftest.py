@@ -36,6 +36,21 @@ def run_cli(*args: str, timeout: float = 300, env_extra: dict[str, str] | None =
                           timeout=timeout, **kwargs)
 
 
+def run_main(main, argv: list[str]) -> subprocess.CompletedProcess:
+    """A command's `main(argv)` in this process, with its exit status and output as `run_cli` returns them:
+    the bad-input cases pay no interpreter start-up and imports (several seconds each)."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code if isinstance(e.code, int) else 2
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
 def set_args(overrides: list[str]) -> list[str]:
     return [a for o in overrides for a in ("--set", o)]
 

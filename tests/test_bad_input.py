@@ -11,13 +11,15 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import REPO, run_cli, set_args
+from tests.conftest import REPO, run_main, set_args
 
 SL = str(REPO / "pretrain/configs/sl_cpu.yaml")
 
 
 def train_cli(*extra: str, config: str = SL):
-    return run_cli("-m", "pretrain", "train", "--config", config, *extra)
+    from pretrain.cli import main
+
+    return run_main(main, ["train", "--config", config, *extra])
 
 
 def assert_clean_error(result, *fragments: str) -> str:

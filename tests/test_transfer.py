@@ -11,8 +11,9 @@ import torch
 import torchvision
 
 from pretrain.checkpoint import CHECKPOINT_FORMAT, export_backbone
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_main
 from transfer import detectron2 as d2
+from transfer.cli import main as transfer_main
 from transfer.export import export, load_settings
 from transfer.source import read_backbone
 from transfer.verify import VerificationError
@@ -220,7 +221,7 @@ def _broken(kind: str, folder):
 def test_broken_checkpoints_are_refused_with_the_problem_named_and_no_output(kind, tmp_path):
     path, want = _broken(kind, tmp_path / "in")
     out = tmp_path / "out"
-    result = run_cli("-m", "transfer", "export", str(path), "--to", "all", "--out", str(out), "--verify")
+    result = run_main(transfer_main, ["export", str(path), "--to", "all", "--out", str(out), "--verify"])
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
@@ -231,7 +232,7 @@ def test_broken_checkpoints_are_refused_with_the_problem_named_and_no_output(kin
 
 
 def test_unknown_target_is_refused():
-    result = run_cli("-m", "transfer", "export", "whatever.pth", "--to", "caffe2")
+    result = run_main(transfer_main, ["export", "whatever.pth", "--to", "caffe2"])
     assert result.returncode == 2 and "unknown target 'caffe2'" in result.stderr
 
 
