@@ -80,3 +80,39 @@ def tensorboard_tags(folder: Path) -> set[str]:
 
     return {tag for events in folder.rglob("events.out.tfevents.*")
             for tag in EventAccumulator(str(events)).Reload().Tags()["scalars"]}
+
+
+# Every benchmark in 2 CPU processes (gloo), 8 of the smoke schedule's 20 iterations through each framework's
+# own override mechanism: run once per session, read by test_multiprocess.py (the multi-process protocol)
+# and test_benchmarks.py (each framework's resolved config, metrics and event files).
+TWO_PROCESS_BENCHMARKS = [("coco", "detectron2"), ("coco", "mmdet"), ("voc", "mmseg"), ("ade20k", "mmseg")]
+SHORTER = {"detectron2": ("SOLVER.MAX_ITER=8", "SOLVER.STEPS=(6,)"),
+           "mmdet": ("train_cfg.max_iters=8", "train_cfg.val_interval=8"),
+           "mmseg": ("train_cfg.max_iters=8", "train_cfg.val_interval=8")}
+# not ImageNet's statistics, so that the frameworks' settings visibly come from the checkpoint's metadata
+SMOKE_INPUT = {"channel_order": "RGB", "pixel_range": [0, 1], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+
+
+@pytest.fixture(scope="session")
+def smoke_backbone(tmp_path_factory) -> Path:
+    return random_backbone(tmp_path_factory.mktemp("smoke_ckpt"), method="look", seed=1, epochs=2,
+                           input_convention=SMOKE_INPUT)
+
+
+@pytest.fixture(scope="session")
+def two_process_runs(tmp_path_factory, smoke_backbone):
+    out = tmp_path_factory.mktemp("multiprocess") / "bench"
+    results = {}
+    for task, framework in TWO_PROCESS_BENCHMARKS:
+        # a hang (a rank left waiting in a collective) ends as a timeout, i.e. a failed test
+        results[(task, framework)] = run_cli(
+            "-m", "benchmarks", "run", task, "--ckpt", str(smoke_backbone), "--framework", framework, "--schedule",
+            "smoke", "--device", "cpu", "--procs", "2", "--out", str(out), "--opts", *SHORTER[framework], timeout=600)
+    return {"ckpt": smoke_backbone, "out": out, "results": results}
+
+
+def two_process_run_dir(runs: dict, task: str, framework: str) -> Path:
+    from benchmarks.runner import opts_suffix
+
+    name = runs["ckpt"].name.split(".")[0] + opts_suffix(SHORTER[framework])
+    return runs["out"] / task / framework / "smoke" / name / "seed0"

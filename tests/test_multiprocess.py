@@ -12,43 +12,18 @@ import shutil
 import pytest
 import torch
 
-from benchmarks.runner import opts_suffix
-from tests.conftest import random_backbone, run_cli
+from tests.conftest import SHORTER, TWO_PROCESS_BENCHMARKS, random_backbone, run_cli, two_process_run_dir
 
-BENCHMARKS = [("coco", "detectron2"), ("coco", "mmdet"), ("voc", "mmseg"), ("ade20k", "mmseg")]
-# 8 of the smoke schedule's 20 iterations, through each framework's own override mechanism
-SHORTER = {"detectron2": ("SOLVER.MAX_ITER=8", "SOLVER.STEPS=(6,)"),
-           "mmdet": ("train_cfg.max_iters=8", "train_cfg.val_interval=8"),
-           "mmseg": ("train_cfg.max_iters=8", "train_cfg.val_interval=8")}
 HEADLINE = {"coco": ("bbox", "AP"), "voc": ("sem_seg", "mIoU"), "ade20k": ("sem_seg", "mIoU")}
 
 
-@pytest.fixture(scope="module")
-def two_process_runs(tmp_path_factory):
-    base = tmp_path_factory.mktemp("multiprocess")
-    ckpt = random_backbone(base / "ckpt", method="sl-mlp", seed=2)
-    out = base / "bench"
-    results = {}
-    for task, framework in BENCHMARKS:
-        # a hang (a rank left waiting in a collective) ends as a timeout, i.e. a failed test
-        results[(task, framework)] = run_cli(
-            "-m", "benchmarks", "run", task, "--ckpt", str(ckpt), "--framework", framework, "--schedule", "smoke",
-            "--device", "cpu", "--procs", "2", "--out", str(out), "--opts", *SHORTER[framework], timeout=600)
-    return {"ckpt": ckpt, "out": out, "results": results}
-
-
-def run_dir(runs, task, framework):
-    suffix = opts_suffix(SHORTER[framework])
-    return runs["out"] / task / framework / "smoke" / (runs["ckpt"].name.split(".")[0] + suffix) / "seed0"
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("task,framework", BENCHMARKS)
+@pytest.mark.parametrize("task,framework", TWO_PROCESS_BENCHMARKS)
 def test_benchmark_runs_in_two_processes_with_the_protocols_global_batch(two_process_runs, task, framework):
     result = two_process_runs["results"][(task, framework)]
     assert result.returncode == 0, result.stderr[-4000:]
     assert result.stdout.count("run directory:") == 1  # rank 0 reports, once
-    directory = run_dir(two_process_runs, task, framework)
+    directory = two_process_run_dir(two_process_runs, task, framework)
     record = json.loads((directory / "result.json").read_text())
     assert record["status"] == "finished" and record["world_size"] == 2 and record["device"] == "cpu"
     protocol = record["protocol"]
@@ -65,7 +40,7 @@ def test_benchmark_runs_in_two_processes_with_the_protocols_global_batch(two_pro
 
 @pytest.mark.slow
 def test_resume_under_another_process_count_is_refused_and_overrides_are_another_run(two_process_runs, tmp_path):
-    finished = run_dir(two_process_runs, "coco", "detectron2")
+    finished = two_process_run_dir(two_process_runs, "coco", "detectron2")
     assert (finished / "work" / "last_checkpoint").is_file()
     # an interrupted copy of the 2-process run: resuming it in 1 process would change the protocol's data order
     out = tmp_path / "bench"
