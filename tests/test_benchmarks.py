@@ -17,12 +17,13 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from benchmarks import runner
+from benchmarks.cli import main as benchmarks_main
 from benchmarks.data.coco import CocoSpec, generate_coco
 from benchmarks.registry import REGISTRY
 from benchmarks.runner import opts_suffix
 from pretrain.checkpoint import export_backbone
 from pretrain.errors import UserError
-from tests.conftest import random_backbone, run_cli, tensorboard_tags, two_process_run_dir
+from tests.conftest import random_backbone, run_cli, run_main, tensorboard_tags, two_process_run_dir
 
 
 def test_generated_coco_is_read_by_pycocotools_and_scores_ground_truth_at_ap_1(tmp_path):
@@ -76,16 +77,16 @@ def test_detectron2_smoke_benchmark_end_to_end_then_skips(tiny_backbone, tmp_pat
     assert {"total_loss", "lr", "time", "bbox/AP", "segm/AP"} <= tensorboard_tags(run_dir / "work")
 
     before = (run_dir / "result.json").read_bytes()
-    again = run_cli("-m", "benchmarks", "run", "coco", "--ckpt", str(tiny_backbone), "--schedule", "smoke",
-                    "--out", str(out), *shorter, timeout=300)
+    # the rerun and the refusal stop before any training: in this process
+    again = run_main(benchmarks_main, ["run", "coco", "--ckpt", str(tiny_backbone), "--schedule", "smoke",
+                                       "--out", str(out), *shorter])
     assert again.returncode == 0 and "already finished" in again.stdout
     assert (run_dir / "result.json").read_bytes() == before
 
     # A failing run (here: a checkpoint that cannot be converted) leaves the finished run as it was.
     broken = tmp_path / "broken.pth"
     torch.save({"conv1.weight": torch.zeros(1)}, broken)
-    failed = run_cli("-m", "benchmarks", "run", "coco", "--ckpt", str(broken), "--schedule", "smoke",
-                     "--out", str(out), timeout=300)
+    failed = run_main(benchmarks_main, ["run", "coco", "--ckpt", str(broken), "--schedule", "smoke", "--out", str(out)])
     assert failed.returncode == 2 and "error: " in failed.stderr and "Traceback" not in failed.stderr
     assert (run_dir / "result.json").read_bytes() == before
 

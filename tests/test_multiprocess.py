@@ -12,7 +12,8 @@ import shutil
 import pytest
 import torch
 
-from tests.conftest import SHORTER, TWO_PROCESS_BENCHMARKS, random_backbone, run_cli, two_process_run_dir
+from benchmarks.cli import main as benchmarks_main
+from tests.conftest import SHORTER, TWO_PROCESS_BENCHMARKS, random_backbone, run_cli, run_main, two_process_run_dir
 
 HEADLINE = {"coco": ("bbox", "AP"), "voc": ("sem_seg", "mIoU"), "ade20k": ("sem_seg", "mIoU")}
 
@@ -48,20 +49,21 @@ def test_resume_under_another_process_count_is_refused_and_overrides_are_another
     shutil.copytree(finished, copy)
     (copy / "result.json").unlink()
     ckpt = str(two_process_runs["ckpt"])
-    refused = run_cli("-m", "benchmarks", "run", "coco", "--ckpt", ckpt, "--framework", "detectron2",
-                      "--schedule", "smoke", "--device", "cpu", "--procs", "1", "--out", str(out),
-                      "--opts", *SHORTER["detectron2"])
+    # refused before anything runs: in this process
+    refused = run_main(benchmarks_main, ["run", "coco", "--ckpt", ckpt, "--framework", "detectron2",
+                                         "--schedule", "smoke", "--device", "cpu", "--procs", "1", "--out", str(out),
+                                         "--opts", *SHORTER["detectron2"]])
     assert refused.returncode == 2 and "was started in 2 process(es)" in refused.stderr, refused.stderr[-2000:]
     assert not (copy / "result.json").exists() and not (copy / "failure.json").exists()
 
-    odd = run_cli("-m", "benchmarks", "run", "coco", "--ckpt", ckpt, "--framework", "mmdet", "--schedule", "smoke",
-                  "--device", "cpu", "--procs", "3", "--out", str(out))
+    odd = run_main(benchmarks_main, ["run", "coco", "--ckpt", ckpt, "--framework", "mmdet", "--schedule", "smoke",
+                                     "--device", "cpu", "--procs", "3", "--out", str(out)])
     assert odd.returncode == 2 and "global batch of 2 images cannot be split over 3 processes" in odd.stderr
     assert not (out / "coco" / "mmdet").exists()  # refused before anything was written
 
     # a wrong key fails through Detectron2's own merge_from_list, with one message
-    wrong = run_cli("-m", "benchmarks", "run", "coco", "--ckpt", ckpt, "--framework", "detectron2", "--schedule",
-                    "smoke", "--device", "cpu", "--out", str(out), "--opts", "SOLVER.BASE_LRR=0.1")
+    wrong = run_main(benchmarks_main, ["run", "coco", "--ckpt", ckpt, "--framework", "detectron2", "--schedule",
+                                       "smoke", "--device", "cpu", "--out", str(out), "--opts", "SOLVER.BASE_LRR=0.1"])
     assert wrong.returncode == 2 and "SOLVER.BASE_LRR" in wrong.stderr and "Traceback" not in wrong.stderr
     assert len(list(out.glob("coco/detectron2/smoke/*"))) == 1  # refused before anything was written
 

@@ -8,9 +8,10 @@ import json
 
 import pytest
 
+from benchmarks.cli import main as benchmarks_main
 from benchmarks.proxy import load_protocol
 from pretrain.errors import UserError
-from tests.conftest import run_cli, set_args
+from tests.conftest import run_cli, run_main, set_args
 from tests.test_proxy_data import write_fmnist
 
 # the fmnist protocol, shrunk to seconds: 10 classes x 12 images, 32 px, 2 epochs of 2 steps
@@ -27,7 +28,7 @@ def test_proxy_tier_writes_one_table_from_every_method_and_seed(tmp_path):
             "--out", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data"),
             "--results", str(tmp_path / "results"), *set_args(TINY_PROXY)]
     # the protocol asks for 500 / 300 images a class; the tiny files hold 12 / 6
-    too_few = run_cli(*args, timeout=120)
+    too_few = run_main(benchmarks_main, args[2:])  # refusals and the no-op rerun: in this process
     assert too_few.returncode == 2 and "fewer than the 500 asked for" in too_few.stderr
     assert not (tmp_path / "runs").exists()
 
@@ -56,7 +57,7 @@ def test_proxy_tier_writes_one_table_from_every_method_and_seed(tmp_path):
     # a second call trains and probes nothing again, and writes the same numbers
     (report_file,) = (tmp_path / "runs").glob("fmnist-12-6-*/report.json")
     report = json.loads(report_file.read_text())
-    again = run_cli(*args, timeout=600)
+    again = run_main(benchmarks_main, args[2:])
     assert again.returncode == 0, again.stderr[-3000:]
     report2 = json.loads(report_file.read_text())
     assert report2["timings"]["pretrain_runs"] == 0 and report2["timings"]["probe_runs"] == 0

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from benchmarks.environ import temporary_environ
-from tests.conftest import REPO, TINY_DATA, run_cli, set_args
+from tests.conftest import REPO, TINY_DATA, run_cli, run_main, set_args
 
 # imported here without its logging set-up, before pretrain.submit imports it in this process (see test_sweep.py)
 with temporary_environ(SUBMITIT_LOG_LEVEL="NOCONFIG"):
@@ -50,9 +50,10 @@ def test_slurm_submission_of_two_nodes_asks_for_what_torchrun_would_run(tmp_path
     assert job.config.train.save_every_steps == 500 and job.config.method_name == "look"
     assert not (tmp_path / "runs" / "look" / "checkpoints").exists()  # nothing trained on the login node
 
-    bad = run_cli("-m", "pretrain", "submit", "--config", str(REPO / "pretrain/configs/look_imagenet_r50.yaml"),
-                  "--data", "nowhere", "--nodes", "2", "--nproc-per-node", "4", cwd=tmp_path,
-                  env_extra={"PATH": f"{fake_bin}:{os.environ['PATH']}"})
+    from pretrain.cli import main
+
+    bad = run_main(main, ["submit", "--config", str(REPO / "pretrain/configs/look_imagenet_r50.yaml"),
+                          "--data", str(tmp_path / "nowhere"), "--nodes", "2", "--nproc-per-node", "4"])
     assert bad.returncode == 2 and "dataset folder not found" in bad.stderr and "Traceback" not in bad.stderr
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.cli import main as benchmarks_main
 from benchmarks.environ import temporary_environ
-from tests.conftest import IMAGENET_INPUT, random_backbone, run_cli
+from tests.conftest import IMAGENET_INPUT, random_backbone, run_cli, run_main
 
 # submitit configures logging when imported (logging.config.dictConfig), which closes every logging handler
 # open in the process: here pytest's and mmengine's log files. This pytest process imports it without that;
@@ -61,7 +62,7 @@ def test_dry_run_prints_the_grid_with_the_state_of_every_run(two_backbones, tmp_
     assert "would run 7 of 8 run(s) here, 1 at a time" in result.stdout
     assert not (tmp_path / "bench" / "sweeps").exists()  # nothing submitted
 
-    status = run_cli("-m", "benchmarks", "status", str(sweep_file))
+    status = run_main(benchmarks_main, ["status", str(sweep_file)])
     assert status.returncode == 0 and "| probe | frozen | standard |" in status.stdout
     assert "| 1/2 | 0 | 1 | 0 |" in status.stdout  # the first checkpoint's probe: one finished, one failed
 
@@ -83,7 +84,7 @@ def test_bad_sweep_files_get_one_message(two_backbones, tmp_path):
             load_sweep(_sweep_file(tmp_path / f"bad{index}.yaml", two_backbones, benchmarks))
     missing = tmp_path / "nothing.yaml"
     missing.write_text(f"checkpoints: [{tmp_path}/none/*.pth]\nbenchmarks:\n{probe}")
-    result = run_cli("-m", "benchmarks", "sweep", str(missing), "--dry-run")  # one line, exit 2, no traceback
+    result = run_main(benchmarks_main, ["sweep", str(missing), "--dry-run"])  # one line, exit 2
     assert result.returncode == 2 and "nothing matches" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -118,11 +119,11 @@ def test_a_local_sweep_runs_the_grid_and_collect_shows_its_table(two_backbones, 
     result = run_cli("-m", "benchmarks", "sweep", str(sweep_file), "--parallel", "2", timeout=1200)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
     assert "8 runs: 8 new" in result.stdout and "all 8 run(s) finished" in result.stdout
-    again = run_cli("-m", "benchmarks", "sweep", str(sweep_file))
+    again = run_main(benchmarks_main, ["sweep", str(sweep_file)])  # nothing to run: in this process
     assert again.returncode == 0 and "all runs finished; nothing to do" in again.stdout
     assert "8 runs: 8 finished" in again.stdout
-    collected = run_cli("-m", "benchmarks", "collect", "--runs", str(tmp_path / "bench"), "--out",
-                        str(tmp_path / "results"))
+    collected = run_main(benchmarks_main, ["collect", "--runs", str(tmp_path / "bench"), "--out",
+                                           str(tmp_path / "results")])
     assert collected.returncode == 0, collected.stderr[-2000:]
     for table in ("probe.md", "voc.md"):
         text = (tmp_path / "results" / table).read_text()
