@@ -128,9 +128,9 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from benchmarks.sweep import load_sweep, status_table
+    from benchmarks.sweep import load_sweep, runs_status_table, status_table
 
-    print(status_table(load_sweep(args.file)))
+    print(status_table(load_sweep(args.file)) if args.file else runs_status_table(Path(args.runs)))
     return 0
 
 
@@ -234,8 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--parallel", type=int, default=1, help="local: runs at a time (each gets its own GPUs)")
     add_slurm_arguments(w)
     w.set_defaults(func=_sweep)
-    t = sub.add_parser("status", help="the state of a sweep's grid, read from its run directories")
-    t.add_argument("file")
+    t = sub.add_parser("status", help="the state of a sweep's grid (or, without FILE, of every run under --runs), "
+                                      "read from the run directories")
+    t.add_argument("file", nargs="?")
+    t.add_argument("--runs", default="runs/bench", help="without FILE: the run directories' root")
     t.set_defaults(func=_status)
     c = sub.add_parser("collect", help="gather finished runs into tables and charts in results/")
     c.add_argument("--runs", default="runs/bench")

@@ -224,12 +224,27 @@ def run_local(sweep: Sweep, runs: list[SweepRun], parallel: int = 1, poll_s: flo
 
 def status_table(sweep: Sweep) -> str:
     """The grid's state as a table: per row of the results tables, finished / asked seeds and the states."""
+    return _state_table([((run.task, run.framework, run.schedule, run.ckpt.name.split(".")[0], " ".join(run.opts)),
+                          run_state(run.run_dir)) for run in sweep.runs])
+
+
+def runs_status_table(runs: Path) -> str:
+    """Every run directory under `runs` (no sweep file): per row of the results tables, the runs' states."""
+    from benchmarks.collect import gather
+
+    frame = gather(runs)
+    if frame.empty:
+        return f"no benchmark runs under {runs}"
+    return _state_table([((line.task, line.framework, line.schedule, line.checkpoint, line.opts), line.outcome)
+                         for line in frame.itertuples()])
+
+
+def _state_table(states: list[tuple[tuple[str, ...], str]]) -> str:
     from collections import Counter
 
     rows: dict[tuple[str, ...], Counter] = {}
-    for run in sweep.runs:
-        key = (run.task, run.framework, run.schedule, run.ckpt.name.split(".")[0], " ".join(run.opts))
-        rows.setdefault(key, Counter())[run_state(run.run_dir)] += 1
+    for key, state in states:
+        rows.setdefault(key, Counter())[state] += 1
     lines = ["| task | framework | schedule | checkpoint | opts | finished | unfinished | failed | new |",
              "|---|---|---|---|---|---:|---:|---:|---:|"]
     for key, counts in rows.items():

@@ -122,6 +122,9 @@ def test_a_local_sweep_runs_the_grid_and_collect_shows_its_table(two_backbones, 
     again = run_main(benchmarks_main, ["sweep", str(sweep_file)])  # nothing to run: in this process
     assert again.returncode == 0 and "all runs finished; nothing to do" in again.stdout
     assert "8 runs: 8 finished" in again.stdout
+    # without the sweep file, status reads every run directory under the output folder
+    status = run_main(benchmarks_main, ["status", "--runs", str(tmp_path / "bench")])
+    assert status.returncode == 0 and status.stdout.count("| 2/2 | 0 | 0 | 0 |") == 4, status.stdout
     collected = run_main(benchmarks_main, ["collect", "--runs", str(tmp_path / "bench"), "--out",
                                            str(tmp_path / "results")])
     assert collected.returncode == 0, collected.stderr[-2000:]
