@@ -82,13 +82,14 @@ def tensorboard_tags(folder: Path) -> set[str]:
             for tag in EventAccumulator(str(events)).Reload().Tags()["scalars"]}
 
 
-# Every benchmark in 2 CPU processes (gloo), 8 of the smoke schedule's 20 iterations through each framework's
-# own override mechanism: run once per session, read by test_multiprocess.py (the multi-process protocol)
-# and test_benchmarks.py (each framework's resolved config, metrics and event files).
+# Every benchmark in 2 CPU processes (gloo), 4 of the smoke schedule's 20 iterations through each framework's
+# own override mechanism (mmengine logging every 2, so that loss and lr reach the event files): run once per
+# session, read by test_multiprocess.py (the multi-process protocol) and test_benchmarks.py (each framework's
+# resolved config, metrics and event files).
 TWO_PROCESS_BENCHMARKS = [("coco", "detectron2"), ("coco", "mmdet"), ("voc", "mmseg"), ("ade20k", "mmseg")]
-SHORTER = {"detectron2": ("SOLVER.MAX_ITER=8", "SOLVER.STEPS=(6,)"),
-           "mmdet": ("train_cfg.max_iters=8", "train_cfg.val_interval=8"),
-           "mmseg": ("train_cfg.max_iters=8", "train_cfg.val_interval=8")}
+SHORTER = {"detectron2": ("SOLVER.MAX_ITER=4", "SOLVER.STEPS=(3,)"),
+           "mmdet": ("train_cfg.max_iters=4", "train_cfg.val_interval=4", "default_hooks.logger.interval=2"),
+           "mmseg": ("train_cfg.max_iters=4", "train_cfg.val_interval=4", "default_hooks.logger.interval=2")}
 # not ImageNet's statistics, so that the frameworks' settings visibly come from the checkpoint's metadata
 SMOKE_INPUT = {"channel_order": "RGB", "pixel_range": [0, 1], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 

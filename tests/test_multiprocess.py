@@ -34,9 +34,9 @@ def test_benchmark_runs_in_two_processes_with_the_protocols_global_batch(two_pro
     value = record["metrics"][group][metric]
     assert math.isfinite(value) and 0 <= value <= 100
     assert sorted(p.name for p in directory.glob("*.json")) == ["result.json", "run.json"]
-    assert record["opts"] == list(SHORTER[framework])  # applied by the framework: 8 iterations
+    assert record["opts"] == list(SHORTER[framework])  # applied by the framework: 4 iterations
     resolved = (directory / "config.yaml").read_text()
-    assert ("MAX_ITER: 8" if framework == "detectron2" else "max_iters=8") in resolved
+    assert ("MAX_ITER: 4" if framework == "detectron2" else "max_iters=4") in resolved
 
 
 @pytest.mark.slow
