@@ -11,9 +11,8 @@ what is not finished. Every run is a submitit job (`BenchmarkJob`): on SLURM, pr
 it is requeued and resumes from the framework's last checkpoint in its run directory; locally, submitit's
 own LocalExecutor runs the same code path in real processes, N at a time (one GPU set each).
 
-submitit is imported only where it is used: its import configures logging (`logging.config.dictConfig`),
-which closes every logging handler already open in the process. The sweep command and the jobs import
-it before any framework opens its log files.
+submitit is imported only where it is used, before any framework opens a log file (pretrain/slurm.py
+says why).
 """
 
 from __future__ import annotations
@@ -31,11 +30,10 @@ from benchmarks.runner import check_data, run_directory, run_state
 from benchmarks.tasks import get_benchmark
 from pretrain.config import load_yaml
 from pretrain.errors import UserError
-from pretrain.slurm import SLURM_KEYS, job_error
+from pretrain.slurm import LOCAL_TIMEOUT_MIN, SLURM_KEYS, job_error
 
 TOP_KEYS = {"name", "out", "checkpoints", "benchmarks", "seeds", "gpus", "device", "opts", "slurm"}
 BENCHMARK_KEYS = {"task", "framework", "schedule", "data", "seeds", "gpus", "opts"}
-LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # a local run is never timed out by the executor
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ SLURM_KEYS = {"partition": "slurm_partition", "time_min": "timeout_min", "accoun
               "constraint": "slurm_constraint", "cpus_per_task": "cpus_per_task", "mem_gb": "mem_gb",
               "qos": "slurm_qos", "comment": "slurm_comment"}
 SIGNAL_DELAY_S = 120  # USR2 this long before the time limit: time to requeue
+LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # a job of submitit's local executor is never timed out
 
 
 def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:

@@ -16,9 +16,7 @@ from typing import Any
 
 from pretrain.config import Config
 from pretrain.errors import UserError
-from pretrain.slurm import slurm_executor
-
-LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # a local job is never timed out by the executor
+from pretrain.slurm import LOCAL_TIMEOUT_MIN, slurm_executor
 
 
 def with_absolute_paths(config: Config) -> Config:

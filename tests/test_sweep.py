@@ -136,7 +136,8 @@ def test_a_local_sweep_runs_the_grid_and_collect_shows_its_table(two_backbones, 
 
 @pytest.mark.slow
 def test_an_interrupted_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path, monkeypatch):
-    from benchmarks.sweep import LOCAL_TIMEOUT_MIN, BenchmarkJob, SweepRun
+    from benchmarks.sweep import BenchmarkJob, SweepRun
+    from pretrain.slurm import LOCAL_TIMEOUT_MIN
 
     monkeypatch.chdir(tmp_path)  # the embedded COCO data is generated under ./data/generated
     ckpt = random_backbone(tmp_path / "ckpt")
