@@ -76,9 +76,13 @@ def gather_all(tensor: torch.Tensor) -> torch.Tensor:
     """Every rank's `tensor`, stacked along a new first dimension (rank order), on every rank."""
     if not _enabled():
         return tensor[None]
-    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, tensor.contiguous())
-    return torch.stack(parts)
+    world = dist.get_world_size()
+    # one output written in place, not a list of per-rank copies to stack (gloo takes only the concatenated
+    # form; the op was renamed in torch 2.13)
+    out = tensor.new_empty(world * tensor.shape[0], *tensor.shape[1:])
+    gather_into = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+    gather_into(out, tensor.contiguous())
+    return out.view(world, *tensor.shape)
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:

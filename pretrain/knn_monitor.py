@@ -84,25 +84,20 @@ class KnnMonitor:
     def _features(self, backbone: torch.nn.Module, name: str, autocast: contextlib.AbstractContextManager
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         dataset, index = self.sets[name]
-        mine = index[self.rank::self.world_size]
+        # rank r embeds the r-th block of the images; blocks are padded to one size for the gather
+        share = -(-len(index) // self.world_size)
+        mine = index[self.rank * share:(self.rank + 1) * share]
         loader = DataLoader(Subset(dataset, mine.tolist()), batch_size=self.config.monitor.batch_size,
                             num_workers=self.config.data.workers, generator=torch.Generator(),
                             pin_memory=self.device.type == "cuda")
-        parts = []
+        local = torch.zeros(share, backbone.num_features, device=self.device)
+        filled = 0
         for images, _, _ in loader:
-            images = images.to(self.device, non_blocking=True)
             with autocast:
-                parts.append(backbone(images).float())
-        dim = parts[0].shape[1] if parts else backbone.num_features
-        local = torch.cat(parts) if parts else torch.zeros(0, dim, device=self.device)
-        # equal shapes for the gather: every rank pads its share to the largest share
-        share = -(-len(index) // self.world_size)
-        padded = torch.cat([local, local.new_zeros(share - len(local), dim)])
-        gathered = gather_all(padded)
-        features = torch.empty(len(index), dim, device=self.device)
-        for r in range(self.world_size):
-            count = len(range(r, len(index), self.world_size))
-            features[r::self.world_size] = gathered[r, :count]
+                batch = backbone(images.to(self.device, non_blocking=True))
+            local[filled:filled + len(batch)] = batch.float()
+            filled += len(batch)
+        features = gather_all(local).flatten(0, 1)[:len(index)]  # the blocks in rank order: the image order
         return features, dataset.targets[index].to(self.device)
 
     @torch.no_grad()

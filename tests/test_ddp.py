@@ -136,8 +136,8 @@ def _monitor_worker(rank: int, world: int, init_file: str, config_file: str, out
 
 
 def test_knn_monitor_shares_images_over_ranks_and_gathers_them_in_order(tmp_path, generated_dir):
-    """Each rank embeds every second image (15 queries: 8 and 7, so one rank pads); after the gather every
-    rank holds every image's features in the one-process order."""
+    """Each rank embeds its block of the images (15 queries: 8 and 7, so one rank pads); after the gather
+    every rank holds every image's features in the one-process order."""
     from pretrain.config import load_config, write_config
     from pretrain.knn_monitor import KnnMonitor
 
