@@ -37,7 +37,7 @@ def extract(ckpt: Path, data_root: Path, image_size: int | None = None, batch_si
     """Pooled features of `<data_root>/{train,val}` (ImageFolder) from the frozen backbone in `ckpt`."""
     from torchvision import transforms
 
-    from pretrain.data import IndexedImageFolder
+    from pretrain.data import IndexedImageFolder, center_crop
     from pretrain.models import build_backbone
     from transfer.source import read_backbone
 
@@ -45,10 +45,8 @@ def extract(ckpt: Path, data_root: Path, image_size: int | None = None, batch_si
     model, _ = build_backbone(source.arch)
     model.load_state_dict(source.state_dict)
     model.eval().to(device)
-    size = image_size or source.input.get("image_size") or 224
-    resize = size if size < 224 else int(size * 256 / 224)  # ImageNet's 256 -> 224 centre crop
     # the input convention the backbone was trained with (recorded with the checkpoint)
-    steps = [transforms.Resize(resize), transforms.CenterCrop(size), transforms.ToTensor()]
+    steps = [*center_crop(image_size or source.input.get("image_size") or 224), transforms.ToTensor()]
     if source.input.get("channel_order", "RGB") == "BGR":
         steps.append(transforms.Lambda(lambda t: t.flip(0)))
     if list(source.input.get("pixel_range", [0, 1])) == [0, 255]:

@@ -12,7 +12,7 @@ from pretrain.data.generated import generate
 from pretrain.data.sampler import GlobalBatchSampler
 
 __all__ = ["IndexedImageFolder", "read_coarse_map", "GlobalBatchSampler", "build_train_dataset", "train_root",
-           "train_transform", "eval_transform"]
+           "train_transform", "center_crop", "eval_transform"]
 
 
 def train_transform(config: DataConfig) -> transforms.Compose:
@@ -24,15 +24,15 @@ def train_transform(config: DataConfig) -> transforms.Compose:
     ])
 
 
+def center_crop(size: int) -> list:
+    """Resize and crop the centre to `size` px (ImageNet's 256 -> 224 ratio at 224 px and above)."""
+    return [transforms.Resize(size if size < 224 else int(size * 256 / 224)), transforms.CenterCrop(size)]
+
+
 def eval_transform(config: DataConfig) -> transforms.Compose:
-    """A centre crop at the training size (ImageNet's 256 -> 224 resize ratio at 224 px and above)."""
-    size = config.image_size
-    return transforms.Compose([
-        transforms.Resize(size if size < 224 else int(size * 256 / 224)),
-        transforms.CenterCrop(size),
-        transforms.ToTensor(),
-        transforms.Normalize(config.mean, config.std),
-    ])
+    """The centre crop at the training size (the kNN monitor's view of an image)."""
+    return transforms.Compose([*center_crop(config.image_size), transforms.ToTensor(),
+                               transforms.Normalize(config.mean, config.std)])
 
 
 def train_root(config: DataConfig) -> Path:
