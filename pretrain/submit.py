@@ -83,9 +83,9 @@ def check_paths(config: Config) -> None:
     from pretrain.knn_monitor import held_out_root
 
     folders = {"data.root": config.data.root}
-    if config.monitor.knn_every_epochs > 0:
-        folders["monitor.val_root"] = str(held_out_root(config)) if config.monitor.val_root or config.data.root \
-            else None
+    # the generated data (no data.root) and its held-out split are written by the job itself
+    if config.monitor.knn_every_epochs > 0 and (config.data.root or config.monitor.val_root):
+        folders["monitor.val_root"] = held_out_root(config)  # refuses real data without a held-out folder
     for key, folder in folders.items():
         if folder is not None and not Path(folder).is_dir():
             raise UserError(f"{key}: dataset folder not found: {folder}")
