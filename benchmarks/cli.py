@@ -47,17 +47,16 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{task}: {shown}")
         print(f"run directory: {run_dir}")
     if len(run_dirs) > 1:
-        print(_seeds_summary(args.out, run_dirs))
+        print(_seeds_summary(run_dirs))
     return 0
 
 
-def _seeds_summary(runs: str, run_dirs: list) -> str:
+def _seeds_summary(run_dirs: list[Path]) -> str:
     """This command's seeds as their table row says them (collect's own mean ± std)."""
     from benchmarks.collect import gather, summarize
     from benchmarks.tasks import task_table
 
-    frame = gather(Path(runs))
-    frame = frame[frame["run_dir"].map(lambda d: Path(d).resolve()).isin([Path(d).resolve() for d in run_dirs])]
+    frame = gather([Path(d) for d in run_dirs])
     [task] = frame["task"].unique()
     [row] = summarize(frame, task).to_dict("records")
     cells = [f"{c.name} {row[c.name + '_mean']:.2f} ± {row[c.name + '_std']:.2f}" for c in task_table(task).columns]

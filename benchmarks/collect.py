@@ -35,11 +35,13 @@ def _columns(task: str) -> list[tuple[str, str, str]]:
     return [(c.group, c.metric, c.name) for c in task_table(task).columns]
 
 
-def gather(runs: Path) -> pd.DataFrame:
-    """One line per run directory (one seed of one row): what ran, its outcome and its metrics."""
+def gather(runs: Path | list[Path]) -> pd.DataFrame:
+    """One line per run directory (one seed of one row): what ran, its outcome and its metrics. `runs`: a
+    folder of runs (every run under it) or a list of run directories."""
+    run_dirs = sorted(p.parent for p in runs.glob("*/*/*/*/seed*/run.json")) if isinstance(runs, Path) else runs
     lines = []
-    for run_json in sorted(runs.glob("*/*/*/*/seed*/run.json")):
-        run_dir = run_json.parent
+    for run_dir in run_dirs:
+        run_json = run_dir / "run.json"
         outcome = run_state(run_dir)
         result, failure = read_json(run_dir / "result.json"), read_json(run_dir / "failure.json")
         finished = outcome == "finished"

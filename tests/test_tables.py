@@ -126,8 +126,8 @@ def test_a_multi_seed_command_prints_its_table_rows_mean_and_std(tmp_path):
 
     write_runs(tmp_path)
     sl = tmp_path / "coco" / "detectron2" / "1x" / f"sl_resnet50_imagenet_ep100-{SHA['sl'][:8]}"
-    summary = _seeds_summary(str(tmp_path), [sl / f"seed{seed}" for seed in (0, 1, 2)])
+    summary = _seeds_summary([sl / f"seed{seed}" for seed in (0, 1, 2)])
     # AP_bb over 38.1, 38.5, 38.0: mean 38.20, sample std 0.26; the look row beside it is not mixed in
     assert summary.startswith("mean ± std over 3 seeds (0, 1, 2), as in its table row: AP_bb 38.20 ± 0.26, ")
-    two = _seeds_summary(str(tmp_path), [sl / "seed0", sl / "seed1"])
+    two = _seeds_summary([sl / "seed0", sl / "seed1"])
     assert "over 2 seeds (0, 1)" in two and "AP_bb 38.30 ± 0.28" in two
