@@ -2,7 +2,8 @@
 
 Steps, each in its own process with its own log under `runs/demo/`: generate the benchmarks' embedded
 data; pretrain SL, SL-MLP and LOOK (`pretrain/configs/*_cpu.yaml`); for each backbone every benchmark
-whose declaration puts it in the demo (`python -m benchmarks list --demo`), one seed each; `collect`.
+whose declaration puts it in the demo (`python -m benchmarks list --demo`), one seed each; `collect` into
+`runs/demo/tables/` (not results/: smoke tables never replace the committed ones).
 At the end one table: each step's wall time and share, so a user sees which step is slow on their
 machine. A finished step is skipped on a rerun (and shows its short time), as each command does alone.
 """
@@ -75,7 +76,10 @@ def demo(logs: str | Path = "runs/demo") -> list[tuple[str, float]]:
             _timed(steps, name, _command(
                 ["-m", "benchmarks", "run", b.name, "--ckpt", str(ckpt), "--framework", b.framework, "--schedule",
                  b.demo_schedule, "--seed", "0"], logs / f"{run}_{b.name}_{b.framework}.log"))
-    _timed(steps, "collect (tables in results/)", _command(["-m", "benchmarks", "collect"], logs / "collect.log"))
+    # the demo's smoke tables stay beside its logs: results/ holds the tables of benchmark runs
+    tables = logs / "tables"
+    _timed(steps, f"collect (tables in {tables}/)",
+           _command(["-m", "benchmarks", "collect", "--out", str(tables)], logs / "collect.log"))
     if (logs / "collect.log").is_file():
         print((logs / "collect.log").read_text())
     table = time_table(steps)

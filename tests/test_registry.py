@@ -71,6 +71,8 @@ def test_the_demo_runs_every_demo_benchmark_for_each_backbone_and_says_where_the
     runs = [argv for argv in commands if argv[:3] == ["-m", "benchmarks", "run"]]
     assert len(runs) == len(demo.PRETRAIN_RUNS) * len(demo_runs())
     assert all(argv[-2:] == ["--seed", "0"] for argv in runs)  # one seed each, even for voc-det (5 by default)
+    [collect] = [argv for argv in commands if argv[:3] == ["-m", "benchmarks", "collect"]]
+    assert collect[3:] == ["--out", str(tmp_path / "logs" / "tables")]  # results/ is left alone
     printed = capsys.readouterr().out
     assert "| step | wall time | share |" in printed and "| **total** |" in printed
     assert (tmp_path / "logs" / "times.md").read_text().count("\n| ") == len(steps) + 2
