@@ -103,7 +103,7 @@ def _sweep(args: argparse.Namespace) -> int:
     runs = to_run(sweep)
     resources = slurm_resources(args)
     asked = {**sweep.slurm, **{k: v for k, v in resources.items() if v}}
-    where = (f"on SLURM ({', '.join(f'{k} {v}' for k, v in asked.items())}; one node and one job per run, "
+    where = (f"on SLURM ({', '.join(f'{k} {v}' for k, v in asked.items())}; one job per run, "
              "requeued on preemption or time-out)" if args.executor == "slurm" else f"here, {args.parallel} at a time")
     if args.dry_run:
         print(f"would run {len(runs)} of {len(sweep.runs)} run(s) {where}" + ("" if runs else ": all finished"))
@@ -183,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/bench")
     p.add_argument("--procs", "--gpus", dest="procs", type=int, default=1,
                    help="processes to train in, one per GPU (Detectron2's launch / torch multiprocessing); with "
-                        "--device cpu, CPU processes over gloo. An mmdet / mmseg run may instead be started under "
-                        "torchrun --nproc_per_node N. The protocol's global batch is split over them")
+                        "--device cpu, CPU processes over gloo. A run may instead be started by torchrun (on one "
+                        "machine or several). The protocol's global batch is split over them")
     p.add_argument("--device", default="auto", help="auto (cuda when torch sees a GPU), cuda or cpu")
     p.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE",
                    help="overrides through the framework's own mechanism (Detectron2 merge_from_list, mmengine "

@@ -6,7 +6,8 @@ Knows nothing of tasks: it gets the task's training function and the run.
 - N processes, mmengine: torch.multiprocessing with the environment `torchrun` sets (RANK, LOCAL_RANK,
   WORLD_SIZE, MASTER_ADDR/PORT); each process joins the group (NCCL or gloo) before the Runner, which
   then uses it (`launcher='pytorch'`).
-- Started by `torchrun` itself (WORLD_SIZE set): this process is one of them; it joins the group and trains.
+- Started by `torchrun` (or a SLURM task with its environment; WORLD_SIZE set), on one machine or many: this
+  process is one of them; it joins the group (Detectron2: also its per-machine group) and trains.
 A CPU run with N processes (`--device cpu --procs N`) uses gloo and hides any GPU from its processes.
 Rank 0 writes the result to a file that the parent reads.
 """
@@ -47,6 +48,15 @@ def _torch_worker(local_rank: int, port: int, train: Train, spec: RunSpec, resul
     _train_and_write(train, spec, result_file)
 
 
+def _join_detectron2_machine_group() -> None:
+    """What Detectron2's launch() does in each worker after joining: the group of this machine's processes
+    (its samplers and local-rank helpers read it)."""
+    from detectron2.utils import comm
+
+    comm.create_local_process_group(int(os.environ.get("LOCAL_WORLD_SIZE") or launched_world_size()))
+    comm.synchronize()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,6 +67,8 @@ def run_in_processes(train: Train, spec: RunSpec, framework: str, result_file: P
     """Train `spec` in `spec.world_size` processes (or in this one under torchrun); rank 0's result."""
     if launched_world_size() > 1:  # started by torchrun: this is one of the processes
         init_distributed(spec.device)
+        if framework == "detectron2":
+            _join_detectron2_machine_group()
         return train(spec)  # the frameworks' evaluators give every rank the metrics
     result_file.unlink(missing_ok=True)
     if spec.world_size == 1:

@@ -114,9 +114,8 @@ def resolve_run(task: str, ckpt: str | Path, framework: str, schedule: str, seed
     device = pick_device(device)
     torchrun = launched_world_size()
     if torchrun > 1:
-        if framework == "detectron2" or procs > 1:
-            raise UserError("under torchrun, run mmdet / mmseg benchmarks without --procs; Detectron2 starts its "
-                            "own processes: use --procs N without torchrun")
+        if procs > 1:
+            raise UserError("under torchrun, leave out --procs: torchrun started the processes")
         procs = torchrun
     if procs < 1:
         raise UserError(f"--procs must be at least 1, got {procs}")

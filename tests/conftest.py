@@ -87,6 +87,9 @@ def tensorboard_tags(folder: Path) -> set[str]:
 # session, read by test_multiprocess.py (the multi-process protocol) and test_benchmarks.py (each framework's
 # resolved config, metrics and event files).
 TWO_PROCESS_BENCHMARKS = [("coco", "detectron2"), ("coco", "mmdet"), ("voc", "mmseg"), ("ade20k", "mmseg")]
+# started by torchrun (as on a cluster); the others by `--procs 2` (Detectron2's launch, torch multiprocessing)
+UNDER_TORCHRUN = {("coco", "mmdet")}
+TORCHRUN_2 = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")  # --standalone: a free port
 SHORTER = {"detectron2": ("SOLVER.MAX_ITER=4", "SOLVER.STEPS=(3,)"),
            "mmdet": ("train_cfg.max_iters=4", "train_cfg.val_interval=4", "default_hooks.logger.interval=2"),
            "mmseg": ("train_cfg.max_iters=4", "train_cfg.val_interval=4", "default_hooks.logger.interval=2")}
@@ -106,9 +109,11 @@ def two_process_runs(tmp_path_factory, smoke_backbone):
     results = {}
     for task, framework in TWO_PROCESS_BENCHMARKS:
         # a hang (a rank left waiting in a collective) ends as a timeout, i.e. a failed test
+        torchrun = (task, framework) in UNDER_TORCHRUN
         results[(task, framework)] = run_cli(
-            "-m", "benchmarks", "run", task, "--ckpt", str(smoke_backbone), "--framework", framework, "--schedule",
-            "smoke", "--device", "cpu", "--procs", "2", "--out", str(out), "--opts", *SHORTER[framework], timeout=600)
+            *(TORCHRUN_2 if torchrun else ()), "-m", "benchmarks", "run", task, "--ckpt", str(smoke_backbone),
+            "--framework", framework, "--schedule", "smoke", "--device", "cpu", *(() if torchrun else ("--procs", "2")),
+            "--out", str(out), "--opts", *SHORTER[framework], timeout=600)
     return {"ckpt": smoke_backbone, "out": out, "results": results}
 
 

@@ -7,13 +7,24 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import socket
+from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 
 from benchmarks.cli import main as benchmarks_main
-from tests.conftest import SHORTER, TWO_PROCESS_BENCHMARKS, random_backbone, run_cli, run_main, two_process_run_dir
+from benchmarks.spec import RunSpec, TrainResult
+from tests.conftest import (
+    SHORTER,
+    TWO_PROCESS_BENCHMARKS,
+    UNDER_TORCHRUN,
+    run_main,
+    two_process_run_dir,
+)
 
 HEADLINE = {"coco": ("bbox", "AP"), "voc": ("sem_seg", "mIoU"), "ade20k": ("sem_seg", "mIoU")}
 
@@ -25,6 +36,8 @@ def test_benchmark_runs_in_two_processes_with_the_protocols_global_batch(two_pro
     assert result.returncode == 0, result.stderr[-4000:]
     assert result.stdout.count("run directory:") == 1  # rank 0 reports, once
     directory = two_process_run_dir(two_process_runs, task, framework)
+    if (task, framework) in UNDER_TORCHRUN:  # every process resolved the run; rank 0 alone converted it
+        assert len(list((directory / "weights").glob(f"*.{framework}.pth"))) == 1
     record = json.loads((directory / "result.json").read_text())
     assert record["status"] == "finished" and record["world_size"] == 2 and record["device"] == "cpu"
     protocol = record["protocol"]
@@ -107,21 +120,34 @@ def test_cpu_sync_batchnorm_matches_one_batch_norm_over_all_processes(tmp_path):
         torch.testing.assert_close(part["var"], reference[1].running_var)
 
 
-@pytest.mark.slow
-def test_mmseg_under_torchrun_converts_once_and_records_once(tmp_path):
-    import sys
-    from pathlib import Path
+def _detectron2_groups(spec: RunSpec) -> TrainResult:
+    from detectron2.utils import comm
 
-    torchrun = str(Path(sys.executable).with_name("torchrun"))
-    out = tmp_path / "bench"
-    ckpt = random_backbone(tmp_path / "ckpt", seed=4)
-    result = run_cli("-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "benchmarks", "run", "voc",
-                     "--framework", "mmseg", "--ckpt", str(ckpt), "--schedule", "smoke",
-                     "--device", "cpu", "--out", str(out), "--opts", *SHORTER["mmseg"], timeout=600)
-    assert Path(torchrun).is_file()  # what the README tells users to run is this module's launcher
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert result.stdout.count("run directory:") == 1
-    [directory] = list(out.glob("voc/mmseg/smoke/*/seed0"))
-    record = json.loads((directory / "result.json").read_text())
-    assert record["world_size"] == 2 and record["protocol"]["per_process_batch"] == 1
-    assert len(list((directory / "weights").glob("*.mmseg.pth"))) == 1  # converted once, by rank 0
+    return TrainResult("", {"comm": {"rank": comm.get_rank(), "world": comm.get_world_size(),
+                                     "local_rank": comm.get_local_rank(), "local_size": comm.get_local_size()}})
+
+
+def _one_task_of_two_nodes(rank: int, port: int, out: str) -> None:
+    """A process as torchrun (or a SLURM task of a 2-node x 1-GPU job) starts it: its own node's only rank."""
+    import torch.distributed as dist
+
+    from benchmarks.launch import run_in_processes
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    spec = RunSpec("smoke", Path(out), {}, Path(out), Path(out), 0, "cpu", 2)
+    result = run_in_processes(_detectron2_groups, spec, "detectron2", Path(out) / "unused.json")
+    Path(out, f"rank{rank}.json").write_text(json.dumps(result.metrics["comm"]))
+    dist.destroy_process_group()
+
+
+def test_detectron2_under_torchrun_joins_its_per_machine_group(tmp_path):
+    """Started by torchrun or a multi-node SLURM job, not by Detectron2's launch(): each process also makes
+    the group of its own machine's processes, which Detectron2 reads for the GPU (DDP's device_ids)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_one_task_of_two_nodes, args=(port, str(tmp_path)), nprocs=2, start_method="spawn")
+    for rank in (0, 1):
+        groups = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert groups == {"rank": rank, "world": 2, "local_rank": 0, "local_size": 1}
