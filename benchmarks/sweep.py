@@ -4,12 +4,14 @@
     python -m benchmarks status FILE
 
 A sweep file names checkpoints (paths or globs), benchmarks (task, framework, schedule, and optionally
-data, seeds, gpus, opts), defaults for seeds / gpus / device, and the SLURM resources. Each cell of the
+data, seeds, gpus, nodes, opts), defaults for seeds / gpus / nodes / device, and the SLURM resources. Each cell of the
 grid is one ordinary run directory of `benchmarks run` (same identity, same resume), so a sweep adds no
 state of its own: `status` and `--dry-run` read the run directories, and rerunning a sweep runs only
 what is not finished. Every run is a submitit job (`BenchmarkJob`): on SLURM, preempted or timed out,
 it is requeued and resumes from the framework's last checkpoint in its run directory; locally, submitit's
 own LocalExecutor runs the same code path in real processes, N at a time (one GPU set each).
+A run on one node is one task that starts its own processes (as `benchmarks run --procs`); a run over
+`nodes` > 1 (SLURM only) is one task per GPU with torchrun's environment, so that each task is one rank.
 
 submitit is imported only where it is used, before any framework opens a log file (pretrain/slurm.py
 says why).
@@ -32,8 +34,8 @@ from pretrain.config import load_yaml
 from pretrain.errors import UserError
 from pretrain.slurm import LOCAL_TIMEOUT_MIN, SLURM_KEYS, job_error
 
-TOP_KEYS = {"name", "out", "checkpoints", "benchmarks", "seeds", "gpus", "device", "opts", "slurm"}
-BENCHMARK_KEYS = {"task", "framework", "schedule", "data", "seeds", "gpus", "opts"}
+TOP_KEYS = {"name", "out", "checkpoints", "benchmarks", "seeds", "gpus", "nodes", "device", "opts", "slurm"}
+BENCHMARK_KEYS = {"task", "framework", "schedule", "data", "seeds", "gpus", "nodes", "opts"}
 
 
 @dataclass(frozen=True)
@@ -47,10 +49,11 @@ class SweepRun:
     seed: int
     seeds_asked: int
     data: Path | None
-    gpus: int
+    gpus: int  # per node
     device: str
     opts: tuple[str, ...]
     out: Path
+    nodes: int = 1
 
     @property
     def run_dir(self) -> Path:
@@ -115,11 +118,19 @@ def load_sweep(path: str | Path) -> Sweep:
             check_data(benchmark, data)
         seeds = int(entry.get("seeds") or spec.get("seeds") or benchmark.default_seeds)
         gpus = 1 if not benchmark.multi_process else int(entry.get("gpus") or spec.get("gpus") or 1)
+        nodes = 1 if not benchmark.multi_process else int(entry.get("nodes") or spec.get("nodes") or 1)
+        if gpus < 1 or nodes < 1:
+            raise UserError(f"{where}: gpus and nodes must be at least 1")
         opts = tuple(spec.get("opts") or ()) + tuple(entry.get("opts") or ())
+        if benchmark.check_protocol is not None:  # bad overrides or a batch that does not split: refused now
+            try:
+                benchmark.check_protocol(schedule, opts, nodes * gpus)
+            except UserError as e:
+                raise UserError(f"{where}: {e}") from None
         for ckpt in checkpoints:
             for seed in range(seeds):
                 runs.append(SweepRun(benchmark.name, benchmark.framework, schedule, ckpt, seed, seeds, data, gpus,
-                                     str(spec.get("device", "auto")), opts, out))
+                                     str(spec.get("device", "auto")), opts, out, nodes))
     return Sweep(str(spec.get("name") or path.stem), runs, dict(spec.get("slurm") or {}), out)
 
 
@@ -151,7 +162,13 @@ class BenchmarkJob:
         from benchmarks.runner import run_benchmark
 
         r = self.run
-        return str(run_benchmark(r.task, r.ckpt, r.framework, r.schedule, r.seed, r.data, r.out, r.gpus, r.device,
+        procs = r.gpus
+        if r.nodes > 1:  # this task is one rank of nodes x gpus, as if started by torchrun
+            from pretrain.slurm import export_torchrun_environment
+
+            export_torchrun_environment()
+            procs = 1
+        return str(run_benchmark(r.task, r.ckpt, r.framework, r.schedule, r.seed, r.data, r.out, procs, r.device,
                                  r.opts, seeds_asked=r.seeds_asked))
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
@@ -160,23 +177,27 @@ class BenchmarkJob:
         return submitit.helpers.DelayedSubmission(BenchmarkJob(self.run))
 
 
-def slurm_executor(sweep: Sweep, folder: Path, gpus: int, overrides: dict[str, Any]):
-    """submitit's SLURM executor for runs of `gpus` GPUs on one node (one task; the run starts its own
-    processes, one per GPU), with the sweep file's `slurm` resources, overridden by the command line's."""
+def slurm_executor(sweep: Sweep, folder: Path, gpus: int, nodes: int, overrides: dict[str, Any]):
+    """submitit's SLURM executor for runs of `nodes` x `gpus` GPUs (one node: one task that starts its own
+    processes; several: one task per GPU), with the sweep file's `slurm` resources, overridden by the
+    command line's."""
     from pretrain.slurm import slurm_executor as executor_for
 
     resources = {**sweep.slurm, **{k: v for k, v in overrides.items() if v is not None}}
-    return executor_for(folder, f"bench-{sweep.name}", nodes=1, tasks_per_node=1, gpus_per_node=gpus,
+    tasks = 1 if nodes == 1 else gpus
+    if resources.get("cpus_per_task") and tasks > 1:  # the sweep's figure is one run's CPUs per node
+        resources["cpus_per_task"] = max(1, int(resources["cpus_per_task"]) // tasks)
+    return executor_for(folder, f"bench-{sweep.name}", nodes=nodes, tasks_per_node=tasks, gpus_per_node=gpus,
                         resources=resources)
 
 
 def submit_slurm(sweep: Sweep, runs: list[SweepRun], overrides: dict[str, Any]) -> list[str]:
-    """Submit every run (grouped by GPU count); returns the job ids. Does not wait."""
+    """Submit every run (grouped by nodes and GPUs per node); returns the job ids. Does not wait."""
     ids = []
     folder = sweep.out / "sweeps" / sweep.name / "%j"
-    for gpus in sorted({run.gpus for run in runs}):
-        executor = slurm_executor(sweep, folder, gpus, overrides)
-        jobs = [executor.submit(BenchmarkJob(run)) for run in runs if run.gpus == gpus]
+    for nodes, gpus in sorted({(run.nodes, run.gpus) for run in runs}):
+        executor = slurm_executor(sweep, folder, gpus, nodes, overrides)
+        jobs = [executor.submit(BenchmarkJob(run)) for run in runs if (run.nodes, run.gpus) == (nodes, gpus)]
         ids += [job.job_id for job in jobs]
     return ids
 
@@ -187,6 +208,10 @@ def run_local(sweep: Sweep, runs: list[SweepRun], parallel: int = 1, poll_s: flo
     import submitit
     import torch
 
+    several = sorted({run.label for run in runs if run.nodes > 1})
+    if several:
+        raise UserError(f"--executor local runs on this machine: {len(several)} run(s) ask for several nodes "
+                        f"(e.g. {several[0]}); use --executor slurm")
     gpus_free = list(range(torch.cuda.device_count()))
     has_cuda = bool(gpus_free)
     executor = submitit.LocalExecutor(folder=sweep.out / "sweeps" / sweep.name / "local" / "%j")

@@ -56,6 +56,15 @@ def slurm_executor(folder: Path, name: str, nodes: int, tasks_per_node: int, gpu
     return executor
 
 
+def export_torchrun_environment() -> None:
+    """In one task of a submitit job (one task per GPU, on one node or many): set what torchrun would (RANK,
+    WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR = the job's first node, MASTER_PORT). Every task
+    keeps seeing all of its node's GPUs: the code picks its own by LOCAL_RANK."""
+    import submitit
+
+    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
 def job_error(error: BaseException) -> str:
     """The one line that says why a submitit job failed: the last line of the job's own traceback (submitit
     wraps it between dashed lines, followed by where the logs are)."""

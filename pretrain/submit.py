@@ -16,7 +16,7 @@ from typing import Any
 
 from pretrain.config import Config
 from pretrain.errors import UserError
-from pretrain.slurm import LOCAL_TIMEOUT_MIN, slurm_executor
+from pretrain.slurm import LOCAL_TIMEOUT_MIN, export_torchrun_environment, slurm_executor
 
 
 def with_absolute_paths(config: Config) -> Config:
@@ -40,12 +40,9 @@ class PretrainJob:
         self.config = config
 
     def __call__(self) -> str:
-        import submitit
-
         from pretrain.trainer import train
 
-        # the trainer picks its GPU by LOCAL_RANK: every task keeps seeing all of the node's GPUs
-        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        export_torchrun_environment()
         return str(train(self.config))
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:

@@ -78,6 +78,8 @@ def test_bad_sweep_files_get_one_message(two_backbones, tmp_path):
         ("  - {task: coco, framework: caffe}\n", "no benchmark 'coco' for framework 'caffe'"),
         ("  - {task: coco, framework: detectron2, schedule: 1x, data: /nowhere}\n", "coco data not found under"),
         (probe + "slurm: {partition: gpu, gpus: 8}\n", "slurm: unknown key(s) gpus"),
+        ("  - {task: coco, framework: mmdet, schedule: smoke, gpus: 4, nodes: 2}\n",
+         "global batch of 2 images cannot be split over 8 processes"),
     ]
     for index, (benchmarks, message) in enumerate(cases):
         with pytest.raises(UserError, match=re.escape(message)):
@@ -86,6 +88,11 @@ def test_bad_sweep_files_get_one_message(two_backbones, tmp_path):
     missing.write_text(f"checkpoints: [{tmp_path}/none/*.pth]\nbenchmarks:\n{probe}")
     result = run_main(benchmarks_main, ["sweep", str(missing), "--dry-run"])  # one line, exit 2
     assert result.returncode == 2 and "nothing matches" in result.stderr and "Traceback" not in result.stderr
+    two_nodes = _sweep_file(tmp_path / "nodes.yaml", two_backbones,
+                            "  - {task: voc, framework: mmseg, schedule: smoke, nodes: 2}\n", "device: cpu\n")
+    result = run_main(benchmarks_main, ["sweep", str(two_nodes)])  # refused before anything runs
+    assert result.returncode == 2 and "ask for several nodes" in result.stderr and "--executor slurm" in result.stderr
+    assert not (tmp_path / "bench" / "voc").exists()
 
 
 def test_the_sbatch_script_asks_for_the_requested_resources(tmp_path, monkeypatch):
@@ -97,14 +104,18 @@ def test_the_sbatch_script_asks_for_the_requested_resources(tmp_path, monkeypatc
     (fake_bin / "srun").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake_bin}:{__import__('os').environ['PATH']}")
     sweep = Sweep("r50", [], {"partition": "learnfair", "time_min": 4320, "cpus_per_task": 80}, tmp_path)
-    executor = slurm_executor(sweep, tmp_path / "%j", 8, {"account": "vision", "constraint": "volta32gb",
-                                                          "time_min": 600, "partition": None})
-    script = executor._executor._make_submission_file_text("python -m submitit.core._submit x", "uid")
+    overrides = {"account": "vision", "constraint": "volta32gb", "time_min": 600, "partition": None}
+    one_node = slurm_executor(sweep, tmp_path / "%j", 8, 1, overrides)  # one task: the run starts its processes
+    script = one_node._executor._make_submission_file_text("python -m submitit.core._submit x", "uid")
     for line in ("--partition=learnfair", "--time=600", "--account=vision", "--constraint=volta32gb",
                  "--gpus-per-node=8", "--nodes=1", "--ntasks-per-node=1", "--cpus-per-task=80",
                  "--job-name=bench-r50", "--signal=USR2@120"):
         assert f"#SBATCH {line}\n" in script, line
     assert "srun" in script and "submitit.core._submit" in script
+    two_nodes = slurm_executor(sweep, tmp_path / "%j", 4, 2, overrides)  # one task per GPU, each a rank
+    script = two_nodes._executor._make_submission_file_text("python -m submitit.core._submit x", "uid")
+    for line in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--cpus-per-task=20"):  # 80 per node
+        assert f"#SBATCH {line}\n" in script, line
 
 
 @pytest.mark.slow
@@ -135,7 +146,10 @@ def test_a_local_sweep_runs_the_grid_and_collect_shows_its_table(two_backbones, 
 
 
 @pytest.mark.slow
-def test_an_interrupted_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+def test_an_interrupted_two_node_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """A run over 2 nodes x 1 GPU is one task per rank with torchrun's environment (here the 2 tasks of a
+    LocalExecutor job on this machine), and Detectron2 joins the group in each task itself (not through its
+    launch()). USR2 to both tasks, as SLURM sends before a preemption or the time limit: requeued, resumed."""
     from benchmarks.sweep import BenchmarkJob, SweepRun
     from pretrain.slurm import LOCAL_TIMEOUT_MIN
 
@@ -143,10 +157,11 @@ def test_an_interrupted_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path
     ckpt = random_backbone(tmp_path / "ckpt")
     # 12 iterations with a checkpoint every 5, through Detectron2's own overrides
     shorter = ("SOLVER.MAX_ITER=12", "SOLVER.STEPS=(10,)", "SOLVER.CHECKPOINT_PERIOD=5")
-    run = SweepRun("coco", "detectron2", "smoke", ckpt, 0, 1, None, 1, "cpu", shorter, tmp_path / "bench")
+    run = SweepRun("coco", "detectron2", "smoke", ckpt, 0, 1, None, 1, "cpu", shorter, tmp_path / "bench", nodes=2)
     executor = submitit.LocalExecutor(folder=tmp_path / "jobs")
-    executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN)
-    job = executor.submit(BenchmarkJob(run))
+    executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, tasks_per_node=2)
+    with temporary_environ(OMP_NUM_THREADS="1"):
+        job = executor.submit(BenchmarkJob(run))
     last = run.run_dir / "work" / "last_checkpoint"  # Detectron2 names a checkpoint there once it is written
 
     def saved_once() -> bool:
@@ -156,13 +171,17 @@ def test_an_interrupted_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path
     while not saved_once() and not job.done() and time.time() < deadline:
         time.sleep(0.2)
     assert saved_once() and not job.done(), "the job finished before it could be interrupted"
-    # What SLURM (and submitit's local controller at a time-out) does: USR2 to the job's task process.
     controller = job._process.pid
-    [task] = Path(f"/proc/{controller}/task/{controller}/children").read_text().split()
-    os.kill(int(task), signal.SIGUSR2)
-    assert Path(job.result()) == run.run_dir
-    assert json.loads((run.run_dir / "result.json").read_text())["status"] == "finished"
+    tasks = Path(f"/proc/{controller}/task/{controller}/children").read_text().split()
+    assert len(tasks) == 2
+    for task in tasks:
+        os.kill(int(task), signal.SIGUSR2)
+    assert [Path(r) for r in job.results()] == [run.run_dir, run.run_dir]
+    record = json.loads((run.run_dir / "result.json").read_text())
+    assert record["status"] == "finished" and record["world_size"] == 2
+    assert record["protocol"]["per_process_batch"] == 1  # the smoke protocol's 2 images over the 2 ranks
+    assert len(list((run.run_dir / "weights").glob("*.detectron2.pkl"))) == 1  # converted once, by rank 0
     log = (run.run_dir / "work" / "log.txt").read_text()
     assert "model_0000004.pth" in log and "Starting training from iteration 5" in log, log[-3000:]
-    job_log = "".join(p.read_text() for p in (tmp_path / "jobs").glob("*_log.out"))
+    job_log = "".join(p.read_text() for p in (tmp_path / "jobs").glob("*_0_log.out"))
     assert "Calling checkpoint method" in job_log and "Requeued" in job_log, job_log[-2000:]
