@@ -32,7 +32,7 @@ from benchmarks.runner import check_data, run_directory, run_state
 from benchmarks.tasks import get_benchmark
 from pretrain.config import load_yaml
 from pretrain.errors import UserError
-from pretrain.slurm import LOCAL_TIMEOUT_MIN, SLURM_KEYS, job_error
+from pretrain.slurm import LOCAL_TIMEOUT_MIN, SLURM_KEYS, job_error, run_task
 
 TOP_KEYS = {"name", "out", "checkpoints", "benchmarks", "seeds", "gpus", "nodes", "device", "opts", "slurm"}
 BENCHMARK_KEYS = {"task", "framework", "schedule", "data", "seeds", "gpus", "nodes", "opts"}
@@ -168,8 +168,8 @@ class BenchmarkJob:
 
             export_torchrun_environment()
             procs = 1
-        return str(run_benchmark(r.task, r.ckpt, r.framework, r.schedule, r.seed, r.data, r.out, procs, r.device,
-                                 r.opts, seeds_asked=r.seeds_asked))
+        return str(run_task(lambda: run_benchmark(r.task, r.ckpt, r.framework, r.schedule, r.seed, r.data, r.out,
+                                                  procs, r.device, r.opts, seeds_asked=r.seeds_asked)))
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         import submitit

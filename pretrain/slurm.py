@@ -8,10 +8,16 @@ framework opens its log files.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pretrain.errors import UserError
+
+T = TypeVar("T")
 
 # our name -> submitit's AutoExecutor parameter
 SLURM_KEYS = {"partition": "slurm_partition", "time_min": "timeout_min", "account": "slurm_account",
@@ -63,6 +69,21 @@ def export_torchrun_environment() -> None:
     import submitit
 
     submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
+def run_task(work: Callable[[], T]) -> T:
+    """One task of a job: `work()`, except that when submitit's signal handler ends the task for a requeue
+    (SystemExit from USR2 or a preemption), the process exits at once with that code. The interpreter's own
+    exit would free the DDP model after the process group, and torch's gloo group can deadlock there with its
+    worker thread over the GIL (seen: rank 0 of a 2-task job hung at exit, so the job, which is requeued once
+    every task has exited, never was). Logs are flushed first; nothing else is left to do."""
+    try:
+        return work()
+    except SystemExit as e:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(e.code if isinstance(e.code, int) else 1)
 
 
 def job_error(error: BaseException) -> str:

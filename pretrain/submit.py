@@ -16,7 +16,7 @@ from typing import Any
 
 from pretrain.config import Config
 from pretrain.errors import UserError
-from pretrain.slurm import LOCAL_TIMEOUT_MIN, export_torchrun_environment, slurm_executor
+from pretrain.slurm import LOCAL_TIMEOUT_MIN, export_torchrun_environment, run_task, slurm_executor
 
 
 def with_absolute_paths(config: Config) -> Config:
@@ -43,7 +43,7 @@ class PretrainJob:
         from pretrain.trainer import train
 
         export_torchrun_environment()
-        return str(train(self.config))
+        return str(run_task(lambda: train(self.config)))
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         import submitit

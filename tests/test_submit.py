@@ -7,6 +7,8 @@ import json
 import os
 import pickle
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -55,6 +57,19 @@ def test_slurm_submission_of_two_nodes_asks_for_what_torchrun_would_run(tmp_path
     bad = run_main(main, ["submit", "--config", str(REPO / "pretrain/configs/look_imagenet_r50.yaml"),
                           "--data", str(tmp_path / "nowhere"), "--nodes", "2", "--nproc-per-node", "4"])
     assert bad.returncode == 2 and "dataset folder not found" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_task_ended_for_a_requeue_leaves_its_process_at_once():
+    """submitit ends a task for a requeue with SystemExit from its signal handler, and the job is requeued
+    once every task has exited. What the interpreter's exit would wait for (here a thread that never ends;
+    in a job, torch's gloo group, whose destructor can deadlock) must not keep the process alive."""
+    script = ("import sys, threading\n"
+              "from pretrain.slurm import run_task\n"
+              "threading.Thread(target=threading.Event().wait).start()\n"
+              "def work():\n    print('working', flush=True); sys.exit(144)\n"
+              "run_task(work)\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 144 and result.stdout == "working\n"
 
 
 @pytest.mark.slow
