@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
 import sys
 from collections.abc import Callable
@@ -76,10 +77,16 @@ def run_task(work: Callable[[], T]) -> T:
     (SystemExit from USR2 or a preemption), the process exits at once with that code. The interpreter's own
     exit would free the DDP model after the process group, and torch's gloo group can deadlock there with its
     worker thread over the GIL (seen: rank 0 of a 2-task job hung at exit, so the job, which is requeued once
-    every task has exited, never was). Logs are flushed first; nothing else is left to do."""
+    every task has exited, never was). The processes this task started (a one-node run's ranks) end with it,
+    so that none trains on beside the requeued job; logs are flushed first."""
     try:
         return work()
     except SystemExit as e:
+        children = multiprocessing.active_children()
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.join(timeout=30)
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

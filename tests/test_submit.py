@@ -63,13 +63,19 @@ def test_a_task_ended_for_a_requeue_leaves_its_process_at_once():
     """submitit ends a task for a requeue with SystemExit from its signal handler, and the job is requeued
     once every task has exited. What the interpreter's exit would wait for (here a thread that never ends;
     in a job, torch's gloo group, whose destructor can deadlock) must not keep the process alive."""
-    script = ("import sys, threading\n"
+    script = ("import multiprocessing, sys, threading, time\n"
               "from pretrain.slurm import run_task\n"
               "threading.Thread(target=threading.Event().wait).start()\n"
-              "def work():\n    print('working', flush=True); sys.exit(144)\n"
+              "def work():\n"
+              "    rank = multiprocessing.get_context('fork').Process(target=time.sleep, args=(600,))\n"
+              "    rank.start()\n"
+              "    print(rank.pid, flush=True)\n"
+              "    sys.exit(144)\n"
               "run_task(work)\n")
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 144 and result.stdout == "working\n"
+    assert result.returncode == 144, result.stderr[-2000:]
+    rank = int(result.stdout)  # a process the task started (a one-node run's rank) ended with it
+    assert not Path(f"/proc/{rank}").exists()
 
 
 @pytest.mark.slow
