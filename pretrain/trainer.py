@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import time
@@ -227,6 +228,12 @@ class Trainer:
             barrier()
             return exported
         finally:
+            # DDP's reducer holds the process group. Freed first, it is not the group's last holder, so the group
+            # goes with destroy_process_group (which releases the GIL), not with the reducer at interpreter exit,
+            # where gloo's destructor can deadlock with its worker thread over the GIL (seen: a finished
+            # 2-process run that never exited).
+            self.model = None
+            gc.collect()
             shutdown()
 
     def _setup(self, device: torch.device, info: DistInfo) -> None:
