@@ -162,14 +162,11 @@ class BenchmarkJob:
         from benchmarks.runner import run_benchmark
 
         r = self.run
-        procs = r.gpus
-        if r.nodes > 1:  # this task is one rank of nodes x gpus, as if started by torchrun
-            from pretrain.slurm import export_torchrun_environment
-
-            export_torchrun_environment()
-            procs = 1
+        one_rank = r.nodes > 1  # one task per GPU over several nodes; on one node, one task starts them all
+        procs = 1 if one_rank else r.gpus
         return str(run_task(lambda: run_benchmark(r.task, r.ckpt, r.framework, r.schedule, r.seed, r.data, r.out,
-                                                  procs, r.device, r.opts, seeds_asked=r.seeds_asked)))
+                                                  procs, r.device, r.opts, seeds_asked=r.seeds_asked),
+                            one_rank=one_rank))
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         import submitit

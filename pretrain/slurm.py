@@ -72,13 +72,16 @@ def export_torchrun_environment() -> None:
     submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
-def run_task(work: Callable[[], T]) -> T:
-    """One task of a job: `work()`, except that when submitit's signal handler ends the task for a requeue
-    (SystemExit from USR2 or a preemption), the process exits at once with that code. The interpreter's own
-    exit would free the DDP model after the process group, and torch's gloo group can deadlock there with its
-    worker thread over the GIL (seen: rank 0 of a 2-task job hung at exit, so the job, which is requeued once
-    every task has exited, never was). The processes this task started (a one-node run's ranks) end with it,
-    so that none trains on beside the requeued job; logs are flushed first."""
+def run_task(work: Callable[[], T], *, one_rank: bool = False) -> T:
+    """One task of a job: `work()` (with `one_rank`, as one rank of the job's tasks: torchrun's environment is
+    exported first), except that when submitit's signal handler ends the task for a requeue (SystemExit from
+    USR2 or a preemption), the process exits at once with that code. The interpreter's own exit would free the
+    DDP model after the process group, and torch's gloo group can deadlock there with its worker thread over
+    the GIL (seen: rank 0 of a 2-task job hung at exit, so the job, which is requeued once every task has
+    exited, never was). The processes this task started (a one-node run's ranks) end with it, so that none
+    trains on beside the requeued job; logs are flushed first."""
+    if one_rank:
+        export_torchrun_environment()
     try:
         return work()
     except SystemExit as e:

@@ -16,7 +16,7 @@ from typing import Any
 
 from pretrain.config import Config
 from pretrain.errors import UserError
-from pretrain.slurm import LOCAL_TIMEOUT_MIN, export_torchrun_environment, run_task, slurm_executor
+from pretrain.slurm import LOCAL_TIMEOUT_MIN, run_task, slurm_executor
 
 
 def with_absolute_paths(config: Config) -> Config:
@@ -42,8 +42,7 @@ class PretrainJob:
     def __call__(self) -> str:
         from pretrain.trainer import train
 
-        export_torchrun_environment()
-        return str(run_task(lambda: train(self.config)))
+        return str(run_task(lambda: train(self.config), one_rank=True))
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         import submitit
