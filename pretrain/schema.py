@@ -47,6 +47,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return [_coerce(v, item, where) for v in value]
     if origin is dict or hint is Any:
         return value
+    if origin is typing.Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise UserError(f"config key '{where}' must be one of {', '.join(map(str, choices))}, got {value!r}")
+        return value
     if hint is float:
         # YAML 1.1 reads `1e-4` (no dot) as a string; accept what float() accepts.
         try:

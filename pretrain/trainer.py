@@ -22,7 +22,7 @@ from pretrain.checkpoint import (
     export_backbone,
     load_training_checkpoint,
 )
-from pretrain.config import Config, config_hash, resume_identity, write_config
+from pretrain.config import Config, config_from_dict, config_hash, resume_identity, write_config
 from pretrain.data import GlobalBatchSampler, build_train_dataset, dataset_name, train_root
 from pretrain.distributed import DistInfo, any_rank, barrier, gather_all, init_distributed, shutdown
 from pretrain.errors import TrainingDiverged, UserError
@@ -100,6 +100,9 @@ def build_method(config: Config, targets: torch.Tensor) -> Method:
 
 def check_resume_compatible(checkpoint: dict[str, Any], config: Config, fingerprint: dict, path: Path) -> None:
     saved, current = resume_identity(checkpoint["config"]), resume_identity(config.to_dict())
+    # A key added to the code after the checkpoint was written: the run had its default behaviour.
+    defaults = resume_identity(config_from_dict({"method": {"name": config.method_name}}).to_dict())
+    saved |= {key: defaults[key] for key in current.keys() - saved.keys() if key in defaults}
     diffs = [
         f"{key}: {saved.get(key, '<absent>')!r} in checkpoint, {current.get(key, '<absent>')!r} now"
         for key in sorted(set(saved) | set(current))
