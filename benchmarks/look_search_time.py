@@ -4,7 +4,13 @@ Prints figures (never asserts them). With `--against FILE` (a knn_memory.py of a
 `git show REV:pretrain/methods/knn_memory.py > /tmp/knn_old.py`), both search the same memory with the
 same queries, interleaved, and the neighbours and similarities are compared.
 
+With `--search-dtypes float32 bfloat16`, each chunk size is timed with both searches, and the bfloat16
+neighbours are compared with the float32 ones (and, on a GPU, with the same bfloat16 search done as a
+CPU does it, float32 products of the rounded vectors: the tensor cores' sums must find the same neighbours
+up to the order of summation).
+
   python -m benchmarks.look_search_time [--batch 256] [--slots 1281167] [--chunk-sizes 65536 262144]
+                                        [--search-dtypes float32 bfloat16]
                                         [--against /tmp/knn_old.py --against-chunk-size 65536]
 """
 
@@ -34,6 +40,13 @@ def timed(search, queries: torch.Tensor, k: int, exclude: torch.Tensor, reps: in
     return (time.perf_counter() - started) / reps * 1000
 
 
+def overlap(slots: torch.Tensor, reference: torch.Tensor) -> str:
+    """How many of the reference's neighbours a search found, and how often the nearest is the same."""
+    shared = (slots[:, :, None] == reference[:, None, :]).any(2).float().mean().item()
+    first = (slots[:, 0] == reference[:, 0]).float().mean().item()
+    return f"{100 * shared:.2f} % of the k neighbours shared, nearest the same for {100 * first:.1f} % of queries"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=256)
@@ -41,6 +54,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--k", type=int, default=50)
     parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[65536, 262144])
+    parser.add_argument("--search-dtypes", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     parser.add_argument("--against", help="another knn_memory.py to compare with")
     parser.add_argument("--against-chunk-size", type=int, default=65536)
     parser.add_argument("--reps", type=int, default=20)
@@ -54,11 +68,23 @@ def main() -> None:
     exclude = torch.randint(0, args.slots, (args.batch,), device=device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"# {where}: batch {args.batch}, {args.slots:,} x {args.dim} slots, k {args.k}, mean of {args.reps}")
-    reference = None
-    for chunk in args.chunk_sizes:
-        memory.chunk_size = chunk
-        reference = memory.search(queries, args.k, exclude)
-        print(f"this revision, chunk {chunk:,}: {timed(memory.search, queries, args.k, exclude, args.reps):.2f} ms")
+    found = {}
+    for dtype in args.search_dtypes:
+        searcher = KNNMemory(labels, args.dim, 0.5, search_dtype=getattr(torch, dtype)).to(device)
+        searcher.embeddings = memory.embeddings
+        for chunk in args.chunk_sizes:
+            searcher.chunk_size = chunk
+            found[dtype] = searcher.search(queries, args.k, exclude)
+            print(f"this revision, {dtype} search, chunk {chunk:,}: "
+                  f"{timed(searcher.search, queries, args.k, exclude, args.reps):.2f} ms")
+        if dtype == "bfloat16" and device.type == "cuda":
+            emulated = KNNMemory(labels, args.dim, 0.5, chunk_size=args.chunk_sizes[-1]).to(device)
+            emulated.embeddings = memory.embeddings.bfloat16().float()  # what a CPU computes
+            _, slots = emulated.search(queries.bfloat16().float(), args.k, exclude)
+            print(f"  same neighbours as float32 products of the rounded vectors: {overlap(slots, found[dtype][1])}")
+    if {"float32", "bfloat16"} <= found.keys():
+        print(f"bfloat16 against float32 neighbours: {overlap(found['bfloat16'][1], found['float32'][1])}")
+    reference = found.get("float32")
     if args.against:
         spec = importlib.util.spec_from_file_location("other_knn_memory", args.against)
         module = importlib.util.module_from_spec(spec)
@@ -66,7 +92,7 @@ def main() -> None:
         other = module.KNNMemory(labels, args.dim, 0.5, chunk_size=args.against_chunk_size).to(device)
         other.embeddings = memory.embeddings.clone()
         values, slots = other.search(queries, args.k, exclude)
-        same = torch.equal(slots, reference[1]) and torch.equal(values, reference[0])
+        same = reference is not None and torch.equal(slots, reference[1]) and torch.equal(values, reference[0])
         print(f"{args.against}, chunk {args.against_chunk_size:,}: "
               f"{timed(other.search, queries, args.k, exclude, args.reps):.2f} ms; same neighbours and "
               f"similarities as this revision: {'yes' if same else 'NO'}")

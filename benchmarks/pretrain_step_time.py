@@ -31,12 +31,13 @@ class Setup:
     `args` needs arch, batch, image_size, num_classes, amp ('bf16' | 'fp16' | 'off') and channels_last.
     """
 
-    def __init__(self, method_name: str, slots: int, args: argparse.Namespace, device: torch.device):
+    def __init__(self, method_name: str, slots: int, args: argparse.Namespace, device: torch.device,
+                 label: str | None = None, method_params: dict | None = None):
         torch.manual_seed(0)
         self.name, self.slots, self.device, self.args = method_name, slots, device, args
-        self.label = method_name
-        look = args.look if method_name == "look" else {}
-        config = config_from_dict({"method": {"name": method_name, **look}, "model": {"arch": args.arch},
+        self.label = label or method_name
+        params = {**(args.look if method_name == "look" else {}), **(method_params or {})}
+        config = config_from_dict({"method": {"name": method_name, **params}, "model": {"arch": args.arch},
                                    "optim": {"name": "sgd", "lr_per_256": 0.01}})
         # `num_classes` classes over `slots` images (only LOOK's memory depends on slots).
         targets = torch.arange(max(slots, args.num_classes)) % args.num_classes

@@ -9,6 +9,7 @@ from pretrain.config import config_hash, load_config, parse_override, resume_ide
 from pretrain.data.sampler import GlobalBatchSampler
 from pretrain.errors import UserError
 from pretrain.optim import LARS, lr_factor
+from pretrain.trainer import check_resume_compatible
 from tests.conftest import REPO
 
 CONFIGS = sorted((REPO / "pretrain" / "configs").glob("*.yaml"))
@@ -37,7 +38,7 @@ def _flat(tree, prefix=""):
 def test_look_defaults_are_filled_in():
     config = load_config(None, ["method.name=look"])
     assert config.method == {"name": "look", "k": 50, "temperature": 0.1, "momentum": 0.5, "embed_dim": 128,
-                             "hidden_dim": 2048, "chunk_size": 262144, "memory_seed": 0}
+                             "hidden_dim": 2048, "chunk_size": 262144, "memory_seed": 0, "search_dtype": "float32"}
 
 
 def test_numbers_in_yaml_exponent_form_are_floats():
@@ -75,6 +76,17 @@ def test_resume_identity_ignores_paths_and_logging_only():
     assert config_hash(a) == config_hash(b)
     assert config_hash(a) != config_hash(c)
     assert "method.k" in resume_identity(a)
+
+
+def test_a_checkpoint_older_than_a_config_key_resumes_when_the_key_keeps_its_default(tmp_path):
+    # A run written before `method.search_dtype` existed searched in float32: that is the default.
+    older = load_config(None, ["method.name=look"]).to_dict()
+    del older["method"]["search_dtype"]
+    checkpoint = {"config": older, "dataset": {"images": 8}}
+    check_resume_compatible(checkpoint, load_config(None, ["method.name=look"]), {"images": 8}, tmp_path)
+    with pytest.raises(UserError, match="method.search_dtype: 'float32' in checkpoint, 'bfloat16' now"):
+        check_resume_compatible(checkpoint, load_config(None, ["method.name=look", "method.search_dtype=bfloat16"]),
+                                {"images": 8}, tmp_path)
 
 
 def test_sampler_ranks_split_each_global_batch_and_resume_mid_epoch():

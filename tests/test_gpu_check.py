@@ -17,6 +17,7 @@ def test_gpu_check_prints_every_row_of_the_table(tmp_path):
     assert table in result.stdout
     for row in ("| torch |", "| card | none: CPU", "| mmcv CUDA ops built | no (CPU ops only) |",
                 "| step: sl |", "| step: sl-mlp |", "| step: look (memory 1,281,167 x 128) |",
+                "| step: look (memory 1,281,167 x 128, opt-in bfloat16 search) |", "| ratio look, bf16 search / sl |",
                 "| step: sl, hand-written loop |", "| ratio look / sl |", "| ratio sl-mlp / sl |",
                 "| ratio trainer / hand-written |", "| data vs step (one process) |",
                 "| benchmark: coco detectron2 smoke, 2 iterations |", "| benchmark: coco mmdet smoke, 2 iterations |",

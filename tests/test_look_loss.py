@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -195,12 +196,59 @@ def test_search_on_a_collapsed_memory_takes_the_lowest_slots_in_every_chunking(c
     assert idx[0].tolist() == list(range(5, 300, 3))[:70] and bool((sims == 3).all())
 
 
-def test_look_training_step_never_waits_for_the_host(monkeypatch):
+@pytest.mark.parametrize("chunk_size", [7, 1000])
+def test_bfloat16_search_is_the_exact_top_k_of_the_rounded_vectors(chunk_size):
+    g = torch.Generator().manual_seed(chunk_size)
+    n, dim, batch, k = 200, 16, 12, 9
+    embeddings = F.normalize(torch.randn(n, dim, generator=g), dim=1)
+    queries = F.normalize(torch.randn(batch, dim, generator=g), dim=1)
+    exclude = torch.randperm(n, generator=g)[:batch]
+    memory = KNNMemory(torch.zeros(n, dtype=torch.long), dim, 0.5, chunk_size, search_dtype=torch.bfloat16)
+    memory.embeddings = embeddings.clone()
+    sims, idx = memory.search(queries, k, exclude)
+    rounded = queries.bfloat16().float() @ embeddings.bfloat16().float().T
+    rounded[torch.arange(batch), exclude] = float("-inf")
+    keys = ordered_keys(rounded, torch.arange(n).expand(batch, n)).topk(k, dim=1).values
+    assert torch.equal(idx, key_slots(keys))
+    torch.testing.assert_close(sims, key_values(keys), rtol=1e-6, atol=1e-7)  # summed in another order
+    float32_sims, _ = make_memory(embeddings, memory.labels, chunk_size).search(queries, k, exclude)
+    assert not torch.equal(sims, float32_sims)  # the rounding is real
+
+
+def test_bfloat16_search_ties_what_bfloat16_cannot_tell_apart():
+    # 0.99995 and 1.0 are one bfloat16 value: slot 0 ties with slot 1 and wins by its lower index.
+    embeddings = torch.stack([F.normalize(torch.tensor([1.0, 0.01]), dim=0), torch.tensor([1.0, 0.0])])
+    query, exclude = torch.tensor([[1.0, 0.0]]), torch.tensor([5])
+    memory = KNNMemory(torch.zeros(6, dtype=torch.long), 2, 0.5, 4)
+    memory.embeddings = torch.cat([embeddings, -torch.ones(4, 2)])
+    assert memory.search(query, 1, exclude)[1].tolist() == [[1]]
+    memory = KNNMemory(torch.zeros(6, dtype=torch.long), 2, 0.5, 4, search_dtype=torch.bfloat16)
+    memory.embeddings = torch.cat([embeddings, -torch.ones(4, 2)])
+    assert memory.search(query, 1, exclude)[1].tolist() == [[0]]
+
+
+def test_bfloat16_searched_copy_follows_updates_and_a_loaded_state():
+    params = LeaveOneOutKNN.Params(k=3, embed_dim=4, hidden_dim=8, chunk_size=4, search_dtype="bfloat16")
+    targets = torch.tensor([0, 1, 0, 1, 2, 2])
+    a = LeaveOneOutKNN(torch.nn.Flatten(), 12, targets, params)
+    a.memory.update(torch.tensor([2, 4]), torch.randn(2, 4))
+    a.memory.update(torch.tensor([4, 5]), torch.randn(2, 4))
+    assert torch.equal(a.memory._searched, a.memory.embeddings.bfloat16())
+    b = LeaveOneOutKNN(torch.nn.Flatten(), 12, targets, dataclasses.replace(params, memory_seed=3))
+    b.load_state_dict(a.state_dict())
+    assert b.memory.embeddings.dtype == torch.float32
+    assert torch.equal(b.memory._searched, a.memory._searched)
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        KNNMemory(targets, 4, 0.5, search_dtype=torch.float16)
+
+
+@pytest.mark.parametrize("search_dtype", ["float32", "bfloat16"])
+def test_look_training_step_never_waits_for_the_host(monkeypatch, search_dtype):
     # Every way a tensor reaches Python waits for the device on a GPU; the step must use none of them.
     def host_sync(*args, **kwargs):
         raise AssertionError("host sync in the LOOK step")
 
-    params = LeaveOneOutKNN.Params(k=3, embed_dim=4, hidden_dim=8, chunk_size=5)
+    params = LeaveOneOutKNN.Params(k=3, embed_dim=4, hidden_dim=8, chunk_size=5, search_dtype=search_dtype)
     targets = torch.arange(23) % 3
     method = LeaveOneOutKNN(torch.nn.Flatten(), 6, targets, params)
     images, labels, indices = torch.randn(8, 6), targets[:8], torch.arange(8)

@@ -15,6 +15,7 @@ gradient; it adds 0 to the sum (not -log 0) and is counted in the `no_pos` metri
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -48,6 +49,9 @@ def look_loss(
     return per_sample.sum() / len(queries), p.detach(), has_positive
 
 
+SEARCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
 @register_method("look")
 class LeaveOneOutKNN(Method):
     """Backbone -> head -> embedding; leave-one-out kNN loss against a memory."""
@@ -61,15 +65,15 @@ class LeaveOneOutKNN(Method):
         hidden_dim: int = 2048
         chunk_size: int = 262144  # memory slots per similarity chunk: bounds search memory
         memory_seed: int = 0
+        search_dtype: Literal["float32", "bfloat16"] = "float32"  # bfloat16: faster on a GPU, rounded vectors
 
     def __init__(self, backbone: nn.Module, feature_dim: int, targets: torch.Tensor, params: Params):
         super().__init__(backbone, feature_dim, targets, params)
         if params.k < 1:
             raise ValueError("method.k must be >= 1")
         self.head = mlp(feature_dim, params.hidden_dim, params.embed_dim)
-        self.memory = KNNMemory(
-            targets, params.embed_dim, params.momentum, params.chunk_size, seed=params.memory_seed
-        )
+        self.memory = KNNMemory(targets, params.embed_dim, params.momentum, params.chunk_size,
+                                seed=params.memory_seed, search_dtype=SEARCH_DTYPES[params.search_dtype])
 
     def to_device(self, device: torch.device) -> None:
         self.memory.to(device)
