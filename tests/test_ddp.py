@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from pretrain.methods.look import LeaveOneOutKNN
-from tests.conftest import REPO, TINY_DATA, run_cli, set_args
+from tests.conftest import REPO, TINY_DATA, TORCHRUN_2, run_cli, set_args
 
 NUM_SAMPLES, GLOBAL_BATCH, STEPS, DIM = 48, 8, 4, 12
 
@@ -98,8 +98,7 @@ def test_torchrun_two_processes_trains_look_end_to_end(tmp_path, generated_dir):
     overrides = [*TINY_DATA, f"data.generated_dir={generated_dir}", f"out_dir={tmp_path / 'run'}",
                  "train.batch_size=32", "data.workers=0", "schedule.epochs=2", "method.k=5",
                  "monitor.knn_every_epochs=1", "monitor.batch_size=7", "monitor.max_queries=15"]  # 8 + 7 a rank
-    result = run_cli("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-                     "-m", "pretrain", "train", "--config", str(REPO / "pretrain/configs/look_cpu.yaml"),
+    result = run_cli(*TORCHRUN_2, "-m", "pretrain", "train", "--config", str(REPO / "pretrain/configs/look_cpu.yaml"),
                      *set_args(overrides), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     log = (tmp_path / "run" / "log.jsonl").read_text()

@@ -14,7 +14,7 @@ from timm.layers import BatchNormAct2d
 from pretrain.config import load_config
 from pretrain.errors import UserError
 from pretrain.trainer import choose_precision, convert_sync_batchnorm, train
-from tests.conftest import REPO, TINY_DATA, run_cli, set_args
+from tests.conftest import REPO, TINY_DATA, TORCHRUN_2, run_cli, set_args
 
 CONFIGS = {"sl": "sl_cpu.yaml", "sl-mlp": "slmlp_cpu.yaml", "look": "look_cpu.yaml"}
 
@@ -109,9 +109,8 @@ def test_torchrun_two_processes_and_a_nan_on_rank_1_stops_every_rank(method, gen
     out = tmp_path / "run"
     overrides = [*TINY_DATA, f"data.generated_dir={generated_dir}", f"out_dir={out}", "train.batch_size=32",
                  "data.workers=0", "schedule.epochs=2", "train.log_every=3", "schedule.warmup_epochs=0"]
-    port = {"sl": "29521", "sl-mlp": "29522"}[method]
-    result = run_cli("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
-                     "-m", "pretrain", "train", "--config", str(REPO / "pretrain/configs" / CONFIGS[method]),
+    config = REPO / "pretrain/configs" / CONFIGS[method]
+    result = run_cli(*TORCHRUN_2, "-m", "pretrain", "train", "--config", str(config),
                      *set_args(overrides), timeout=600, env_extra={"PRETRAIN_INJECT_NAN": "1:6"})
     assert result.returncode != 0
     # Both ranks stop at the same step with the same reason: rank 1 (which saw the NaN) prints it and exits
