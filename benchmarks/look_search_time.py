@@ -1,6 +1,7 @@
 """Time LOOK's memory search (ImageNet-sized memory by default), optionally against another implementation.
 
-Prints figures (never asserts them). With `--against FILE` (a knn_memory.py of another revision, e.g.
+Prints figures (never asserts them): time per search, and the operators it dispatches (about its kernel
+launches on a GPU). With `--against FILE` (a knn_memory.py of another revision, e.g.
 `git show REV:pretrain/methods/knn_memory.py > /tmp/knn_old.py`), both search the same memory with the
 same queries, interleaved, and the neighbours and similarities are compared.
 
@@ -40,6 +41,21 @@ def timed(search, queries: torch.Tensor, k: int, exclude: torch.Tensor, reps: in
     return (time.perf_counter() - started) / reps * 1000
 
 
+def operations(search, queries: torch.Tensor, k: int, exclude: torch.Tensor) -> int:
+    """Operators one search dispatches (views and allocations aside): on a GPU, about its kernel launches."""
+    from torch.profiler import profile
+
+    free = {"aten::empty", "aten::empty_strided", "aten::empty_like", "aten::as_strided", "aten::view",
+            "aten::unsqueeze", "aten::flatten", "aten::expand", "aten::t", "aten::transpose", "aten::slice",
+            "aten::select", "aten::alias", "aten::detach", "aten::reshape", "aten::resolve_conj", "aten::permute",
+            "aten::_reshape_alias", "aten::lift_fresh", "aten::result_type"}
+    with profile() as prof:
+        search(queries, k, exclude)
+    outer = [e for e in prof.events() if e.name.startswith("aten::")
+             and not (e.cpu_parent is not None and e.cpu_parent.name.startswith("aten::"))]
+    return sum(e.name not in free for e in outer)
+
+
 def overlap(slots: torch.Tensor, reference: torch.Tensor) -> str:
     """How many of the reference's neighbours a search found, and how often the nearest is the same."""
     shared = (slots[:, :, None] == reference[:, None, :]).any(2).float().mean().item()
@@ -76,7 +92,8 @@ def main() -> None:
             searcher.chunk_size = chunk
             found[dtype] = searcher.search(queries, args.k, exclude)
             print(f"this revision, {dtype} search, chunk {chunk:,}: "
-                  f"{timed(searcher.search, queries, args.k, exclude, args.reps):.2f} ms")
+                  f"{timed(searcher.search, queries, args.k, exclude, args.reps):.2f} ms, "
+                  f"{operations(searcher.search, queries, args.k, exclude)} operations")
         if dtype == "bfloat16" and device.type == "cuda":
             emulated = KNNMemory(labels, args.dim, 0.5, chunk_size=args.chunk_sizes[-1]).to(device)
             emulated.embeddings = memory.embeddings.bfloat16().float()  # what a CPU computes
@@ -94,7 +111,8 @@ def main() -> None:
         values, slots = other.search(queries, args.k, exclude)
         same = reference is not None and torch.equal(slots, reference[1]) and torch.equal(values, reference[0])
         print(f"{args.against}, chunk {args.against_chunk_size:,}: "
-              f"{timed(other.search, queries, args.k, exclude, args.reps):.2f} ms; same neighbours and "
+              f"{timed(other.search, queries, args.k, exclude, args.reps):.2f} ms, "
+              f"{operations(other.search, queries, args.k, exclude)} operations; same neighbours and "
               f"similarities as this revision: {'yes' if same else 'NO'}")
 
 

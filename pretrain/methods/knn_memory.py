@@ -19,6 +19,7 @@ import torch.distributed as dist
 from torch.nn import functional as F
 
 _LOW32 = (1 << 32) - 1
+_LEFT_OUT = torch.iinfo(torch.int64).min  # below every key (keys of NaN aside): a slot left out of a top-k
 GROUP = 128  # slots per group in the two-stage top-k of a chunk (fastest of 32-256 on an H200)
 
 
@@ -29,9 +30,14 @@ def ordered_keys(values: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
     slot index reversed. Keys are unique, so `topk` on them has no ties: the neighbour set is exact and
     independent of chunking, and is found on the device without a host sync.
     """
+    return _pack(values, _LOW32 - slots)
+
+
+def _pack(values: torch.Tensor, reversed_slots: torch.Tensor) -> torch.Tensor:
+    """`ordered_keys` given the low halves (`_LOW32 - slot`) already."""
     bits = (values.float() + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0, equal as floats
     ordered = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).long()
-    return (ordered << 32) | (_LOW32 - slots)
+    return (ordered << 32) | reversed_slots
 
 
 def key_values(keys: torch.Tensor) -> torch.Tensor:
@@ -91,49 +97,55 @@ class KNNMemory:
         """The k most similar slots for each query, leaving out slot `exclude[i]` for query i.
 
         Returns (similarities, slot indices), each [batch, k], sorted by similarity (desc, index asc).
+        The chunks are searched for the top k + 1 with every slot in; the query's own slot is dropped from
+        those at the end (or, if it is not among them, the last one): the k best of the others, exactly,
+        with no per-chunk work for the leaving out (each operation is a kernel launch on a GPU).
         """
         queries = queries.to(self.search_dtype)
         k = min(k, len(self) - 1)
-        candidates = []
-        for start in range(0, len(self), self.chunk_size):
-            sims = self._chunk_similarities(queries, start, exclude)
-            candidates.append(self._chunk_topk_keys(sims, start, min(k, sims.shape[1])))
-        keys = torch.cat(candidates, 1).topk(k, dim=1).values  # sorted: similarity desc, slot asc
+        wanted = k + 1
+        device = queries.device
+        constants = (_LOW32 - torch.arange(-(-min(self.chunk_size, len(self)) // GROUP), device=device),
+                     _LOW32 - torch.arange(GROUP, device=device))
+        candidates = [self._chunk_topk_keys(self._chunk_similarities(queries, start), start, wanted, *constants)
+                      for start in range(0, len(self), self.chunk_size)]
+        # one chunk's keys are already its sorted top-k + 1
+        keys = candidates[0] if len(candidates) == 1 else torch.cat(candidates, 1).topk(wanted, dim=1).values
+        own = key_slots(keys) == exclude[:, None]
+        keys = keys.masked_fill(own, _LEFT_OUT).topk(k, dim=1).values  # sorted: similarity desc, slot asc
         return key_values(keys), key_slots(keys)
 
-    def _chunk_topk_keys(self, sims: torch.Tensor, start: int, k: int) -> torch.Tensor:
+    def _chunk_topk_keys(self, sims: torch.Tensor, start: int, k: int, reversed_groups: torch.Tensor,
+                         reversed_offsets: torch.Tensor) -> torch.Tensor:
         """Keys of the exact top-k of one chunk, found through the maxima of groups of `GROUP` slots.
 
         The groups holding the top-k are among the k groups with the highest (max, group index asc):
         each such group holds a distinct element at or above the k-th. So only k x GROUP candidates
         need keys and a top-k, instead of the whole chunk (a top-k over 65k columns is slow on a GPU).
+        `reversed_groups` / `reversed_offsets`: the low halves of the keys of group indices 0, 1, ... and
+        of slot offsets 0 .. GROUP - 1 in a group, made once per search.
         """
         batch, size = sims.shape
+        k = min(k, size)
         groups = -(-size // GROUP)
         if groups * GROUP != size:  # pad with -inf slots beyond the chunk: never chosen, k <= size
             sims = F.pad(sims, (0, groups * GROUP - size), value=float("-inf"))
         grouped = sims.view(batch, groups, GROUP)
-        group_ids = torch.arange(groups, device=sims.device)
-        top_groups = key_slots(ordered_keys(grouped.amax(2), group_ids).topk(min(k, groups), dim=1).values)
+        group_keys = _pack(grouped.amax(2), reversed_groups[:groups])
+        top_groups = group_keys.topk(min(k, groups), dim=1).indices  # keys are unique: index = group
         values = grouped.gather(1, top_groups[:, :, None].expand(-1, -1, GROUP)).flatten(1)
-        slots = (start + top_groups[:, :, None] * GROUP + torch.arange(GROUP, device=sims.device)).flatten(1)
-        return ordered_keys(values, slots).topk(k, dim=1).values
+        # low halves of the slots start + group * GROUP + offset
+        low = torch.sub(reversed_offsets - start, top_groups[:, :, None], alpha=GROUP).flatten(1)
+        return _pack(values, low).topk(k, dim=1).values
 
-    def _chunk_similarities(self, queries: torch.Tensor, start: int, exclude: torch.Tensor) -> torch.Tensor:
-        """queries @ chunk.T in float32, with each query's own slot (if in this chunk) set to -inf."""
+    def _chunk_similarities(self, queries: torch.Tensor, start: int) -> torch.Tensor:
+        """queries @ chunk.T in float32."""
         chunk = self._searched[start : start + self.chunk_size]
         if chunk.dtype == torch.float32:
-            sims = queries @ chunk.T
-        elif chunk.is_cuda:  # bfloat16 products summed in float32 on the tensor cores
-            sims = torch.mm(queries, chunk.T, out_dtype=torch.float32)
-        else:  # the same sums on a CPU, which has no bfloat16 x bfloat16 -> float32 product
-            sims = queries.float() @ chunk.float().T
-        own = exclude - start
-        inside = (own >= 0) & (own < len(chunk))
-        column = own.clamp(0, len(chunk) - 1)[:, None]
-        # scatter rather than boolean indexing: no host sync
-        sims.scatter_(1, column, torch.where(inside[:, None], float("-inf"), sims.gather(1, column)))
-        return sims
+            return queries @ chunk.T
+        if chunk.is_cuda:  # bfloat16 products summed in float32 on the tensor cores
+            return torch.mm(queries, chunk.T, out_dtype=torch.float32)
+        return queries.float() @ chunk.float().T  # the same sums on a CPU, which has no bf16 x bf16 -> f32 product
 
     @torch.no_grad()
     def update(self, indices: torch.Tensor, embeddings: torch.Tensor) -> None:
