@@ -37,7 +37,7 @@ def _pack(values: torch.Tensor, reversed_slots: torch.Tensor) -> torch.Tensor:
     """`ordered_keys` given the low halves (`_LOW32 - slot`) already."""
     bits = (values.float() + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0, equal as floats
     ordered = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).long()
-    return (ordered << 32) | reversed_slots
+    return torch.add(reversed_slots, ordered, alpha=1 << 32)  # (ordered << 32) | low, in one operation
 
 
 def key_values(keys: torch.Tensor) -> torch.Tensor:
