@@ -6,6 +6,7 @@ import difflib
 from dataclasses import dataclass
 
 import timm
+import torch
 from torch import nn
 
 from pretrain.errors import UserError
@@ -46,3 +47,35 @@ def build_backbone(arch: str) -> tuple[nn.Module, int]:
         raise UserError(f"unknown arch '{arch}': not a timm model{hint}")
     model = timm.create_model(arch, pretrained=False, num_classes=0)
     return model, model.num_features
+
+
+def conv_input_sizes(model: nn.Module, image_size: int) -> dict[str, tuple[int, int, int]]:
+    """For each Conv2d of `model`: (input height, input width, stride) when a square `image_size` image
+    goes through it. One image in eval mode without gradients: no weight, statistic or random draw changes."""
+    sizes: dict[str, tuple[int, int, int]] = {}
+
+    def record(name: str):
+        def hook(module: nn.Conv2d, args: tuple) -> None:  # returns None: the input goes on unchanged
+            sizes.setdefault(name, (*args[0].shape[-2:], max(module.stride)))
+        return hook
+
+    hooks = [module.register_forward_pre_hook(record(name))
+             for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+    was_training = model.training
+    parameter = next(model.parameters())
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size, device=parameter.device, dtype=parameter.dtype))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return sizes
+
+
+def strided_convs_on_one_pixel(model: nn.Module, image_size: int) -> list[str]:
+    """The strided convolutions that see a 1x1 map at this image size: there torch's CPU bfloat16 kernels
+    compute wrong, run-to-run different weight gradients on the taps that see only padding (torch 2.13)."""
+    return [name for name, (h, w, stride) in conv_input_sizes(model, image_size).items()
+            if stride > 1 and h == w == 1]

@@ -29,7 +29,7 @@ from pretrain.errors import TrainingDiverged, UserError
 from pretrain.files import atomic_copy
 from pretrain.knn_monitor import KnnMonitor
 from pretrain.methods import Method, get_method
-from pretrain.models import build_backbone
+from pretrain.models import build_backbone, strided_convs_on_one_pixel
 from pretrain.monitor import LossSpikeDetector
 from pretrain.optim import build_optimizer, set_lr, warmup_steps
 
@@ -64,6 +64,23 @@ def choose_precision(value: str, device: torch.device) -> str:
     if device.type != "cuda":
         return "off"
     return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+
+
+def check_cpu_bf16_is_sound(backbone: torch.nn.Module, precision: str, device: torch.device,
+                            image_size: int) -> None:
+    """Refuse bf16 on a CPU where a strided convolution would see a 1x1 map: torch's CPU bfloat16 kernels
+    return wrong weight gradients there (non-zero on taps that see only padding, different from run to run;
+    seen with torch 2.13 on AMD avx512_bf16 and Intel AMX CPUs), and the run silently trains on garbage."""
+    if precision != "bf16" or device.type != "cpu":
+        return
+    degenerate = strided_convs_on_one_pixel(backbone, image_size)
+    if degenerate:
+        sound = next((size for size in range(image_size + 8, 8 * image_size + 1, 8)
+                      if not strided_convs_on_one_pixel(backbone, size)), None)
+        fix = f"data.image_size={sound} or more" if sound else "a larger data.image_size"
+        raise UserError(f"train.amp=bf16 on a CPU at data.image_size={image_size}: the strided convolution "
+                        f"backbone.{degenerate[0]} would see a 1x1 map, where torch's CPU bfloat16 kernels compute "
+                        f"wrong weight gradients that differ from run to run; use {fix}, or train.amp=off")
 
 
 def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
@@ -301,6 +318,7 @@ class Trainer:
                 self.spikes.load_state_dict(checkpoint["loss_spikes"])
             self.knn_history = list(checkpoint.get("knn_monitor", []))
         self.precision = choose_precision(cfg_train.amp, device)
+        check_cpu_bf16_is_sound(method.backbone, self.precision, device, config.data.image_size)
         self.autocast = autocast_for(self.precision, device)
         self.scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
         if self.scaler is not None and checkpoint is not None and checkpoint.get("grad_scaler"):

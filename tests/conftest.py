@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -39,7 +40,6 @@ def run_cli(*args: str, timeout: float = 300, env_extra: dict[str, str] | None =
 def run_main(main, argv: list[str]) -> subprocess.CompletedProcess:
     """A command's `main(argv)` in this process, with its exit status and output as `run_cli` returns them:
     the bad-input cases pay no interpreter start-up and imports (several seconds each)."""
-    import contextlib
     import io
 
     out, err = io.StringIO(), io.StringIO()
@@ -80,6 +80,53 @@ def tensorboard_tags(folder: Path) -> set[str]:
 
     return {tag for events in folder.rglob("events.out.tfevents.*")
             for tag in EventAccumulator(str(events)).Reload().Tags()["scalars"]}
+
+
+
+def first_difference(first: dict, second: dict, prefix: str = "") -> str | None:
+    """The first tensor (in key order, nested dicts included) in which two states differ to the bit, as
+    'key (max |difference| x)', or None when they are equal."""
+    import torch
+
+    if first.keys() != second.keys():
+        return f"{prefix}keys {sorted(set(first) ^ set(second))}"
+    for key, value in first.items():
+        other = second[key]
+        if isinstance(value, dict):
+            found = first_difference(value, other, f"{prefix}{key}.")
+            if found:
+                return found
+        elif isinstance(value, torch.Tensor) and not torch.equal(value, other):
+            gap = (value.double() - other.double()).abs().max().item() if value.shape == other.shape else "shape"
+            return f"{prefix}{key} (max |difference| {gap})"
+    return None
+
+
+def platform() -> str:
+    """torch and the CPU features that decide which kernels run (for messages about this machine)."""
+    import platform as host
+
+    import torch
+
+    flags: list[str] = []
+    model = host.processor() or host.machine()
+    with contextlib.suppress(OSError):
+        info = Path("/proc/cpuinfo").read_text()
+        model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                     model)
+        cpu_flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+        flags = [f for f in cpu_flags if f.startswith(("amx", "avx512_bf16", "avx512_fp16"))]
+    return f"torch {torch.__version__}, {model}, CPU flags {' '.join(flags) or '(no amx / avx512 bf16)'}"
+
+
+def require_deterministic(first: dict, second: dict, what: str) -> None:
+    """Two uninterrupted runs of one config must agree to the bit before a resumed run is compared with them:
+    where they do not, the platform's kernels are not deterministic, and that is what the test reports."""
+    difference = first_difference(first, second)
+    if difference:
+        pytest.fail(f"this platform is not deterministic for {what}: two uninterrupted runs of the same config "
+                    f"differ in {difference} ({platform()}), so an exact resume cannot be checked here",
+                    pytrace=False)
 
 
 # Every benchmark in 2 CPU processes (gloo), 4 of the smoke schedule's 20 iterations through each framework's
