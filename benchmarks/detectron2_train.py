@@ -128,10 +128,39 @@ def _ddp_without_device_ids(device: str) -> Iterator[None]:
         defaults.create_ddp_model = original
 
 
+def rank_consistent_precise_bn(replaced: Any) -> Any:
+    """Detectron2's PreciseBN hook (same period, loader and iterations) computing the statistics with
+    `benchmarks.precise_bn`: combined over all ranks, so that every rank evaluates with the same buffers."""
+    import logging
+
+    from detectron2.engine import hooks
+    from detectron2.utils import comm
+    from detectron2.utils.events import EventStorage
+
+    from benchmarks.precise_bn import buffer_digest, update_bn_stats
+
+    class PreciseBN(hooks.PreciseBN):
+        def update_stats(self) -> None:
+            if self._disabled:
+                return
+            if self._data_iter is None:
+                self._data_iter = iter(self._data_loader)
+            with EventStorage():  # the forward passes' events are discarded, as Detectron2's hook does
+                layers = update_bn_stats(self._model, self._data_iter, self._num_iter)
+            # under Detectron2's logger, so that it lands in each rank's log file
+            logging.getLogger("detectron2.precise_bn").info(
+                f"precise BN: {layers} BN layers from {self._num_iter} iterations on each of "
+                f"{comm.get_world_size()} rank(s), combined over the ranks; buffers {buffer_digest(self._model)}")
+
+    if replaced._disabled:
+        return replaced
+    return PreciseBN(replaced._period, replaced._model, replaced._data_loader, replaced._num_iter)
+
+
 def train_and_evaluate(cfg, evaluator: Callable[[str, str], Any]) -> tuple[dict[str, dict[str, float]], list[float]]:
     """Train (resuming from OUTPUT_DIR's last checkpoint if there is one) and evaluate on the test set.
     Returns the metrics (the same on every rank's way out; rank 0's are the real ones) and step times."""
-    from detectron2.engine import DefaultTrainer, HookBase
+    from detectron2.engine import DefaultTrainer, HookBase, hooks
     from detectron2.utils import comm
     from detectron2.utils.env import seed_all_rng
 
@@ -142,6 +171,11 @@ def train_and_evaluate(cfg, evaluator: Callable[[str, str], Any]) -> tuple[dict[
         def build_model(cls, cfg):
             model = super().build_model(cfg)
             return convert_sync_batchnorm_for_cpu(model) if needs_cpu_replacements(cfg.MODEL.DEVICE) else model
+
+        def build_hooks(self):
+            # Detectron2's precise BN leaves every rank with its own statistics: ours, with the same loader
+            return [rank_consistent_precise_bn(hook) if isinstance(hook, hooks.PreciseBN) else hook
+                    for hook in super().build_hooks()]
 
         @classmethod
         def build_evaluator(cls, cfg, dataset_name):

@@ -25,7 +25,7 @@ from pretrain.models import RESNET_DEPTHS
 
 
 @ROI_HEADS_REGISTRY.register()
-class Res5ExtraNormROIHeads(Res5ROIHeads):
+class Res5ROIHeadsExtraNorm(Res5ROIHeads):
     """Detectron2's Res5ROIHeads plus a norm layer after res5, and basic-block res5 for ResNet-18/34."""
 
     @classmethod
@@ -77,7 +77,7 @@ def voc_evaluator(dataset_name: str, output_dir: str) -> Any:
 
 
 def use_extra_norm_head(cfg) -> None:
-    cfg.MODEL.ROI_HEADS.NAME = Res5ExtraNormROIHeads.__name__
+    cfg.MODEL.ROI_HEADS.NAME = Res5ROIHeadsExtraNorm.__name__
 
 
 PROTOCOL = Detectron2Protocol(task="voc-det", zoo_config="PascalVOC-Detection/faster_rcnn_R_50_C4.yaml",

@@ -82,7 +82,7 @@ def test_the_converted_checkpoint_fills_the_backbone_and_the_res5_roi_head(arch,
         return model
 
     model = loaded(weights)
-    assert type(model.roi_heads).__name__ == "Res5ExtraNormROIHeads" and hasattr(model.roi_heads.res5, "norm")
+    assert type(model.roi_heads).__name__ == "Res5ROIHeadsExtraNorm" and hasattr(model.roi_heads.res5, "norm")
     res5 = [k for k in model.state_dict()
             if k.startswith("roi_heads.res5.") and not k.startswith("roi_heads.res5.norm.")]
     assert len(res5) > 10
@@ -116,9 +116,12 @@ def test_voc_detection_smoke_runs_detectron2s_faster_rcnn_c4_with_its_voc_evalua
     for group in ("bbox", "bbox_integral"):  # detectron2's PascalVOCDetectionEvaluator, 11-point and integral
         assert math.isfinite(record["metrics"][group]["AP50"]) and 0 <= record["metrics"][group]["AP50"] <= 100
     resolved = (run_dir / "config.yaml").read_text()
-    assert "NAME: Res5ExtraNormROIHeads" in resolved and "NUM_CLASSES: 20" in resolved
-    assert "DEPTH: 18" in resolved and "NORM: SyncBN" in resolved and "FREEZE_AT: 0" in resolved
-    assert "Evaluating" in (run_dir / "work" / "log.txt").read_text()
+    assert "NAME: Res5ROIHeadsExtraNorm" in resolved and "NUM_CLASSES: 20" in resolved
+    assert "DEPTH: 18" in resolved and "NORM: naiveSyncBN" in resolved and "FREEZE_AT: 0" in resolved
+    log = (run_dir / "work" / "log.txt").read_text()
+    assert "Evaluating" in log
+    # the smoke schedule's 2 batches of precise BN, computed by benchmarks.precise_bn (not fvcore's per-rank one)
+    assert "precise BN: " in log and "from 2 iterations on each of 1 rank(s), combined over the ranks" in log
     assert list((run_dir / "work").glob("events.out.tfevents.*"))  # Detectron2's TensorBoard writer
 
 
