@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -154,10 +155,20 @@ def _dryrun(args: argparse.Namespace) -> int:
 
 def _protocols(args: argparse.Namespace) -> int:
     from benchmarks.coco_protocol import markdown
+    from benchmarks.reference import report
+    from benchmarks.tasks import all_benchmarks
 
+    text, problems = report(all_benchmarks())
+    print("## Every real protocol against its published reference\n")
+    print(text)
+    print("## COCO in Detectron2 and MMDetection, side by side\n")
     for schedule in args.schedule:
         print(markdown(schedule))
         print()
+    if problems:
+        print(f"error: {problems} difference(s) from a reference without a declared reason, or stale reasons",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -214,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--only", nargs="+", metavar="TASK:FRAMEWORK:SCHEDULE", help="e.g. coco:detectron2:1x")
     d.add_argument("--out", default="runs/dryrun")
     d.set_defaults(func=_dryrun)
-    q = sub.add_parser("protocols", help="the COCO protocol of Detectron2 and MMDetection side by side, read from "
+    q = sub.add_parser("protocols", help="every real protocol against its published reference, key by key, and "
+                                         "the COCO protocol of Detectron2 and MMDetection side by side, read from "
                                          "their resolved configs")
     q.add_argument("--schedule", nargs="+", default=["1x"])
     q.set_defaults(func=_protocols)

@@ -1,8 +1,11 @@
 """The COCO Mask R-CNN protocol as each framework's resolved config states it, side by side.
 
-`python -m benchmarks protocols [--schedule 1x]` prints the table the README shows. Every value is read
-from the configs the benchmarks run (Detectron2's merged CfgNode, MMDetection's mmengine Config), never
-typed by hand; `tests/test_protocol.py` fails when the two drift apart outside `JUSTIFIED`.
+Each framework runs the protocol its own literature publishes results under (benchmarks/reference.py):
+Detectron2 MoCo's, MMDetection its selfsup_pretrain configs. They are not the same protocol, and a
+number from one is not comparable with a number from the other; this table says exactly where they
+differ. `python -m benchmarks protocols [--schedule 1x]` prints it. Every value is read from the configs
+the benchmarks run (Detectron2's merged CfgNode, MMDetection's mmengine Config), never typed by hand;
+`tests/test_protocol.py` fails on a difference outside `JUSTIFIED`.
 """
 
 from __future__ import annotations
@@ -10,11 +13,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-# Settings that differ between the frameworks on purpose, and why.
+# Settings that differ between the frameworks, and why: each follows its own published reference.
+MOCO_VS_MMDET = "each follows its published reference (Detectron2: MoCo's protocol; MMDetection: selfsup_pretrain)"
 JUSTIFIED = {
     "schedule": "each framework's own unit: Detectron2 counts iterations (1x: 90k x 16 images = 12.3 epochs of "
                 "COCO's 117k annotated training images, steps at 8.2 and 10.9 epochs; 2x doubles it), MMDetection "
                 "epochs (12, steps after 8 and 11; 2x: 24, after 16 and 22)",
+    "train input": MOCO_VS_MMDET,
+    "weight decay": MOCO_VS_MMDET,
+    "warmup": MOCO_VS_MMDET,
+    "frozen backbone stages": MOCO_VS_MMDET,
+    "norm: backbone / FPN / box head / mask head": MOCO_VS_MMDET,
+    "BN statistics": MOCO_VS_MMDET,
 }
 
 
@@ -46,8 +56,10 @@ def detectron2_settings(schedule: str) -> dict[str, str]:
         "warmup": f"{s.WARMUP_METHOD}, {s.WARMUP_ITERS} iterations from {s.WARMUP_FACTOR:g}",
         "schedule": f"{s.MAX_ITER} iterations, x{s.GAMMA:g} at {', '.join(map(str, s.STEPS))}",
         "norm: backbone / FPN / box head / mask head":
-            f"{m.RESNETS.NORM} / {m.FPN.NORM} / {m.ROI_BOX_HEAD.NORM} / {m.ROI_MASK_HEAD.NORM}",
-        "frozen backbone stages": str(m.BACKBONE.FREEZE_AT) if m.BACKBONE.FREEZE_AT else "none",
+            " / ".join(norm or "none" for norm in (m.RESNETS.NORM, m.FPN.NORM, m.ROI_BOX_HEAD.NORM,
+                                                   m.ROI_MASK_HEAD.NORM)),
+        # FREEZE_AT: 1 freezes the stem, 2 the stem and res2, ...
+        "frozen backbone stages": _frozen(m.BACKBONE.FREEZE_AT),
         "BN statistics": "trained (SyncBN)" + (", precise BN after training" if cfg.TEST.PRECISE_BN.ENABLED
                                                else ""),
         "box head": f"{m.ROI_BOX_HEAD.NUM_CONV} conv + {m.ROI_BOX_HEAD.NUM_FC} fc",
@@ -65,6 +77,16 @@ def detectron2_settings(schedule: str) -> dict[str, str]:
     }
 
 
+# mmdet's named box heads and what they hold
+SHARED_HEADS = {"Shared2FCBBoxHead": "0 conv + 2 fc", "Shared4Conv1FCBBoxHead": "4 conv + 1 fc"}
+
+
+def _frozen(count: int) -> str:
+    """Detectron2's FREEZE_AT (mmdet's frozen_stages + 1): how many of stem, res2, ... are frozen."""
+    parts = ["stem", "res2", "res3", "res4", "res5"][:count]
+    return " + ".join(parts) if parts else "none"
+
+
 def _transform(pipeline: list[dict[str, Any]], *types: str) -> dict[str, Any]:
     found = [t for t in pipeline if t["type"] in types]
     if len(found) != 1:
@@ -73,6 +95,9 @@ def _transform(pipeline: list[dict[str, Any]], *types: str) -> dict[str, Any]:
 
 
 def _resize(step: dict[str, Any]) -> str:
+    if step["type"] == "RandomResize":  # a short side drawn uniformly between two scales
+        (low, high) = sorted(min(s) for s in step["scale"])
+        return f"short side {low}–{high} (uniform range), long side ≤ {max(max(s) for s in step['scale'])}"
     scales = [step["scale"]] if step["type"] == "Resize" else step["scales"]
     longs, shorts = {max(s) for s in scales}, [min(s) for s in scales]
     sampling = " (one per image)" if len(scales) > 1 else ""
@@ -93,7 +118,7 @@ def mmdet_settings(schedule: str) -> dict[str, str]:
     anchors = model.rpn_head.anchor_generator
     rpn_train, rpn_test = model.train_cfg.rpn_proposal, model.test_cfg.rpn
     return {
-        "train input": _resize(_transform(train, "Resize", "RandomChoiceResize")),
+        "train input": _resize(_transform(train, "Resize", "RandomChoiceResize", "RandomResize")),
         "train flip": f"horizontal, p {flip['prob']:g}" if flip.get("direction", "horizontal") == "horizontal"
         else str(flip),
         "test input": _resize(_transform(test, "Resize")),
@@ -107,13 +132,13 @@ def mmdet_settings(schedule: str) -> dict[str, str]:
         "schedule": f"{cfg.train_cfg.max_epochs} epochs, x{steps['gamma']:g} after epochs "
                     f"{', '.join(map(str, steps['milestones']))}",
         "norm: backbone / FPN / box head / mask head":
-            f"{model.backbone.norm_cfg.type} / {model.neck.norm_cfg.type} / {bbox_head.norm_cfg.type} / "
-            f"{mask_head.norm_cfg.type}",
-        "frozen backbone stages": str(model.backbone.frozen_stages) if model.backbone.frozen_stages >= 0 else "none",
+            " / ".join((part.get("norm_cfg") or {}).get("type", "none")
+                       for part in (model.backbone, model.neck, bbox_head, mask_head)),
+        # frozen_stages: 0 freezes the stem, 1 the stem and the first stage, ...
+        "frozen backbone stages": _frozen(model.backbone.frozen_stages + 1),
         "BN statistics": "trained (SyncBN)" if not model.backbone.norm_eval else "frozen (norm_eval)",
         "box head": f"{bbox_head.num_shared_convs} conv + {bbox_head.num_shared_fcs} fc"
-        if "num_shared_convs" in bbox_head else "4 conv + 1 fc" if bbox_head.type == "Shared4Conv1FCBBoxHead"
-        else bbox_head.type,
+        if "num_shared_convs" in bbox_head else SHARED_HEADS.get(bbox_head.type, bbox_head.type),
         "mask head": f"{mask_head.num_convs} conv",
         "anchors": f"sizes {', '.join(str(anchors.scales[0] * s) for s in anchors.strides)}, ratios "
                    f"{', '.join(f'{r:g}' for r in anchors.ratios)}",

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.reference import Difference, Reference, differences, flatten
 from benchmarks.spec import RunSpec, TrainResult, per_process_batch, split_opts
 
 CONFIG_DIR = Path(__file__).parent / "configs" / "detectron2"
@@ -60,6 +61,35 @@ def protocol_config(protocol: Detectron2Protocol, schedule: str, settings: dict[
     return cfg
 
 
+# Settings a run fills in (data, weights, outputs) or that change nothing in its result: never compared with
+# a reference configuration.
+RUN_KEYS = ("MODEL.WEIGHTS", "MODEL.DEVICE", "OUTPUT_DIR", "SEED", "DATASETS.TRAIN", "DATASETS.TEST",
+            "MODEL.ROI_HEADS.NUM_CLASSES", "SOLVER.CHECKPOINT_PERIOD", "VERSION")
+
+
+def reference_config(reference: Reference):
+    """The reference's configuration with Detectron2's own config code: its defaults (`get_cfg`), the
+    model-zoo file it starts from (if any), then what the reference's files set."""
+    from detectron2 import model_zoo
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    if reference.base:
+        cfg.merge_from_file(model_zoo.get_config_file(reference.base))
+    cfg.merge_from_list([item for key, value in reference.overrides.items() for item in (key, value)])
+    return cfg
+
+
+def compare_with_reference(protocol: Detectron2Protocol, schedule: str, reference: Reference) -> list[Difference]:
+    """Every setting where the protocol, as it runs an ImageNet-convention ResNet-50, differs from its reference."""
+    from transfer.detectron2 import Detectron2Target
+    from transfer.source import imagenet_convention_backbone
+
+    ours = protocol_config(protocol, schedule, Detectron2Target().settings(imagenet_convention_backbone()))
+    return differences(flatten(ours), flatten(reference_config(reference)), reference.differences,
+                       ignored=lambda key: key in RUN_KEYS)
+
+
 def build_config(spec: RunSpec, protocol: Detectron2Protocol):
     datasets = protocol.register(spec.data_root)
     cfg = protocol_config(protocol, spec.schedule, spec.settings)
@@ -98,10 +128,11 @@ def schedule_length(protocol: Detectron2Protocol, schedule: str) -> str:
 
 
 def declaration_hooks(protocol: Callable[[], Detectron2Protocol]) -> dict[str, Callable[..., Any]]:
-    """A Detectron2 benchmark declaration's protocol check and schedule lengths. `protocol` imports its
-    module when called, so that declaring the benchmark does not import Detectron2."""
+    """A Detectron2 benchmark declaration's protocol check, schedule lengths and reference comparison.
+    `protocol` imports its module when called, so that declaring the benchmark does not import Detectron2."""
     return {"check_protocol": lambda schedule, opts, processes: check_protocol(protocol(), schedule, opts, processes),
-            "schedule_length": lambda schedule: schedule_length(protocol(), schedule)}
+            "schedule_length": lambda schedule: schedule_length(protocol(), schedule),
+            "compare_reference": lambda schedule, reference: compare_with_reference(protocol(), schedule, reference)}
 
 
 def protocol_record(cfg, spec: RunSpec) -> dict[str, Any]:
@@ -128,33 +159,38 @@ def _ddp_without_device_ids(device: str) -> Iterator[None]:
         defaults.create_ddp_model = original
 
 
-def rank_consistent_precise_bn(replaced: Any) -> Any:
-    """Detectron2's PreciseBN hook (same period, loader and iterations) computing the statistics with
-    `benchmarks.precise_bn`: combined over all ranks, so that every rank evaluates with the same buffers."""
+def precise_bn_hook(period: int, model: Any, data_loader: Any, num_iter: int) -> Any:
+    """What Detectron2's PreciseBN hook does (after the last iteration, and every `period` iterations if
+    > 0), with the statistics from `benchmarks.precise_bn`: combined over all ranks, so that every rank
+    evaluates with the same buffers. It also finds the BN layers fvcore's list misses (CpuSyncBatchNorm)."""
     import logging
 
-    from detectron2.engine import hooks
+    from detectron2.engine import HookBase
     from detectron2.utils import comm
     from detectron2.utils.events import EventStorage
 
     from benchmarks.precise_bn import buffer_digest, update_bn_stats
 
-    class PreciseBN(hooks.PreciseBN):
+    class PreciseBN(HookBase):
+        def __init__(self) -> None:
+            self._data_iter = None
+
+        def after_step(self) -> None:
+            next_iter = self.trainer.iter + 1
+            if next_iter == self.trainer.max_iter or (period > 0 and next_iter % period == 0):
+                self.update_stats()
+
         def update_stats(self) -> None:
-            if self._disabled:
-                return
             if self._data_iter is None:
-                self._data_iter = iter(self._data_loader)
+                self._data_iter = iter(data_loader)
             with EventStorage():  # the forward passes' events are discarded, as Detectron2's hook does
-                layers = update_bn_stats(self._model, self._data_iter, self._num_iter)
+                layers = update_bn_stats(model, self._data_iter, num_iter)
             # under Detectron2's logger, so that it lands in each rank's log file
             logging.getLogger("detectron2.precise_bn").info(
-                f"precise BN: {layers} BN layers from {self._num_iter} iterations on each of "
-                f"{comm.get_world_size()} rank(s), combined over the ranks; buffers {buffer_digest(self._model)}")
+                f"precise BN: {layers} BN layers from {num_iter} iterations on each of {comm.get_world_size()} "
+                f"rank(s), combined over the ranks; buffers {buffer_digest(model)}")
 
-    if replaced._disabled:
-        return replaced
-    return PreciseBN(replaced._period, replaced._model, replaced._data_loader, replaced._num_iter)
+    return PreciseBN()
 
 
 def train_and_evaluate(cfg, evaluator: Callable[[str, str], Any]) -> tuple[dict[str, dict[str, float]], list[float]]:
@@ -165,6 +201,7 @@ def train_and_evaluate(cfg, evaluator: Callable[[str, str], Any]) -> tuple[dict[
     from detectron2.utils.env import seed_all_rng
 
     from benchmarks.cpu_distributed import convert_sync_batchnorm_for_cpu, needs_cpu_replacements
+    from benchmarks.precise_bn import bn_layers
 
     class Trainer(DefaultTrainer):
         @classmethod
@@ -173,9 +210,25 @@ def train_and_evaluate(cfg, evaluator: Callable[[str, str], Any]) -> tuple[dict[
             return convert_sync_batchnorm_for_cpu(model) if needs_cpu_replacements(cfg.MODEL.DEVICE) else model
 
         def build_hooks(self):
-            # Detectron2's precise BN leaves every rank with its own statistics: ours, with the same loader
-            return [rank_consistent_precise_bn(hook) if isinstance(hook, hooks.PreciseBN) else hook
-                    for hook in super().build_hooks()]
+            # Detectron2's precise BN leaves every rank with its own statistics (and skips CpuSyncBatchNorm):
+            # its hooks without it, ours where it would be (after the LR scheduler, before the checkpointer)
+            cfg = self.cfg
+            enabled = cfg.TEST.PRECISE_BN.ENABLED
+            cfg.defrost()
+            cfg.TEST.PRECISE_BN.ENABLED = False
+            try:
+                built = super().build_hooks()
+            finally:
+                cfg.TEST.PRECISE_BN.ENABLED = enabled
+                cfg.freeze()
+            if enabled and bn_layers(self.model):
+                loader_cfg = cfg.clone()
+                loader_cfg.defrost()
+                loader_cfg.DATALOADER.NUM_WORKERS = 0  # as Detectron2 builds its precise-BN loader
+                after = next(i for i, hook in enumerate(built) if isinstance(hook, hooks.LRScheduler)) + 1
+                built.insert(after, precise_bn_hook(cfg.TEST.EVAL_PERIOD, self.model,
+                                                    self.build_train_loader(loader_cfg), cfg.TEST.PRECISE_BN.NUM_ITER))
+            return built
 
         @classmethod
         def build_evaluator(cls, cfg, dataset_name):

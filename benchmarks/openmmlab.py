@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.environ import temporary_environ
+from benchmarks.reference import Difference, Reference, differences, flatten
 from benchmarks.spec import RunSpec, TrainResult, per_process_batch, split_opts
 from pretrain.models import RESNET_DEPTHS
 
@@ -32,6 +33,61 @@ def protocol_config(framework: str, model: str, schedule: str, opts: tuple[str, 
     cfg = load_config(framework, model, schedule)
     cfg.merge_from_dict(dict(_parse_opts(opts)))
     return cfg
+
+
+# The parts of a config that make the protocol; the rest (hooks, logging, visualisation, runtime) is not compared.
+PROTOCOL_SECTIONS = ("model", "train_dataloader", "val_dataloader", "test_dataloader", "train_cfg", "val_cfg",
+                     "test_cfg", "optim_wrapper", "param_scheduler", "val_evaluator", "test_evaluator",
+                     "auto_scale_lr")
+# Leaves a run fills in (data, weights) or that change nothing in its result: never compared with a reference.
+RUN_FIELDS = ("data_root", "ann_file", "data_prefix", "metainfo", "num_workers", "persistent_workers",
+              "backend_args", "checkpoint", "batch_size")
+
+
+def reference_config(reference: Reference):
+    """The reference's configuration with mmengine's own config code: the packaged config it starts from,
+    then what the reference's files set over it."""
+    from mmengine.hub import get_config
+
+    cfg = get_config(reference.base)  # a `package::path` inside the installed mmdet / mmseg
+    cfg.merge_from_dict(dict(reference.overrides))
+    return cfg
+
+
+def _protocol_flat(cfg, global_batch: int) -> dict[str, Any]:
+    """The protocol sections flattened, None (mmengine's "unset") dropped, the global batch as one setting."""
+    tree = cfg.to_dict()
+    flat = {key: value for key, value in flatten({k: tree[k] for k in PROTOCOL_SECTIONS if k in tree}).items()
+            if value is not None}
+    flat["global batch"] = global_batch
+    return flat
+
+
+def compare_with_reference(framework: str, model: str, schedule: str, reference: Reference) -> list[Difference]:
+    """Every protocol setting where the benchmark config, as it runs an ImageNet-convention ResNet-50,
+    differs from its reference (the reference's global batch: its per-GPU batch x its GPU count)."""
+    from transfer.openmmlab import OpenMMLabTarget
+    from transfer.source import imagenet_convention_backbone
+
+    ours = load_config(framework, model, schedule)
+    apply_backbone(ours, Path("weights.pth"), OpenMMLabTarget(framework, framework).settings(
+        imagenet_convention_backbone()))
+    theirs = reference_config(reference)
+    if reference.reference_gpus is None:
+        raise ValueError(f"{framework} reference {reference.base}: reference_gpus is needed for its global batch")
+    return differences(_protocol_flat(ours, ours.global_batch_size),
+                       _protocol_flat(theirs, theirs.train_dataloader.batch_size * reference.reference_gpus),
+                       {**CONVERTER_SETTINGS, **reference.differences}, _is_run_field)
+
+
+# What the converter states for every backbone, explained once for every OpenMMLab reference.
+CONVERTER_SETTINGS = {"model.backbone.deep_stem": "stated by the converter: the plain stem our weights fit "
+                                                  "(False, ResNet's default)"}
+
+
+def _is_run_field(key: str) -> bool:
+    # `_scope_` is mmengine's registry annotation of a packaged config, not a setting
+    return key.endswith("._scope_") or any(part.split("[")[0] in RUN_FIELDS for part in key.split("."))
 
 
 def apply_backbone(cfg, weights: Path, settings: dict[str, Any]) -> list[int]:
@@ -176,3 +232,8 @@ def schedule_length(framework: str, model: str) -> Callable[[str], str]:
         return f"{loop.max_epochs} epochs" if "max_epochs" in loop else f"{loop.max_iters} iterations"
 
     return length
+
+
+def reference_comparison(framework: str, model: str) -> Callable[[str, Reference], list[Difference]]:
+    """A benchmark's comparison of one schedule's config with its published reference."""
+    return lambda schedule, reference: compare_with_reference(framework, model, schedule, reference)

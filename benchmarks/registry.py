@@ -10,10 +10,11 @@ list read it through `benchmarks.tasks`; no other table names the benchmarks.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.reference import Difference, Reference
 from benchmarks.spec import RunSpec, TrainResult
 
 
@@ -49,6 +50,14 @@ class Benchmark:
     by_method: bool = False  # the table also averages each method's checkpoints (e.g. pretraining seeds)
     # (table rows, results folder) -> extra figures written there, shown under the table
     figures: Callable[[Any, Path], list[str]] | None = None
+    # every real schedule -> the published reference it reproduces, or why there is none (one line)
+    references: dict[str, Reference | str] = field(default_factory=dict)
+    # (schedule, reference) -> every setting where the protocol differs from the reference (framework code)
+    compare_reference: Callable[[str, Reference], list[Difference]] | None = None
+
+    @property
+    def real_schedules(self) -> tuple[str, ...]:
+        return tuple(s for s in self.schedules if s not in self.embedded_schedules)
 
     @property
     def key(self) -> tuple[str, str]:

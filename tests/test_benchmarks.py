@@ -221,10 +221,11 @@ def test_mmdet_mask_rcnn_smoke_end_to_end(two_process_runs):
     weights = run_dir / "weights" / f"{two_process_runs['ckpt'].name.split('.')[0]}.mmdet.pth"
     backbone = cfg.model.backbone
     assert backbone.init_cfg == {"type": "Pretrained", "checkpoint": str(weights)} and backbone.depth == 18
-    assert backbone.frozen_stages == -1 and backbone.norm_eval is False and backbone.norm_cfg.type == "SyncBN"
-    assert cfg.model.neck.in_channels == [64, 128, 256, 512] and cfg.model.neck.norm_cfg.type == "SyncBN"
+    # mmdet's selfsup_pretrain protocol: SyncBN trained in the backbone, the stem frozen, standard FPN and heads
+    assert backbone.frozen_stages == 0 and backbone.norm_eval is False and backbone.norm_cfg.type == "SyncBN"
+    assert cfg.model.neck.in_channels == [64, 128, 256, 512] and "norm_cfg" not in cfg.model.neck
     bbox_head = cfg.model.roi_head.bbox_head
-    assert bbox_head.type == "Shared4Conv1FCBBoxHead" and bbox_head.num_classes == 3
+    assert bbox_head.type == "Shared2FCBBoxHead" and bbox_head.num_classes == 3
     assert cfg.train_dataloader.dataset.metainfo.classes == ("triangle", "square", "hexagon")
     assert cfg.model.data_preprocessor.mean == [127.5] * 3 and cfg.model.data_preprocessor.std == [63.75] * 3
     assert cfg.model.data_preprocessor.bgr_to_rgb is True  # our weights expect RGB; mmcv reads BGR

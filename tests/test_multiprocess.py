@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -50,6 +51,11 @@ def test_benchmark_runs_in_two_processes_with_the_protocols_global_batch(two_pro
     assert record["opts"] == list(SHORTER[framework])  # applied by the framework: 4 iterations
     resolved = (directory / "config.yaml").read_text()
     assert ("MAX_ITER: 4" if framework == "detectron2" else "max_iters=4") in resolved
+    if framework == "detectron2":  # precise BN combined over the ranks: both evaluate with the same BN buffers
+        logs = [(directory / "work" / name).read_text() for name in ("log.txt", "log.txt.rank1")]
+        digests = [re.search(r"precise BN: .* on each of 2 rank\(s\), combined over the ranks; buffers (\w+)", log)
+                   for log in logs]
+        assert all(digests) and digests[0].group(1) == digests[1].group(1), [d and d.group(0) for d in digests]
 
 
 @pytest.mark.slow

@@ -166,3 +166,10 @@ def reference_stage_features(model: torch.nn.Module, images: torch.Tensor) -> li
         x = stage(x)
         features.append(x)
     return features
+
+
+def imagenet_convention_backbone(arch: str = "resnet50") -> SourceBackbone:
+    """A backbone without weights in the torchvision ImageNet input convention (RGB, ImageNet mean / std,
+    stride in the 3x3 conv): what the protocol comparisons resolve a framework config for."""
+    return SourceBackbone(state_dict={}, arch=arch, flavour="convention only", input=dict(TORCHVISION_INPUT),
+                          input_recorded=True)

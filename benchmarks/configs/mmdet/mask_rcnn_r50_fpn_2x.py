@@ -1,8 +1,10 @@
-# COCO Mask R-CNN R50-FPN, 2x (24 epochs, steps after epochs 16 and 22); otherwise as the 1x protocol.
-_base_ = './mask_rcnn_r50_fpn_1x.py'
+# COCO Mask R-CNN R50-FPN, 2x: MMDetection's packaged `selfsup_pretrain/mask-rcnn_r50-mocov2-pre_fpn_ms-2x_coco.py`
+# (results in mmdetection's configs/selfsup_pretrain/README.md): as the 1x protocol, with multi-scale training
+# (short side drawn from 640-800, long side <= 1333) and 24 epochs, steps after epochs 16 and 22.
+_base_ = 'mmdet::selfsup_pretrain/mask-rcnn_r50-mocov2-pre_fpn_ms-2x_coco.py'
 
-train_cfg = dict(max_epochs=24, val_interval=24)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),
-    dict(type='MultiStepLR', begin=0, end=24, by_epoch=True, milestones=[16, 22], gamma=0.1),
-]
+# The protocol's batch over all processes (mmdet's packaged 2 a GPU, assumed 8 GPUs).
+global_batch_size = 16
+
+# Evaluate once, after training.
+train_cfg = dict(val_interval=24)

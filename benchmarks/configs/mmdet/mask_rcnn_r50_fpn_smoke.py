@@ -4,8 +4,7 @@ _base_ = './mask_rcnn_r50_fpn_1x.py'
 
 global_batch_size = 2
 
-# 128 px images hold at most 3 objects: fewer proposals and sampled RoIs (the 4conv box head dominates
-# CPU time) than for 800 px COCO.
+# 128 px images hold at most 3 objects: fewer proposals and sampled RoIs than for 800 px COCO.
 model = dict(
     train_cfg=dict(rpn=dict(sampler=dict(num=64)), rpn_proposal=dict(nms_pre=600, max_per_img=300),
                    rcnn=dict(sampler=dict(num=32))),

@@ -4,5 +4,3 @@ _base_ = 'mmseg::fcn/fcn_r50-d8_4xb4-40k_voc12aug-512x512.py'
 # The protocol's batch over all processes (mmseg's packaged 4 GPUs x 4); the runner sets
 # train_dataloader.batch_size to global_batch_size / processes.
 global_batch_size = 16
-
-model = dict(backbone=dict(frozen_stages=-1, norm_eval=False))
