@@ -182,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
         available.setdefault(benchmark.name, []).append(benchmark.framework)
     p = sub.add_parser("run", help="fine-tune and evaluate a pretrained backbone on one task")
     p.add_argument("task", help="; ".join(f"{name} ({', '.join(fws)})" for name, fws in available.items()))
-    p.add_argument("--ckpt", required=True, help="any checkpoint transfer/ reads (exported backbone, MoCo, timm ...)")
+    p.add_argument("--ckpt", required=True, help="any checkpoint transfer/ reads (exported backbone, MoCo, timm ...), "
+                                                 "or a released checkpoint's name (moco-v2-800ep, swav-800ep, "
+                                                 "torchvision://resnet50, ...: transfer/named.py)")
     p.add_argument("--framework", default="detectron2")
     p.add_argument("--schedule", default="smoke", help="1x, 2x or smoke (embedded data, CPU, minutes)")
     p.add_argument("--seed", type=int, help="run this one seed")

@@ -28,6 +28,7 @@ from pretrain.distributed import barrier, init_distributed, is_main_process, lau
 from pretrain.errors import UserError
 from pretrain.files import atomic_write_json, atomic_write_text, read_json
 from transfer.export import export, source_summary
+from transfer.named import resolve_checkpoint
 from transfer.source import SourceBackbone, read_backbone
 
 
@@ -128,7 +129,7 @@ def resolve_run(task: str, ckpt: str | Path, framework: str, schedule: str, seed
             raise UserError(f"--procs {procs}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     if spec.check_protocol is not None:
         spec.check_protocol(schedule, opts, procs)
-    ckpt = Path(ckpt)
+    ckpt = resolve_checkpoint(ckpt)  # a released checkpoint's name is its file in torch's hub cache
     if not ckpt.is_file():
         raise UserError(f"checkpoint not found: {ckpt}")
     if data is None:

@@ -33,6 +33,7 @@ from benchmarks.tasks import get_benchmark
 from pretrain.config import load_yaml
 from pretrain.errors import UserError
 from pretrain.slurm import LOCAL_TIMEOUT_MIN, SLURM_KEYS, job_error, run_task
+from transfer.named import release_url, resolve_checkpoint
 
 TOP_KEYS = {"name", "out", "checkpoints", "benchmarks", "seeds", "gpus", "nodes", "device", "opts", "slurm"}
 BENCHMARK_KEYS = {"task", "framework", "schedule", "data", "seeds", "gpus", "nodes", "opts"}
@@ -81,6 +82,9 @@ def _check_keys(where: str, given: dict[str, Any], allowed: set[str]) -> None:
 def _checkpoints(patterns: list[str], base: Path) -> list[Path]:
     found: list[Path] = []
     for pattern in patterns:
+        if release_url(pattern):  # a released checkpoint's name: its file in torch's hub cache
+            found.append(resolve_checkpoint(pattern))
+            continue
         path = pattern if Path(pattern).is_absolute() else str(base / pattern)
         matches = sorted(Path(p) for p in glob.glob(path))
         if not matches:

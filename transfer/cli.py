@@ -10,8 +10,9 @@ from pretrain.errors import report_user_errors
 
 def _export(args: argparse.Namespace) -> int:
     from transfer.export import export, parse_targets
+    from transfer.named import resolve_checkpoint
 
-    record = export(args.checkpoint, parse_targets(args.to), args.out, verify=args.verify)
+    record = export(resolve_checkpoint(args.checkpoint), parse_targets(args.to), args.out, verify=args.verify)
     source = record["source"]
     print(f"source: {source['path']} ({source['flavour']}, {source['arch']}"
           f"{', method ' + source['method'] if source['method'] else ''})")
@@ -32,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m transfer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("export", help="convert a pretrained ResNet into Detectron2 / MMDetection / MMSegmentation")
-    p.add_argument("checkpoint", help="exported backbone, training checkpoint, timm/torchvision or MoCo checkpoint")
+    p.add_argument("checkpoint", help="exported backbone, training checkpoint, timm/torchvision, MoCo, SwAV or "
+                                      "MMSelfSup checkpoint, or a released checkpoint's name (moco-v2-800ep, "
+                                      "torchvision://resnet50, ...: transfer/named.py), fetched into torch's hub cache")
     p.add_argument("--to", default="all", help="detectron2, mmdet, mmseg, a comma list, or all (default)")
     p.add_argument("--out", default="runs/transfer", help="output folder (default: runs/transfer)")
     p.add_argument("--verify", action="store_true",

@@ -25,6 +25,10 @@ from pretrain.models import RESNETS, build_backbone
 # (block type, blocks per stage) -> timm / torchvision architecture name
 RESNET_LAYOUTS = {(layout.block, layout.blocks_per_stage): arch for arch, layout in RESNETS.items()}
 
+# Top-level modules of a checkpoint that are heads, not backbone: classifiers, and SwAV's projection head and
+# prototypes (its released file is the whole model under `module.`).
+HEADS = ("fc", "head", "classifier", "projection_head", "prototypes")
+
 # The input convention of torchvision / timm ImageNet models, assumed for files that do not record one.
 TORCHVISION_INPUT = {"channel_order": "RGB", "pixel_range": [0, 1], "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
 
@@ -88,6 +92,10 @@ def _unwrap(obj: dict[str, Any], path: Path) -> tuple[dict[str, torch.Tensor], s
     if any(k.startswith("module.encoder_q.") for k in obj):
         state, dropped = _strip(obj, "module.encoder_q.", name_parts=2)
         return state, "MoCo", {}, dropped
+    if any(k.startswith("backbone.") for k in obj) and not all(k.startswith("backbone.") for k in obj):
+        # an OpenMMLab algorithm checkpoint (MMSelfSup): the backbone, then neck, heads, momentum encoder, queue
+        state, dropped = _strip(obj, "backbone.")
+        return state, "OpenMMLab algorithm (MMSelfSup)", {}, dropped
     for prefix in ("module.", "backbone."):
         if all(k.startswith(prefix) for k in obj):
             obj = {k[len(prefix):]: v for k, v in obj.items()}
@@ -122,7 +130,7 @@ def read_backbone(path: str | Path) -> SourceBackbone:
     path = Path(path)
     obj = load_weights(path)
     state, flavour, meta, dropped = _unwrap(obj, path)
-    heads = sorted({k.split(".")[0] for k in state if k.split(".")[0] in ("fc", "head", "classifier")})
+    heads = sorted({k.split(".")[0] for k in state if k.split(".")[0] in HEADS})
     state = {k: v for k, v in state.items() if k.split(".")[0] not in heads}
     dropped = sorted(set(dropped) | set(heads))
 

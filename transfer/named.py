@@ -1,0 +1,85 @@
+"""Released checkpoints by name: what the published references were measured with, fetched and cached by
+torch's own hub code, so that `--ckpt moco-v2-800ep` means the file the paper used.
+
+A name resolves to a file in torch's hub cache (`$TORCH_HOME/hub/checkpoints/`, where
+`torch.hub.load_state_dict_from_url` keeps it): an existing file is used as it is, without the network;
+a missing one is downloaded once by `torch.hub.download_url_to_file`. On a machine without network or
+cache the name is one error naming the URL and the cache path, before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pretrain.errors import UserError
+
+
+@dataclass(frozen=True)
+class Released:
+    url: str
+    what: str  # the pretraining, and where the file is published
+
+
+RELEASED = {
+    "moco-v1-200ep": Released("https://dl.fbaipublicfiles.com/moco/moco_checkpoints/moco_v1_200ep/"
+                              "moco_v1_200ep_pretrain.pth.tar",
+                              "MoCo v1, ImageNet-1M, 200 epochs (facebookresearch/moco README)"),
+    "moco-v2-200ep": Released("https://dl.fbaipublicfiles.com/moco/moco_checkpoints/moco_v2_200ep/"
+                              "moco_v2_200ep_pretrain.pth.tar",
+                              "MoCo v2, ImageNet-1M, 200 epochs (facebookresearch/moco README)"),
+    "moco-v2-800ep": Released("https://dl.fbaipublicfiles.com/moco/moco_checkpoints/moco_v2_800ep/"
+                              "moco_v2_800ep_pretrain.pth.tar",
+                              "MoCo v2, ImageNet-1M, 800 epochs (facebookresearch/moco README)"),
+    "swav-800ep": Released("https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar",
+                           "SwAV, ImageNet-1M, 800 epochs (facebookresearch/swav hubconf.py)"),
+    "mmselfsup-moco-v2-200ep": Released("https://download.openmmlab.com/mmselfsup/moco/"
+                                        "mocov2_resnet50_8xb32-coslr-200e_in1k_20220225-89e03af4.pth",
+                                        "MoCo v2 reproduced by MMSelfSup, ImageNet-1M, 200 epochs (its model zoo)"),
+}
+TORCHVISION = "torchvision://"  # torchvision://resnet50: torchvision's ImageNet weights (IMAGENET1K_V1)
+
+
+def cache_dir() -> Path:
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def release_url(name: str) -> str | None:
+    """The download URL of a checkpoint name, or None when `name` is no name (a path)."""
+    if name in RELEASED:
+        return RELEASED[name].url
+    if name.startswith(TORCHVISION):
+        arch = name[len(TORCHVISION):]
+        try:
+            from torchvision.models import get_model_weights
+
+            return get_model_weights(arch)["IMAGENET1K_V1"].url
+        except (ValueError, KeyError):
+            raise UserError(f"{name}: torchvision has no IMAGENET1K_V1 weights for '{arch}'") from None
+    return None
+
+
+def resolve_checkpoint(ckpt: str | Path) -> Path:
+    """A path as it is; a released checkpoint's name as its file in torch's hub cache (downloaded there once)."""
+    url = release_url(str(ckpt)) if not Path(ckpt).exists() else None
+    if url is None:
+        return Path(ckpt)
+    cached = cache_dir() / Path(urlparse(url).path).name
+    if cached.is_file():
+        return cached
+    import torch
+
+    partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")  # ranks may fetch at once
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(partial), progress=False)
+    except (OSError, ValueError) as e:  # URLError and HTTPError are OSErrors
+        partial.unlink(missing_ok=True)
+        reason = str(getattr(e, "reason", "") or e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{ckpt}: cannot download {url} ({reason}); put the file at {cached} and rerun") from None
+    partial.replace(cached)
+    return cached
