@@ -8,7 +8,7 @@ TEST_ARGS ?=
 
 RUN_ARGS = $(if $(DATA),--data $(DATA)) $(if $(OUT),--out $(OUT))
 
-.PHONY: install test lint demo pretrain-sl pretrain-slmlp pretrain-look pretrain-all export bench-coco bench-voc-det bench-voc bench-ade bench-probe probe-seeds bench-proxy data-fmnist bench-dryrun tables bench-pretrain-speed gpu-check clean-runs
+.PHONY: install test lint demo pretrain-sl pretrain-slmlp pretrain-look pretrain-all export bench-coco bench-voc-det bench-voc bench-ade bench-probe bench-reference probe-seeds bench-proxy data-fmnist bench-dryrun tables bench-pretrain-speed gpu-check clean-runs
 
 install: $(STAMP)
 
@@ -48,6 +48,17 @@ TO ?= all
 export: $(STAMP)
 	@test -n "$(CKPT)" || { echo "usage: make export CKPT=path/to/checkpoint [TO=all|detectron2|mmdet|mmseg] [OUT=dir]"; exit 2; }
 	$(PY) -m transfer export $(CKPT) --to $(TO) --out $(or $(OUT),runs/transfer) --verify
+
+# Does this install reproduce the literature? The released checkpoints of a task's published references, with
+# the published number of trials, measured against the published values: make bench-reference [TASK=voc-det]
+# [GPUS=8] DATA=... (results/reference_<task>.md); SCHEDULE=smoke runs the pipeline offline on the embedded data.
+# FRAMEWORK / SCHEDULE only when given on the command line (the defaults: every published reference).
+TASK ?= voc-det
+bench-reference: $(STAMP)
+	$(PY) -m benchmarks reference --task $(TASK) $(if $(filter command line,$(origin FRAMEWORK)),--framework $(FRAMEWORK)) \
+	  $(if $(filter command line,$(origin SCHEDULE)),--schedule $(SCHEDULE)) $(if $(DATA),--data $(DATA)) \
+	  --procs $(GPUS) --device $(DEVICE) $(if $(TRIALS),--trials $(TRIALS)) \
+	  --command-line "make bench-reference TASK=$(TASK)$(if $(filter command line,$(origin SCHEDULE)), SCHEDULE=$(SCHEDULE))$(if $(DATA), DATA=$(DATA)) GPUS=$(GPUS)"
 
 # Fine-tune and evaluate on COCO: make bench-coco CKPT=... [FRAMEWORK=detectron2] [SCHEDULE=smoke|1x|2x] [DATA=coco/]
 # GPUS=N trains in N processes (one per GPU; with DEVICE=cpu, CPU processes over gloo); the protocol's

@@ -153,6 +153,16 @@ def _dryrun(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reference(args: argparse.Namespace) -> int:
+    from benchmarks.reference_runs import run_references
+
+    table = run_references(args.task, args.framework, args.schedule, args.data, args.out, args.procs, args.device,
+                           args.trials, args.results, args.command_line or "")
+    print(table.read_text())
+    print(f"table: {table}")
+    return 0
+
+
 def _protocols(args: argparse.Namespace) -> int:
     from benchmarks.coco_protocol import markdown
     from benchmarks.reference import report
@@ -232,6 +242,22 @@ def build_parser() -> argparse.ArgumentParser:
                                          "their resolved configs")
     q.add_argument("--schedule", nargs="+", default=["1x"])
     q.set_defaults(func=_protocols)
+    r = sub.add_parser("reference", help="does this install reproduce the literature? run the released checkpoints "
+                                         "of a task's published references with their trials; measured against "
+                                         "published, with a verdict (results/reference_<task>.md)")
+    r.add_argument("--task", required=True)
+    r.add_argument("--framework", help="one framework (default: every framework with a published reference)")
+    r.add_argument("--schedule", help="one real schedule (default: each with a published reference), or smoke: the "
+                                      "pipeline on the embedded data with random stand-ins, offline")
+    r.add_argument("--data", help="the dataset's folder (required but for smoke)")
+    r.add_argument("--trials", type=int, help="fine-tuning runs per checkpoint (default: the published number; "
+                                              "smoke: 1)")
+    r.add_argument("--out", default="runs/bench")
+    r.add_argument("--procs", "--gpus", dest="procs", type=int, default=1)
+    r.add_argument("--device", default="auto")
+    r.add_argument("--results", help="where the table goes (default: results/; smoke: beside its runs)")
+    r.add_argument("--command-line", help=argparse.SUPPRESS)  # how make called it, for the table
+    r.set_defaults(func=_reference)
     b = sub.add_parser("list", help="the registered benchmarks (one line each: task:framework:schedules)")
     b.add_argument("--demo", action="store_true", help="only what `make demo` runs, as task:framework:schedule")
     b.set_defaults(func=_list)

@@ -21,25 +21,28 @@ from pretrain.errors import UserError
 class Released:
     url: str
     what: str  # the pretraining, and where the file is published
+    layout: str  # how the file holds the backbone: "moco", "swav", "mmselfsup" or "torchvision"
 
 
 RELEASED = {
     "moco-v1-200ep": Released("https://dl.fbaipublicfiles.com/moco/moco_checkpoints/moco_v1_200ep/"
                               "moco_v1_200ep_pretrain.pth.tar",
-                              "MoCo v1, ImageNet-1M, 200 epochs (facebookresearch/moco README)"),
+                              "MoCo v1, ImageNet-1M, 200 epochs (facebookresearch/moco README)", "moco"),
     "moco-v2-200ep": Released("https://dl.fbaipublicfiles.com/moco/moco_checkpoints/moco_v2_200ep/"
                               "moco_v2_200ep_pretrain.pth.tar",
-                              "MoCo v2, ImageNet-1M, 200 epochs (facebookresearch/moco README)"),
+                              "MoCo v2, ImageNet-1M, 200 epochs (facebookresearch/moco README)", "moco"),
     "moco-v2-800ep": Released("https://dl.fbaipublicfiles.com/moco/moco_checkpoints/moco_v2_800ep/"
                               "moco_v2_800ep_pretrain.pth.tar",
-                              "MoCo v2, ImageNet-1M, 800 epochs (facebookresearch/moco README)"),
+                              "MoCo v2, ImageNet-1M, 800 epochs (facebookresearch/moco README)", "moco"),
     "swav-800ep": Released("https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar",
-                           "SwAV, ImageNet-1M, 800 epochs (facebookresearch/swav hubconf.py)"),
+                           "SwAV, ImageNet-1M, 800 epochs (facebookresearch/swav hubconf.py)", "swav"),
     "mmselfsup-moco-v2-200ep": Released("https://download.openmmlab.com/mmselfsup/moco/"
                                         "mocov2_resnet50_8xb32-coslr-200e_in1k_20220225-89e03af4.pth",
-                                        "MoCo v2 reproduced by MMSelfSup, ImageNet-1M, 200 epochs (its model zoo)"),
+                                        "MoCo v2 reproduced by MMSelfSup, ImageNet-1M, 200 epochs (its model zoo)",
+                                        "mmselfsup"),
 }
 TORCHVISION = "torchvision://"  # torchvision://resnet50: torchvision's ImageNet weights (IMAGENET1K_V1)
+DETECTRON2 = "detectron2://"  # Detectron2's model-zoo files (e.g. ImageNetPretrained/MSRA/R-50.pkl)
 
 
 def cache_dir() -> Path:
@@ -52,6 +55,9 @@ def release_url(name: str) -> str | None:
     """The download URL of a checkpoint name, or None when `name` is no name (a path)."""
     if name in RELEASED:
         return RELEASED[name].url
+    if name.startswith(DETECTRON2):
+        raise UserError(f"{name}: Detectron2's caffe2-format ImageNet weights (stride in the 1x1 convolutions, BGR "
+                        "input, caffe pixel statistics, frozen BN as an affine) cannot be converted by transfer/ yet")
     if name.startswith(TORCHVISION):
         arch = name[len(TORCHVISION):]
         try:
@@ -68,7 +74,7 @@ def resolve_checkpoint(ckpt: str | Path) -> Path:
     url = release_url(str(ckpt)) if not Path(ckpt).exists() else None
     if url is None:
         return Path(ckpt)
-    cached = cache_dir() / Path(urlparse(url).path).name
+    cached = cached_path(str(ckpt))
     if cached.is_file():
         return cached
     import torch
@@ -83,3 +89,35 @@ def resolve_checkpoint(ckpt: str | Path) -> Path:
         raise UserError(f"{ckpt}: cannot download {url} ({reason}); put the file at {cached} and rerun") from None
     partial.replace(cached)
     return cached
+
+
+def write_stand_in(name: str, path: Path, arch: str = "resnet18", seed: int = 0) -> Path:
+    """A randomly initialised `arch` in the file layout of the released checkpoint `name`: what the smoke
+    run of `python -m benchmarks reference` resolves offline, to run the whole pipeline without the file.
+    Never a result: its numbers mean nothing."""
+    import timm
+    import torch
+
+    torch.manual_seed(seed)
+    state = {k: v for k, v in timm.create_model(arch, pretrained=False).state_dict().items()}
+    layout = RELEASED[name].layout if name in RELEASED else "torchvision"
+    if layout == "moco":
+        obj = {"epoch": 0, "arch": arch, "state_dict": {f"module.encoder_q.{k}": v for k, v in state.items()}}
+    elif layout == "swav":
+        obj = {f"module.{k}": v for k, v in state.items() if not k.startswith("fc.")}
+    elif layout == "mmselfsup":
+        obj = {"meta": {"stand_in": True}, "state_dict": {f"backbone.{k}": v for k, v in state.items()
+                                                            if not k.startswith("fc.")}}
+    else:
+        obj = state
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(obj, path)
+    return path
+
+
+def cached_path(name: str) -> Path:
+    """Where `name`'s file lives in torch's hub cache (whether it is there or not)."""
+    url = release_url(name)
+    if url is None:
+        raise UserError(f"{name} is not a released checkpoint's name")
+    return cache_dir() / Path(urlparse(url).path).name
