@@ -38,13 +38,10 @@ def extract(ckpt: Path, data_root: Path, image_size: int | None = None, batch_si
     from torchvision import transforms
 
     from pretrain.data import IndexedImageFolder, center_crop
-    from pretrain.models import build_backbone
-    from transfer.source import read_backbone
+    from transfer.source import read_backbone, reference_model
 
     source = read_backbone(ckpt)
-    model, _ = build_backbone(source.arch)
-    model.load_state_dict(source.state_dict)
-    model.eval().to(device)
+    model = reference_model(source).to(device)  # the backbone as it was trained (caffe-style strides included)
     # the input convention the backbone was trained with (recorded with the checkpoint)
     steps = [*center_crop(image_size or source.input.get("image_size") or 224), transforms.ToTensor()]
     if source.input.get("channel_order", "RGB") == "BGR":

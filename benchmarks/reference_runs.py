@@ -85,7 +85,8 @@ def run_references(task: str, framework: str | None = None, schedule: str | None
     if not smoke and data is None:
         raise UserError(f"--data is required: the {task} dataset's folder (the smoke schedule runs without it)")
     out = Path(out) / "reference-smoke" if smoke else Path(out)
-    torch_home = out / "torch-home"  # smoke: a private TORCH_HOME for the stand-ins, never torch's own
+    # smoke: private caches for the stand-ins (torch's hub, Detectron2's iopath), never the user's own
+    private = {"TORCH_HOME": str((out / "torch-home").resolve()), "FVCORE_CACHE": str((out / "iopath").resolve())}
     measured: list[Measured] = []
     for benchmark, real, reference in _targets(task, framework, schedule):
         for published in reference.published:
@@ -98,7 +99,7 @@ def run_references(task: str, framework: str | None = None, schedule: str | None
             except UserError as e:
                 row.not_run = str(e)
                 continue
-            with temporary_environ(**({"TORCH_HOME": str(torch_home.resolve())} if smoke else {})):
+            with temporary_environ(**(private if smoke else {})):
                 stand_in = cached_path(published.ckpt)
                 if smoke and not stand_in.is_file():  # each release its own random weights
                     write_stand_in(published.ckpt, stand_in, seed=zlib.crc32(published.ckpt.encode()))

@@ -3,6 +3,8 @@ formats (MoCo, SwAV, MMSelfSup), and one error line naming the URL and the cache
 
 from __future__ import annotations
 
+import pickle
+import urllib.request
 from pathlib import Path
 from urllib.error import URLError
 
@@ -13,20 +15,22 @@ import torch
 from benchmarks.cli import main as benchmarks_main
 from pretrain.errors import UserError
 from tests.conftest import run_main
-from transfer.named import RELEASED, cache_dir, release_url, resolve_checkpoint
+from transfer.named import RELEASED, cached_path, release_url, resolve_checkpoint
 from transfer.source import read_backbone
 
 
 @pytest.fixture
 def hub(tmp_path, monkeypatch) -> Path:
-    """An empty torch hub cache, and no network: a download attempt is a failed download."""
+    """Empty caches (torch's hub, Detectron2's iopath) and no network: the frameworks' own download code runs
+    and its first request fails, as on a machine without network."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "iopath"))
 
-    def offline(url, dst, *args, **kwargs):
-        Path(dst).write_bytes(b"partial")  # what an interrupted download leaves
+    def offline(*args, **kwargs):
         raise URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setattr(torch.hub, "urlopen", offline)  # torch.hub's downloader
+    monkeypatch.setattr(urllib.request, "urlopen", offline)  # iopath's (urlretrieve)
     return tmp_path / "torch" / "hub" / "checkpoints"
 
 
@@ -36,7 +40,7 @@ def _resnet18_state() -> dict[str, torch.Tensor]:
 
 
 def _released_file(name: str, obj: dict) -> Path:
-    path = cache_dir() / Path(RELEASED[name].url).name
+    path = cached_path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(obj, path)
     return path
@@ -99,3 +103,64 @@ def test_torchvision_names_and_non_names():
         release_url("torchvision://resnet5")
     assert release_url("runs/pretrain/sl_cpu/export/sl.pth") is None
     assert resolve_checkpoint("no/such/file.pth") == Path("no/such/file.pth")  # the caller reports it missing
+
+
+MSRA = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
+
+
+def test_msra_caffe2_weights_resolve_from_detectron2s_cache_and_convert_exactly_in_caffe_style(hub, tmp_path):
+    """Detectron2's MSRA R-50 (the supervised backbone of MoCo's baselines): caffe2 blobs with frozen BN,
+    stride in the 1x1 convolutions, BGR 0-255 input; each framework reproduces it exactly."""
+    from transfer.caffe2 import caffe2_blobs
+    from transfer.export import export
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet50", pretrained=False)
+    with torch.no_grad():  # statistics other than (0, 1), so that folding them into the affine matters
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.3, 0.3)
+                module.running_var.uniform_(0.5, 2.0)
+    cached = tmp_path / "iopath" / "detectron2" / "ImageNetPretrained" / "MSRA" / "R-50.pkl"
+    assert cached_path(MSRA) == cached
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(pickle.dumps(caffe2_blobs(model.state_dict()), protocol=2))
+    source = read_backbone(resolve_checkpoint(MSRA))
+    assert source.arch == "resnet50" and source.stride_in_1x1 and source.dropped == ["fc1000"]
+    assert source.input == {"channel_order": "BGR", "pixel_range": [0, 255], "mean": [103.53, 116.28, 123.675],
+                            "std": [1.0, 1.0, 1.0]}
+    record = export(source, ["detectron2", "mmdet", "mmseg"], tmp_path / "out", verify=True)
+    targets = record["targets"]
+    assert all(t["verified"] and max(t["max_relative_error"].values()) <= 1e-5 for t in targets.values())
+    assert targets["detectron2"]["settings"]["MODEL.RESNETS.STRIDE_IN_1X1"] is True
+    assert targets["detectron2"]["settings"]["INPUT.FORMAT"] == "BGR"
+    assert targets["mmdet"]["settings"]["model.backbone"]["style"] == "caffe"
+    assert targets["mmdet"]["settings"]["model.data_preprocessor"]["bgr_to_rgb"] is False
+    # and the converted backbone computes what the caffe2 model (frozen BN, 1x1 strides) computes
+    from transfer.source import reference_model
+
+    model.eval()
+    for stage in (model.layer2, model.layer3, model.layer4):
+        stage[0].conv1.stride, stage[0].conv2.stride = stage[0].conv2.stride, (1, 1)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(reference_model(source).forward_features(images), model.forward_features(images),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_without_network_or_cache_a_detectron2_name_is_one_error(hub, tmp_path):
+    with pytest.raises(UserError) as refused:
+        resolve_checkpoint(MSRA)
+    cached = tmp_path / "iopath" / "detectron2" / "ImageNetPretrained" / "MSRA" / "R-50.pkl"
+    assert str(refused.value).startswith(f"{MSRA}: cannot download https://dl.fbaipublicfiles.com/detectron2/"
+                                         "ImageNetPretrained/MSRA/R-50.pkl (")
+    assert str(refused.value).endswith(f"put the file at {cached} and rerun") and not cached.exists()
+
+
+def test_a_pickle_that_names_anything_but_arrays_is_refused(tmp_path):
+    import os
+
+    bad = tmp_path / "R-50.pkl"
+    bad.write_bytes(pickle.dumps({"conv1_w": os.getcwd}))  # a callable: unpickling it could run code
+    with pytest.raises(UserError, match="refused: the pickle names posix.getcwd"):
+        read_backbone(bad)

@@ -34,6 +34,27 @@ def test_every_real_protocol_has_a_reference_or_says_why_and_no_difference_is_un
     assert "ImageNet-1M, supervised (MSRA R-50" in text and "81.3 ± 0.2 | 53.5 ± 0.2 | 58.8 ± 0.4" in text
 
 
+def test_with_msras_caffe_style_weights_the_voc_protocol_is_mocos_supervised_config():
+    """pascal_voc_R_50_C4_24k.yaml (without its _moco input convention) is what MSRA's R-50 ran under: BGR,
+    caffe pixel statistics, stride in the 1x1 convolutions; our protocol gets them from the weights."""
+    from benchmarks import detectron2_train
+    from benchmarks.reference import differences, flatten
+    from benchmarks.tasks.voc_det_detectron2 import protocol
+    from transfer.caffe2 import CAFFE_INPUT
+    from transfer.detectron2 import Detectron2Target
+    from transfer.source import SourceBackbone
+
+    benchmark = get_benchmark("voc-det", "detectron2")
+    moco = benchmark.references["24k"]
+    supervised = Reference(moco.reproduces, None, {k: v for k, v in moco.overrides.items() if k not in (
+        "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD", "MODEL.RESNETS.STRIDE_IN_1X1", "INPUT.FORMAT")})
+    msra = SourceBackbone({}, "resnet50", "caffe2", dict(CAFFE_INPUT), True, stride_in_1x1=True)
+    ours = detectron2_train.protocol_config(protocol(), "24k", Detectron2Target().settings(msra))
+    rows = differences(flatten(ours), flatten(detectron2_train.reference_config(supervised)), {},
+                       lambda key: key in detectron2_train.RUN_KEYS)
+    assert rows == []
+
+
 def test_the_protocols_follow_their_references_in_what_the_issues_were_about():
     voc = get_benchmark("voc-det", "detectron2").references["24k"]
     assert voc.overrides["MODEL.RESNETS.NORM"] == "naiveSyncBN" and voc.overrides["TEST.PRECISE_BN.ENABLED"]

@@ -76,7 +76,8 @@ class Detectron2Target:
             "MODEL.PIXEL_STD": std,
             "MODEL.RESNETS.DEPTH": source.depth,
             "MODEL.RESNETS.RES2_OUT_CHANNELS": RESNETS[source.arch].stage_channels[0],
-            "MODEL.RESNETS.STRIDE_IN_1X1": False,  # torchvision / timm put the stride in the 3x3 conv
+            # torchvision / timm put the stride in the 3x3 conv; caffe-style weights (MSRA's) in the 1x1
+            "MODEL.RESNETS.STRIDE_IN_1X1": source.stride_in_1x1,
         }
 
     def payload(self, source: SourceBackbone, meta: dict[str, Any]) -> dict[str, Any]:

@@ -1,10 +1,14 @@
 """Released checkpoints by name: what the published references were measured with, fetched and cached by
-torch's own hub code, so that `--ckpt moco-v2-800ep` means the file the paper used.
+the frameworks' own download code, so that `--ckpt moco-v2-800ep` means the file the paper used.
 
-A name resolves to a file in torch's hub cache (`$TORCH_HOME/hub/checkpoints/`, where
-`torch.hub.load_state_dict_from_url` keeps it): an existing file is used as it is, without the network;
-a missing one is downloaded once by `torch.hub.download_url_to_file`. On a machine without network or
-cache the name is one error naming the URL and the cache path, before anything is written.
+- the names in RELEASED and `torchvision://<arch>` (torchvision's IMAGENET1K_V1 weights) live in torch's
+  hub cache (`$TORCH_HOME/hub/checkpoints/`, where `torch.hub.load_state_dict_from_url` keeps them) and are
+  fetched by `torch.hub.download_url_to_file`;
+- `detectron2://<path>` (Detectron2's model zoo, e.g. `ImageNetPretrained/MSRA/R-50.pkl`) lives in
+  Detectron2's iopath cache (`$FVCORE_CACHE`, else `~/.torch/iopath_cache`) and is fetched by its
+  PathManager.
+A file already in its cache is used as it is, without the network. On a machine without network or cache
+a name is one error naming the URL and the cache path, before anything is written.
 """
 
 from __future__ import annotations
@@ -42,13 +46,8 @@ RELEASED = {
                                         "mmselfsup"),
 }
 TORCHVISION = "torchvision://"  # torchvision://resnet50: torchvision's ImageNet weights (IMAGENET1K_V1)
-DETECTRON2 = "detectron2://"  # Detectron2's model-zoo files (e.g. ImageNetPretrained/MSRA/R-50.pkl)
-
-
-def cache_dir() -> Path:
-    import torch
-
-    return Path(torch.hub.get_dir()) / "checkpoints"
+DETECTRON2 = "detectron2://"  # Detectron2's model zoo, e.g. detectron2://ImageNetPretrained/MSRA/R-50.pkl
+DETECTRON2_URL = "https://dl.fbaipublicfiles.com/detectron2/"  # what its PathManager fetches a name from
 
 
 def release_url(name: str) -> str | None:
@@ -56,8 +55,7 @@ def release_url(name: str) -> str | None:
     if name in RELEASED:
         return RELEASED[name].url
     if name.startswith(DETECTRON2):
-        raise UserError(f"{name}: Detectron2's caffe2-format ImageNet weights (stride in the 1x1 convolutions, BGR "
-                        "input, caffe pixel statistics, frozen BN as an affine) cannot be converted by transfer/ yet")
+        return DETECTRON2_URL + name[len(DETECTRON2):]
     if name.startswith(TORCHVISION):
         arch = name[len(TORCHVISION):]
         try:
@@ -69,19 +67,37 @@ def release_url(name: str) -> str | None:
     return None
 
 
+def cached_path(name: str) -> Path:
+    """Where `name`'s file lives in its framework's cache (whether it is there or not)."""
+    url = release_url(name)
+    if url is None:
+        raise UserError(f"{name} is not a released checkpoint's name")
+    if name.startswith(DETECTRON2):
+        from iopath.common.file_io import get_cache_dir
+
+        return Path(get_cache_dir()) / urlparse(url).path.lstrip("/")  # iopath's own layout
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+
+
 def resolve_checkpoint(ckpt: str | Path) -> Path:
-    """A path as it is; a released checkpoint's name as its file in torch's hub cache (downloaded there once)."""
+    """A path as it is; a released checkpoint's name as its file in its cache (downloaded there once)."""
     url = release_url(str(ckpt)) if not Path(ckpt).exists() else None
     if url is None:
         return Path(ckpt)
     cached = cached_path(str(ckpt))
     if cached.is_file():
         return cached
-    import torch
-
     partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")  # ranks may fetch at once
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
+        if str(ckpt).startswith(DETECTRON2):
+            from detectron2.utils.file_io import PathManager
+
+            return Path(PathManager.get_local_path(str(ckpt)))
+        import torch
+
         torch.hub.download_url_to_file(url, str(partial), progress=False)
     except (OSError, ValueError) as e:  # URLError and HTTPError are OSErrors
         partial.unlink(missing_ok=True)
@@ -91,33 +107,34 @@ def resolve_checkpoint(ckpt: str | Path) -> Path:
     return cached
 
 
-def write_stand_in(name: str, path: Path, arch: str = "resnet18", seed: int = 0) -> Path:
-    """A randomly initialised `arch` in the file layout of the released checkpoint `name`: what the smoke
-    run of `python -m benchmarks reference` resolves offline, to run the whole pipeline without the file.
-    Never a result: its numbers mean nothing."""
+def write_stand_in(name: str, path: Path, seed: int = 0) -> Path:
+    """A randomly initialised ResNet in the file layout of the released checkpoint `name`: what the smoke run
+    of `python -m benchmarks reference` resolves offline, to run the whole pipeline without the file. A
+    ResNet-18 (a caffe2 file: a ResNet-50, the only caffe-style kind). Never a result: its numbers mean nothing."""
+    import pickle
+
     import timm
     import torch
 
     torch.manual_seed(seed)
-    state = {k: v for k, v in timm.create_model(arch, pretrained=False).state_dict().items()}
+    caffe2 = name.startswith(DETECTRON2)
+    state = timm.create_model("resnet50" if caffe2 else "resnet18", pretrained=False).state_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if caffe2:
+        from transfer.caffe2 import caffe2_blobs
+
+        with open(path, "wb") as f:
+            pickle.dump(caffe2_blobs(state), f)
+        return path
     layout = RELEASED[name].layout if name in RELEASED else "torchvision"
+    backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
     if layout == "moco":
-        obj = {"epoch": 0, "arch": arch, "state_dict": {f"module.encoder_q.{k}": v for k, v in state.items()}}
+        obj = {"epoch": 0, "arch": "resnet18", "state_dict": {f"module.encoder_q.{k}": v for k, v in state.items()}}
     elif layout == "swav":
-        obj = {f"module.{k}": v for k, v in state.items() if not k.startswith("fc.")}
+        obj = {f"module.{k}": v for k, v in backbone.items()}
     elif layout == "mmselfsup":
-        obj = {"meta": {"stand_in": True}, "state_dict": {f"backbone.{k}": v for k, v in state.items()
-                                                            if not k.startswith("fc.")}}
+        obj = {"meta": {"stand_in": True}, "state_dict": {f"backbone.{k}": v for k, v in backbone.items()}}
     else:
         obj = state
-    path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(obj, path)
     return path
-
-
-def cached_path(name: str) -> Path:
-    """Where `name`'s file lives in torch's hub cache (whether it is there or not)."""
-    url = release_url(name)
-    if url is None:
-        raise UserError(f"{name} is not a released checkpoint's name")
-    return cache_dir() / Path(urlparse(url).path).name

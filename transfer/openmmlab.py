@@ -58,7 +58,9 @@ class OpenMMLabTarget:
         """Backbone and data-preprocessor settings for this backbone (mmcv reads images as BGR)."""
         mean, std = source.pixel_stats_255()
         return {
-            "model.backbone": {"type": "ResNet", "depth": source.depth, "style": "pytorch", "deep_stem": False},
+            # style: where a downsampling bottleneck strides ("caffe": in its 1x1 convolution)
+            "model.backbone": {"type": "ResNet", "depth": source.depth, "deep_stem": False,
+                               "style": "caffe" if source.stride_in_1x1 else "pytorch"},
             "model.data_preprocessor": {
                 "mean": mean,
                 "std": std,
@@ -75,7 +77,8 @@ class OpenMMLabTarget:
     def verify(self, source: SourceBackbone, path: Path) -> dict[str, float]:
         """Build this framework's ResNet with a Pretrained init_cfg, init, and compare tensors and stages."""
         model = self.resnet_class()(
-            depth=source.depth, out_indices=(0, 1, 2, 3), style="pytorch", frozen_stages=-1,
+            depth=source.depth, out_indices=(0, 1, 2, 3), style=self.settings(source)["model.backbone"]["style"],
+            frozen_stages=-1,
             norm_cfg=dict(type="BN", requires_grad=True), norm_eval=False,
             init_cfg=dict(type="Pretrained", checkpoint=str(path)),
         )

@@ -21,6 +21,8 @@ from pretrain.checkpoint import BACKBONE_FORMAT, CHECKPOINT_FORMAT, load_weights
 from pretrain.config import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.errors import UserError
 from pretrain.models import RESNETS, build_backbone
+from transfer.caffe2 import CAFFE_INPUT, is_caffe2_pickle, read_blobs
+from transfer.caffe2 import timm_state as caffe2_state
 
 # (block type, blocks per stage) -> timm / torchvision architecture name
 RESNET_LAYOUTS = {(layout.block, layout.blocks_per_stage): arch for arch, layout in RESNETS.items()}
@@ -45,6 +47,8 @@ class SourceBackbone:
     dropped: list[str] = field(default_factory=list)  # top-level names of what was dropped
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    # caffe style: a downsampling bottleneck strides in its first 1x1 convolution, not in the 3x3
+    stride_in_1x1: bool = False
 
     @property
     def depth(self) -> int:
@@ -128,8 +132,14 @@ def detect_arch(keys: list[str], path: Path) -> str:
 def read_backbone(path: str | Path) -> SourceBackbone:
     """Load and validate a ResNet backbone from any supported flavour; every problem is one UserError."""
     path = Path(path)
-    obj = load_weights(path)
-    state, flavour, meta, dropped = _unwrap(obj, path)
+    if is_caffe2_pickle(path):
+        if not path.is_file():
+            raise UserError(f"checkpoint not found: {path}")
+        state, dropped = caffe2_state(read_blobs(path), path)
+        flavour, meta = "caffe2 ImageNet weights (Detectron2 ImageNetPretrained)", {"input": CAFFE_INPUT,
+                                                                                  "style": "caffe"}
+    else:
+        state, flavour, meta, dropped = _unwrap(load_weights(path), path)
     heads = sorted({k.split(".")[0] for k in state if k.split(".")[0] in HEADS})
     state = {k: v for k, v in state.items() if k.split(".")[0] not in heads}
     dropped = sorted(set(dropped) | set(heads))
@@ -154,15 +164,23 @@ def read_backbone(path: str | Path) -> SourceBackbone:
 
     recorded = "input" in meta and {"mean", "std"} <= set(meta["input"])
     source_input = {**TORCHVISION_INPUT, **meta["input"]} if recorded else dict(TORCHVISION_INPUT)
+    caffe = meta.get("style") == "caffe"
+    if caffe and not RESNETS[arch].block == "bottleneck":
+        raise UserError(f"{path}: a caffe-style {arch}: only bottleneck ResNets have the 1x1 convolution to stride in")
     return SourceBackbone(state_dict={k: v.float() if v.is_floating_point() else v for k, v in state.items()},
                           arch=arch, flavour=flavour, input=source_input, input_recorded=recorded,
-                          dropped=dropped, meta=meta, path=path)
+                          dropped=dropped, meta=meta, path=path, stride_in_1x1=caffe)
 
 
 def reference_model(source: SourceBackbone) -> torch.nn.Module:
-    """The source backbone as the timm model it is, weights loaded strictly, in eval mode."""
+    """The source backbone as the timm model it is, weights loaded strictly, in eval mode; for a caffe-style
+    source, each downsampling bottleneck strides in its 1x1 convolution instead of its 3x3."""
     model, _ = build_backbone(source.arch)
     model.load_state_dict(source.state_dict, strict=True)
+    if source.stride_in_1x1:
+        for stage in (model.layer2, model.layer3, model.layer4):
+            first = stage[0]
+            first.conv1.stride, first.conv2.stride = first.conv2.stride, (1, 1)
     return model.eval()
 
 
