@@ -194,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("task", help="; ".join(f"{name} ({', '.join(fws)})" for name, fws in available.items()))
     p.add_argument("--ckpt", required=True, help="any checkpoint transfer/ reads (exported backbone, MoCo, timm ...), "
                                                  "or a released checkpoint's name (moco-v2-800ep, swav-800ep, "
-                                                 "torchvision://resnet50, ...: transfer/named.py)")
+                                                 "torchvision://resnet50, timm://resnet50.a1_in1k, ...: "
+                                                 "transfer/named.py)")
     p.add_argument("--framework", default="detectron2")
     p.add_argument("--schedule", default="smoke", help="1x, 2x or smoke (embedded data, CPU, minutes)")
     p.add_argument("--seed", type=int, help="run this one seed")

@@ -164,3 +164,29 @@ def test_a_pickle_that_names_anything_but_arrays_is_refused(tmp_path):
     bad.write_bytes(pickle.dumps({"conv1_w": os.getcwd}))  # a callable: unpickling it could run code
     with pytest.raises(UserError, match="refused: the pickle names posix.getcwd"):
         read_backbone(bad)
+
+
+def test_timm_names_resolve_from_the_hugging_face_cache_offline(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(UserError) as refused:  # nothing cached, no network
+        resolve_checkpoint("timm://resnet18.a1_in1k")
+    assert str(refused.value).startswith("timm://resnet18.a1_in1k: cannot download "
+                                         "https://huggingface.co/timm/resnet18.a1_in1k/resolve/main/model.safetensors")
+    assert f"Hugging Face hub cache at {tmp_path / 'hf' / 'models--timm--resnet18.a1_in1k'}" in str(refused.value)
+    # the layout huggingface_hub leaves: refs/main naming a snapshot that holds the file
+    repo = tmp_path / "hf" / "models--timm--resnet18.a1_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd")
+    (repo / "snapshots" / "0123abcd").mkdir(parents=True)
+    state = {k: v.contiguous() for k, v in _resnet18_state().items()}
+    save_file(state, str(repo / "snapshots" / "0123abcd" / "model.safetensors"))
+    path = resolve_checkpoint("timm://resnet18.a1_in1k")
+    assert path == repo / "snapshots" / "0123abcd" / "model.safetensors"
+    source = read_backbone(path)
+    assert source.arch == "resnet18" and source.dropped == ["fc"] and not source.input_recorded
+    with pytest.raises(UserError, match="timm has no pretrained weights on the Hugging Face hub for 'resnet5'"):
+        release_url("timm://resnet5")

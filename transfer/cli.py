@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="convert a pretrained ResNet into Detectron2 / MMDetection / MMSegmentation")
     p.add_argument("checkpoint", help="exported backbone, training checkpoint, timm/torchvision, MoCo, SwAV or "
                                       "MMSelfSup checkpoint, or a released checkpoint's name (moco-v2-800ep, "
-                                      "torchvision://resnet50, ...: transfer/named.py), fetched into torch's hub cache")
+                                      "torchvision://resnet50, timm://resnet50.a1_in1k, ...: transfer/named.py), "
+                                      "fetched once into its framework's cache")
     p.add_argument("--to", default="all", help="detectron2, mmdet, mmseg, a comma list, or all (default)")
     p.add_argument("--out", default="runs/transfer", help="output folder (default: runs/transfer)")
     p.add_argument("--verify", action="store_true",

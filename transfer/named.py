@@ -6,7 +6,9 @@ the frameworks' own download code, so that `--ckpt moco-v2-800ep` means the file
   fetched by `torch.hub.download_url_to_file`;
 - `detectron2://<path>` (Detectron2's model zoo, e.g. `ImageNetPretrained/MSRA/R-50.pkl`) lives in
   Detectron2's iopath cache (`$FVCORE_CACHE`, else `~/.torch/iopath_cache`) and is fetched by its
-  PathManager.
+  PathManager;
+- `timm://<model>[.<tag>]` (timm's pretrained weights, e.g. `timm://resnet50.a1_in1k`) lives in the Hugging
+  Face hub cache and is fetched by `huggingface_hub.hf_hub_download`, as timm's own `pretrained=True` does.
 A file already in its cache is used as it is, without the network. On a machine without network or cache
 a name is one error naming the URL and the cache path, before anything is written.
 """
@@ -48,6 +50,17 @@ RELEASED = {
 TORCHVISION = "torchvision://"  # torchvision://resnet50: torchvision's ImageNet weights (IMAGENET1K_V1)
 DETECTRON2 = "detectron2://"  # Detectron2's model zoo, e.g. detectron2://ImageNetPretrained/MSRA/R-50.pkl
 DETECTRON2_URL = "https://dl.fbaipublicfiles.com/detectron2/"  # what its PathManager fetches a name from
+TIMM = "timm://"  # timm://resnet50.a1_in1k: timm's weights on the Hugging Face hub (model.safetensors)
+
+
+def _timm_hub_id(name: str) -> str:
+    from timm.models import get_pretrained_cfg
+
+    model = name[len(TIMM):]
+    cfg = get_pretrained_cfg(model)
+    if cfg is None or not cfg.hf_hub_id:
+        raise UserError(f"{name}: timm has no pretrained weights on the Hugging Face hub for '{model}'")
+    return cfg.hf_hub_id
 
 
 def release_url(name: str) -> str | None:
@@ -56,6 +69,8 @@ def release_url(name: str) -> str | None:
         return RELEASED[name].url
     if name.startswith(DETECTRON2):
         return DETECTRON2_URL + name[len(DETECTRON2):]
+    if name.startswith(TIMM):
+        return f"https://huggingface.co/{_timm_hub_id(name)}/resolve/main/model.safetensors"
     if name.startswith(TORCHVISION):
         arch = name[len(TORCHVISION):]
         try:
@@ -76,6 +91,13 @@ def cached_path(name: str) -> Path:
         from iopath.common.file_io import get_cache_dir
 
         return Path(get_cache_dir()) / urlparse(url).path.lstrip("/")  # iopath's own layout
+    if name.startswith(TIMM):  # the hub cache's snapshot of `main` once there, else the model's folder
+        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        hub_id = _timm_hub_id(name)
+        found = try_to_load_from_cache(hub_id, "model.safetensors")
+        return Path(found) if isinstance(found, str) else Path(HF_HUB_CACHE) / f"models--{hub_id.replace('/', '--')}"
     import torch
 
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
@@ -96,13 +118,23 @@ def resolve_checkpoint(ckpt: str | Path) -> Path:
             from detectron2.utils.file_io import PathManager
 
             return Path(PathManager.get_local_path(str(ckpt)))
+        if str(ckpt).startswith(TIMM):
+            from huggingface_hub import hf_hub_download
+            from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+            try:
+                return Path(hf_hub_download(_timm_hub_id(str(ckpt)), "model.safetensors"))
+            except (HfHubHTTPError, LocalEntryNotFoundError) as e:
+                raise OSError(str(e).splitlines()[0]) from None
         import torch
 
         torch.hub.download_url_to_file(url, str(partial), progress=False)
     except (OSError, ValueError) as e:  # URLError and HTTPError are OSErrors
         partial.unlink(missing_ok=True)
         reason = str(getattr(e, "reason", "") or e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{ckpt}: cannot download {url} ({reason}); put the file at {cached} and rerun") from None
+        where = f"put the file at {cached}" if not str(ckpt).startswith(TIMM) else \
+            f"put it into the Hugging Face hub cache at {cached} (refs/main, snapshots/<revision>/model.safetensors)"
+        raise UserError(f"{ckpt}: cannot download {url} ({reason}); {where} and rerun") from None
     partial.replace(cached)
     return cached
 

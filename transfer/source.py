@@ -138,6 +138,16 @@ def read_backbone(path: str | Path) -> SourceBackbone:
         state, dropped = caffe2_state(read_blobs(path), path)
         flavour, meta = "caffe2 ImageNet weights (Detectron2 ImageNetPretrained)", {"input": CAFFE_INPUT,
                                                                                   "style": "caffe"}
+    elif path.suffix == ".safetensors":  # timm's hub weights: a flat state dict in a format without pickles
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        if not path.is_file():
+            raise UserError(f"checkpoint not found: {path}")
+        try:
+            state, flavour, meta, dropped = _unwrap(load_file(str(path)), path)
+        except SafetensorError as e:
+            raise UserError(f"cannot read checkpoint {path}: {e}") from None
     else:
         state, flavour, meta, dropped = _unwrap(load_weights(path), path)
     heads = sorted({k.split(".")[0] for k in state if k.split(".")[0] in HEADS})
