@@ -8,6 +8,8 @@
 # MMCV_NVCC=pypi skips any system CUDA and takes the PyPI packages.
 # TORCH_CUDA_ARCH_LIST: the visible GPUs' compute capabilities, else "8.0;9.0" (A100, H100); set it
 # yourself for other cards. Each architecture adds to the compile time (17 min for one on 2 cores).
+# Compile jobs: the machine's cores, bounded by available memory at 4 GB a job (scripts/build_jobs.sh);
+# MAX_JOBS=N overrides.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=$(readlink -f "${VENV:-.venv}")
@@ -16,6 +18,7 @@ pip() {
   "$PY" -m pip --disable-pip-version-check "$@" 2>&1 | { grep -v "^WARNING: Location 'file://" || true; }
 }
 fail() { echo "error: mmcv CUDA build: $*" >&2; exit 2; }
+source scripts/build_jobs.sh
 
 torch_cuda=$("$PY" -c "import torch; print(torch.version.cuda or '')")
 [ -n "$torch_cuda" ] || fail "torch $("$PY" -c 'import torch; print(torch.__version__)') is a CPU-only build"
@@ -90,7 +93,7 @@ if [ "${1:-}" = --check ]; then
   echo "compiled mmcv/ops/csrc/pytorch/cuda/cudabind.cpp in $(( $(date +%s) - start )) s"
   exit 0
 fi
-MMCV_WITH_OPS=1 FORCE_CUDA=1 MAX_JOBS=${MAX_JOBS:-2} "$PY" -m pip --disable-pip-version-check install \
+MMCV_WITH_OPS=1 FORCE_CUDA=1 MAX_JOBS=$(build_jobs 4 "mmcv CUDA ops") "$PY" -m pip --disable-pip-version-check install \
   --no-build-isolation --no-cache-dir --force-reinstall --no-deps .
 "$PY" -c "from mmcv.ops import get_compiling_cuda_version as v; assert v() != 'not available', v(); \
 print('mmcv built with CUDA', v())"

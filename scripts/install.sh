@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+source scripts/build_jobs.sh
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
 D2_WHEEL_SHA256=491af0c7f79bdb2d178e46f6cb16a97c4ac968d45c41ea3f6b6435d59bbee561
@@ -61,7 +62,8 @@ sys.exit(v() == 'not available')" 2>/dev/null
 if [ "$MMCV_CUDA" = 1 ]; then
   have mmcv 2.1.0 && mmcv_cuda_built || VENV="$VENV" bash scripts/build_mmcv_cuda.sh
 else
-  have mmcv 2.1.0 || MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=${MAX_JOBS:-2} \
+  # (a wheel in pip's cache installs in seconds; the jobs matter only for a first build)
+  have mmcv 2.1.0 || MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=$(build_jobs 2 "mmcv CPU ops") \
     pip install --no-build-isolation mmcv==2.1.0
 fi
 
