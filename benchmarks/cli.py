@@ -15,7 +15,7 @@ from pretrain.errors import report_user_errors
 from pretrain.slurm import add_slurm_arguments
 
 
-def _seeds(args: argparse.Namespace) -> list[int]:
+def _seeds(args: argparse.Namespace, task: str) -> list[int]:
     from benchmarks.tasks import get_benchmark
     from pretrain.errors import UserError
 
@@ -23,32 +23,40 @@ def _seeds(args: argparse.Namespace) -> list[int]:
         raise UserError("give --seed N (one run) or --seeds N (seeds 0..N-1), not both")
     if args.seed is not None:
         return [args.seed]
-    count = args.seeds if args.seeds is not None else get_benchmark(args.task, args.framework).default_seeds
+    count = args.seeds if args.seeds is not None else get_benchmark(task, args.framework).default_seeds
     if count < 1:
         raise UserError(f"--seeds must be at least 1, got {count}")
     return list(range(count))
 
 
 def _run(args: argparse.Namespace) -> int:
-    from benchmarks.runner import run_benchmark
+    """Every (task, checkpoint, seed) asked, one after the other in this process (imports and framework
+    set-up paid once); each is an ordinary run with its own directory and records."""
+    from benchmarks.runner import resolve_run, run_benchmark
     from pretrain.distributed import is_main_process
 
-    seeds = _seeds(args)
-    run_dirs = []
-    for seed in seeds:  # one after the other; a failing seed stops here, the finished ones stay recorded
-        if len(seeds) > 1 and is_main_process():
-            print(f"== seed {seed} ({seeds.index(seed) + 1} of {len(seeds)})", flush=True)
-        run_dir = run_benchmark(args.task, args.ckpt, args.framework, args.schedule, seed, args.data, args.out,
-                                args.procs, args.device, args.opts, seeds_asked=len(seeds))
-        if not is_main_process():
-            continue
-        run_dirs.append(run_dir)
-        for task, scores in json.loads((run_dir / "result.json").read_text())["metrics"].items():
-            shown = ", ".join(f"{k} {v:.2f}" for k, v in scores.items() if k not in ("APs", "APm", "APl"))
-            print(f"{task}: {shown}")
-        print(f"run directory: {run_dir}")
-    if len(run_dirs) > 1:
-        print(_seeds_summary(run_dirs))
+    groups = [(task, ckpt, _seeds(args, task)) for task in args.task for ckpt in args.ckpt]
+    for task, ckpt, seeds in groups:  # every refusal before anything runs
+        for seed in seeds:
+            resolve_run(task, ckpt, args.framework, args.schedule, seed, args.data, args.out, args.procs,
+                        args.device, args.opts)
+    for task, ckpt, seeds in groups:
+        run_dirs = []
+        for seed in seeds:  # one after the other; a failing run stops here, the finished ones stay recorded
+            if (len(seeds) > 1 or len(groups) > 1) and is_main_process():
+                print(f"== {task} {Path(ckpt).name} seed {seed} ({seeds.index(seed) + 1} of {len(seeds)})",
+                      flush=True)
+            run_dir = run_benchmark(task, ckpt, args.framework, args.schedule, seed, args.data, args.out,
+                                    args.procs, args.device, args.opts, seeds_asked=len(seeds))
+            if not is_main_process():
+                continue
+            run_dirs.append(run_dir)
+            for group, scores in json.loads((run_dir / "result.json").read_text())["metrics"].items():
+                shown = ", ".join(f"{k} {v:.2f}" for k, v in scores.items() if k not in ("APs", "APm", "APl"))
+                print(f"{group}: {shown}")
+            print(f"run directory: {run_dir}")
+        if len(run_dirs) > 1:
+            print(_seeds_summary(run_dirs))
     return 0
 
 
@@ -191,11 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     for benchmark in all_benchmarks():
         available.setdefault(benchmark.name, []).append(benchmark.framework)
     p = sub.add_parser("run", help="fine-tune and evaluate a pretrained backbone on one task")
-    p.add_argument("task", help="; ".join(f"{name} ({', '.join(fws)})" for name, fws in available.items()))
-    p.add_argument("--ckpt", required=True, help="any checkpoint transfer/ reads (exported backbone, MoCo, timm ...), "
-                                                 "or a released checkpoint's name (moco-v2-800ep, swav-800ep, "
-                                                 "torchvision://resnet50, timm://resnet50.a1_in1k, ...: "
-                                                 "transfer/named.py)")
+    p.add_argument("task", nargs="+", help="one or more, run one after the other in this process: " + "; ".join(
+        f"{name} ({', '.join(fws)})" for name, fws in available.items()))
+    p.add_argument("--ckpt", required=True, nargs="+",
+                   help="one or more: any checkpoint transfer/ reads (exported backbone, MoCo, timm ...), or a "
+                        "released checkpoint's name (moco-v2-800ep, swav-800ep, torchvision://resnet50, "
+                        "timm://resnet50.a1_in1k, ...: transfer/named.py)")
     p.add_argument("--framework", default="detectron2")
     p.add_argument("--schedule", default="smoke", help="1x, 2x or smoke (embedded data, CPU, minutes)")
     p.add_argument("--seed", type=int, help="run this one seed")

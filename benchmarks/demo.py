@@ -1,11 +1,13 @@
 """`make demo` (`python -m benchmarks demo`): the main job on the embedded data, and where its time went.
 
 Steps, each in its own process with its own log under `runs/demo/`: generate the benchmarks' embedded
-data; pretrain SL, SL-MLP and LOOK (`pretrain/configs/*_cpu.yaml`); for each backbone every benchmark
-whose declaration puts it in the demo (`python -m benchmarks list --demo`), one seed each; `collect` into
-`runs/demo/tables/` (not results/: smoke tables never replace the committed ones).
-At the end one table: each step's wall time and share, so a user sees which step is slow on their
-machine. A finished step is skipped on a rerun (and shows its short time), as each command does alone.
+data; pretrain SL, SL-MLP and LOOK (`pretrain/configs/*_cpu.yaml`); every benchmark whose declaration puts
+it in the demo (`python -m benchmarks list --demo`) for each backbone, one seed each, one process per
+framework (`benchmarks run TASK... --ckpt CKPT...`: each run its own directory and records); `collect`
+into `runs/demo/tables/` (not results/: smoke tables never replace the committed ones).
+At the end one table: each step's wall time and share, and each benchmark run's own time (from its
+records), so a user sees which step is slow on their machine. A finished step is skipped on a rerun (and
+shows its short time), as each command does alone.
 """
 
 from __future__ import annotations
@@ -58,6 +60,24 @@ def time_table(steps: list[tuple[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def run_times(log: Path) -> list[tuple[str, float]]:
+    """(run, seconds) for each run a `benchmarks run` log names, from its records: started (after its weights
+    were converted) to finished. A run skipped as already finished shows the time it took then."""
+    import datetime
+    import json
+
+    found = []
+    for line in log.read_text().splitlines() if log.is_file() else []:
+        if line.startswith("run directory: "):
+            run_dir = Path(line.removeprefix("run directory: "))
+            record = json.loads((run_dir / "result.json").read_text())
+            seconds = (datetime.datetime.fromisoformat(record["finished"])
+                       - datetime.datetime.fromisoformat(record["started"])).total_seconds()
+            task, framework, _, ckpt = run_dir.parts[-5:-1]
+            found.append((f"{ckpt.split('-')[0]}: {task} ({framework})", seconds))
+    return found
+
+
 def demo(logs: str | Path = "runs/demo") -> list[tuple[str, float]]:
     from benchmarks.tasks import all_benchmarks
 
@@ -69,13 +89,17 @@ def demo(logs: str | Path = "runs/demo") -> list[tuple[str, float]]:
     for run in PRETRAIN_RUNS:
         _timed(steps, f"pretrain {run}", _command(["-m", "pretrain", "train", "--config",
                                                    f"pretrain/configs/{run}.yaml"], logs / f"pretrain_{run}.log"))
-    for run in PRETRAIN_RUNS:
-        ckpt = _newest_export(run)
-        for b in demo_benchmarks:
-            name = f"{run}: {b.name} ({b.framework}, {b.demo_schedule})"
-            _timed(steps, name, _command(
-                ["-m", "benchmarks", "run", b.name, "--ckpt", str(ckpt), "--framework", b.framework, "--schedule",
-                 b.demo_schedule, "--seed", "0"], logs / f"{run}_{b.name}_{b.framework}.log"))
+    ckpts = [str(_newest_export(run)) for run in PRETRAIN_RUNS]
+    # one process per framework (and schedule): its benchmarks for every backbone one after the other, so that
+    # imports and framework set-up are paid once; each run keeps its own directory, records and log
+    groups: dict[tuple[str, str], list[str]] = {}
+    for b in demo_benchmarks:
+        groups.setdefault((b.framework, b.demo_schedule), []).append(b.name)
+    for (framework, schedule), tasks in groups.items():
+        name = f"{', '.join(tasks)} ({framework}, {schedule}) for the {len(ckpts)} backbones"
+        _timed(steps, name, _command(
+            ["-m", "benchmarks", "run", *tasks, "--ckpt", *ckpts, "--framework", framework, "--schedule", schedule,
+             "--seed", "0"], logs / f"{framework}_{schedule}.log"))
     # the demo's smoke tables stay beside its logs: results/ holds the tables of benchmark runs
     tables = logs / "tables"
     _timed(steps, f"collect (tables in {tables}/)",
@@ -83,6 +107,10 @@ def demo(logs: str | Path = "runs/demo") -> list[tuple[str, float]]:
     if (logs / "collect.log").is_file():
         print((logs / "collect.log").read_text())
     table = time_table(steps)
+    runs = [row for framework, schedule in groups for row in run_times(logs / f"{framework}_{schedule}.log")]
+    if runs:
+        table += "\n\nEach benchmark run inside those steps (training and evaluation, from its records):\n\n" + \
+            "\n".join(["| run | time |", "|---|---:|"] + [f"| {name} | {seconds:.0f} s |" for name, seconds in runs])
     atomic_write_text(logs / "times.md", f"# make demo: where the time went\n\n{table}\n")
     print(f"\nWhere the time went (also in {logs / 'times.md'}):\n{table}")
     print("\n(smoke numbers on generated data: they show the pipeline works, not which method transfers better.\n"

@@ -103,6 +103,7 @@ def build_config(spec: RunSpec, protocol: Detectron2Protocol):
     cfg.merge_from_list([item for pair in split_opts(spec.opts) for item in pair])
     per_process = per_process_batch(cfg.SOLVER.IMS_PER_BATCH, spec.world_size, f"{protocol.task}/detectron2")
     if spec.max_iters:  # dry run in one process: the per-process batch of `world_size` GPUs, no evaluation
+        cfg.DATALOADER.NUM_WORKERS = 0  # for a few iterations, loader workers cost only their start and stop
         cfg.SOLVER.IMS_PER_BATCH = per_process
         cfg.SOLVER.MAX_ITER = spec.max_iters
         cfg.DATASETS.TEST = ()
@@ -265,12 +266,26 @@ def train_and_evaluate(cfg, evaluator: Callable[[str, str], Any]) -> tuple[dict[
     return metrics, times.seconds
 
 
-def run(spec: RunSpec, protocol: Detectron2Protocol) -> TrainResult:
+def _log_to(log_file: Path) -> None:
+    """Detectron2's logger writing to this run's log (and the console) only. Its setup_logger adds handlers
+    at each call with other arguments: in a process that runs several runs, each run's lines would also
+    land in every earlier run's log, and each console line would repeat once per run."""
+    import logging
+
     from detectron2.utils import comm
     from detectron2.utils.logger import setup_logger
 
+    logger = logging.getLogger("detectron2")
+    for handler in list(logger.handlers):
+        handler.flush()
+        logger.removeHandler(handler)  # not closed: Detectron2 caches its log streams by file name
+    setup_logger.cache_clear()
+    setup_logger(output=str(log_file), distributed_rank=comm.get_rank())
+
+
+def run(spec: RunSpec, protocol: Detectron2Protocol) -> TrainResult:
     spec.work_dir.mkdir(parents=True, exist_ok=True)
-    setup_logger(output=str(spec.work_dir / "log.txt"), distributed_rank=comm.get_rank())
+    _log_to(spec.work_dir / "log.txt")
     cfg = build_config(spec, protocol)
     metrics, seconds = train_and_evaluate(cfg, protocol.evaluator)
     protocol = protocol_record(cfg, spec)

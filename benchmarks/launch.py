@@ -30,12 +30,17 @@ from pretrain.files import atomic_write_json
 Train = Callable[[RunSpec], TrainResult]
 
 
-def _train_and_write(train: Train, spec: RunSpec, result_file: str) -> None:
-    if spec.device == "cpu" and spec.world_size > 1:
+def _share_cores(spec: RunSpec, processes_here: int) -> None:
+    """N CPU processes on one machine's cores: its share each (one thread each on 2 cores is several times
+    faster than oversubscribing them, whatever OMP_NUM_THREADS says)."""
+    if spec.device == "cpu" and processes_here > 1:
         import torch
 
-        # N processes on the machine's cores: one thread each is several times faster than oversubscribing
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // spec.world_size))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // processes_here))
+
+
+def _train_and_write(train: Train, spec: RunSpec, result_file: str) -> None:
+    _share_cores(spec, spec.world_size)
     result = train(spec)
     if is_main_process():
         atomic_write_json(Path(result_file), asdict(result))
@@ -66,6 +71,7 @@ def _free_port() -> int:
 def run_in_processes(train: Train, spec: RunSpec, framework: str, result_file: Path) -> TrainResult:
     """Train `spec` in `spec.world_size` processes (or in this one under torchrun); rank 0's result."""
     if launched_world_size() > 1:  # started by torchrun: this is one of the processes
+        _share_cores(spec, int(os.environ.get("LOCAL_WORLD_SIZE") or launched_world_size()))
         init_distributed(spec.device)
         if framework == "detectron2":
             _join_detectron2_machine_group()

@@ -112,6 +112,9 @@ def set_dataset(cfg, data_root: Path, **dataset_fields: Any) -> None:
 def finish_config(cfg, spec: RunSpec, what: str) -> None:
     """The run's part of the config: paths, seed, processes, the batch split, overrides, dry-run length."""
     cfg.work_dir = str(spec.work_dir)
+    # the name of mmengine's logger, message hub and visualizer instances (process-wide, by name): the run's
+    # identity, so that runs one after the other in one process never share them
+    cfg.experiment_name = "-".join(spec.work_dir.parts[-6:-1])
     # one seed for the data order (mmengine's sampler syncs its own), a different one per rank for the
     # augmentations, as Detectron2 does
     cfg.randomness = dict(seed=spec.seed, diff_rank_seed=True)
@@ -135,6 +138,9 @@ def finish_config(cfg, spec: RunSpec, what: str) -> None:
         cfg.auto_scale_lr.enable = False  # the lr is the protocol's for its global batch
     if spec.max_iters:  # dry run: a few iterations in this process, no evaluation, no checkpoint
         cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=spec.max_iters, val_interval=10**9)
+        # no loader workers: for a few iterations they cost their start, and a loader left mid-epoch joins its
+        # (persistent) workers with a timeout each when it is collected (10 s seen, at some later point)
+        cfg.train_dataloader.num_workers, cfg.train_dataloader.persistent_workers = 0, False
         for key in ("val_dataloader", "val_cfg", "val_evaluator", "test_dataloader", "test_cfg", "test_evaluator"):
             cfg[key] = None
         cfg.default_hooks.checkpoint = None

@@ -129,7 +129,7 @@ def require_deterministic(first: dict, second: dict, what: str) -> None:
                     pytrace=False)
 
 
-# Every benchmark in 2 CPU processes (gloo), 4 of the smoke schedule's 20 iterations through each framework's
+# Every benchmark in 2 CPU processes (gloo), 4 of the smoke schedule's 10 iterations through each framework's
 # own override mechanism (mmengine logging every 2, so that loss and lr reach the event files): run once per
 # session, read by test_multiprocess.py (the multi-process protocol) and test_benchmarks.py (each framework's
 # resolved config, metrics and event files).
@@ -152,16 +152,43 @@ def smoke_backbone(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def two_process_runs(tmp_path_factory, smoke_backbone):
+    """One command per framework: its benchmarks one after the other (MMSegmentation's two in one command,
+    each in its own 2 processes)."""
     out = tmp_path_factory.mktemp("multiprocess") / "bench"
     results = {}
-    for task, framework in TWO_PROCESS_BENCHMARKS:
+    for framework in dict.fromkeys(f for _, f in TWO_PROCESS_BENCHMARKS):
+        tasks = [t for t, f in TWO_PROCESS_BENCHMARKS if f == framework]
         # a hang (a rank left waiting in a collective) ends as a timeout, i.e. a failed test
-        torchrun = (task, framework) in UNDER_TORCHRUN
-        results[(task, framework)] = run_cli(
-            *(TORCHRUN_2 if torchrun else ()), "-m", "benchmarks", "run", task, "--ckpt", str(smoke_backbone),
+        torchrun = any((t, framework) in UNDER_TORCHRUN for t in tasks)
+        result = run_cli(
+            *(TORCHRUN_2 if torchrun else ()), "-m", "benchmarks", "run", *tasks, "--ckpt", str(smoke_backbone),
             "--framework", framework, "--schedule", "smoke", "--device", "cpu", *(() if torchrun else ("--procs", "2")),
             "--out", str(out), "--opts", *SHORTER[framework], timeout=600)
+        results.update({(task, framework): result for task in tasks})
     return {"ckpt": smoke_backbone, "out": out, "results": results}
+
+
+# Detectron2's two smoke benchmarks in one process, one after the other (`benchmarks run coco voc-det`), 8 of
+# the smoke schedule's 10 iterations: read by test_benchmarks.py (COCO) and test_voc_detection.py (VOC07+12).
+DETECTRON2_SHORTER = ("SOLVER.MAX_ITER=8", "SOLVER.STEPS=(6,)")
+
+
+@pytest.fixture(scope="session")
+def detectron2_runs(tmp_path_factory) -> dict:
+    home = tmp_path_factory.mktemp("detectron2_runs")  # its embedded data is generated under home/data/generated
+    ckpt = random_backbone(home / "ckpt")
+    out = home / "bench"
+    result = run_cli("-m", "benchmarks", "run", "coco", "voc-det", "--ckpt", str(ckpt), "--framework", "detectron2",
+                     "--schedule", "smoke", "--seed", "0", "--out", str(out), "--opts", *DETECTRON2_SHORTER,
+                     timeout=900, cwd=home)
+    return {"home": home, "ckpt": ckpt, "out": out, "result": result}
+
+
+def detectron2_run_dir(runs: dict, task: str) -> Path:
+    from benchmarks.runner import opts_suffix
+
+    name = runs["ckpt"].name.split(".")[0] + opts_suffix(DETECTRON2_SHORTER)
+    return runs["out"] / task / "detectron2" / "smoke" / name / "seed0"
 
 
 def two_process_run_dir(runs: dict, task: str, framework: str) -> Path:

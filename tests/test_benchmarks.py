@@ -20,10 +20,17 @@ from benchmarks import runner
 from benchmarks.cli import main as benchmarks_main
 from benchmarks.data.coco import CocoSpec, generate_coco
 from benchmarks.registry import REGISTRY
-from benchmarks.runner import opts_suffix
 from pretrain.checkpoint import export_backbone
 from pretrain.errors import UserError
-from tests.conftest import random_backbone, run_cli, run_main, tensorboard_tags, two_process_run_dir
+from tests.conftest import (
+    DETECTRON2_SHORTER,
+    detectron2_run_dir,
+    random_backbone,
+    run_cli,
+    run_main,
+    tensorboard_tags,
+    two_process_run_dir,
+)
 
 
 def test_generated_coco_is_read_by_pycocotools_and_scores_ground_truth_at_ap_1(tmp_path):
@@ -55,15 +62,12 @@ def tiny_backbone(tmp_path):
 
 
 @pytest.mark.slow
-def test_detectron2_smoke_benchmark_end_to_end_then_skips(tiny_backbone, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the embedded COCO data is generated under ./data/generated
-    out = tmp_path / "bench"
-    shorter = ("--opts", "SOLVER.MAX_ITER=8", "SOLVER.STEPS=(6,)")  # 8 of the smoke schedule's 20 iterations
-    result = run_cli("-m", "benchmarks", "run", "coco", "--ckpt", str(tiny_backbone), "--framework", "detectron2",
-                     "--schedule", "smoke", "--out", str(out), *shorter, timeout=900)
+def test_detectron2_smoke_benchmark_end_to_end_then_skips(detectron2_runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(detectron2_runs["home"])  # where its embedded COCO data was generated
+    result, tiny_backbone, out = detectron2_runs["result"], detectron2_runs["ckpt"], detectron2_runs["out"]
+    shorter = ("--opts", *DETECTRON2_SHORTER)
     assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = (out / "coco" / "detectron2" / "smoke" / (tiny_backbone.name.split(".")[0] + opts_suffix(shorter[1:]))
-               / "seed0")
+    run_dir = detectron2_run_dir(detectron2_runs, "coco")
     record = json.loads((run_dir / "result.json").read_text())
     assert record["status"] == "finished" and record["framework"] == "detectron2" and record["method"] == "sl"
     for task in ("bbox", "segm"):  # numbers straight from COCOEvaluator (pycocotools)
@@ -200,8 +204,8 @@ def openmmlab_runs(smoke_backbone, tmp_path_factory):
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    killed_at_10 = not (voc_dir / "result.json").exists()
-    return {"ckpt": ckpt, "out": out, "resumed": run_cli(*command, timeout=600), "killed_at_10": killed_at_10}
+    killed_at_5 = not (voc_dir / "result.json").exists()
+    return {"ckpt": ckpt, "out": out, "resumed": run_cli(*command, timeout=600), "killed_at_5": killed_at_5}
 
 
 def _run_dir(runs, task, framework):
@@ -254,10 +258,10 @@ def test_mmseg_voc_and_ade20k_smoke_end_to_end_and_resume(openmmlab_runs, two_pr
         assert cfg.model.auxiliary_head.in_channels == 256 and cfg.model.backbone.norm_cfg.type == "SyncBN"
         assert {"loss", "lr", "time", "mIoU"} <= tensorboard_tags(run_dir / "work")
     # The VOC run was killed after its first checkpoint: the rerun resumed there and ran the rest once.
-    assert openmmlab_runs["killed_at_10"]
+    assert openmmlab_runs["killed_at_5"]
     log = openmmlab_runs["resumed"].stdout + openmmlab_runs["resumed"].stderr
-    assert "resumed epoch: 0, iter: 10" in log
-    assert "Iter(train) [15/20]" in log and "Iter(train) [ 5/20]" not in log
+    assert "resumed epoch: 0, iter: 5" in log
+    assert "Iter(train) [10/10]" in log and "Iter(train) [ 5/10]" not in log
 
 
 @pytest.mark.slow

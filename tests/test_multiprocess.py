@@ -35,8 +35,8 @@ HEADLINE = {"coco": ("bbox", "AP"), "voc": ("sem_seg", "mIoU"), "ade20k": ("sem_
 def test_benchmark_runs_in_two_processes_with_the_protocols_global_batch(two_process_runs, task, framework):
     result = two_process_runs["results"][(task, framework)]
     assert result.returncode == 0, result.stderr[-4000:]
-    assert result.stdout.count("run directory:") == 1  # rank 0 reports, once
     directory = two_process_run_dir(two_process_runs, task, framework)
+    assert result.stdout.count(f"run directory: {directory}") == 1  # rank 0 reports, once
     if (task, framework) in UNDER_TORCHRUN:  # every process resolved the run; rank 0 alone converted it
         assert len(list((directory / "weights").glob(f"*.{framework}.pth"))) == 1
     record = json.loads((directory / "result.json").read_text())

@@ -63,16 +63,16 @@ def test_amp_auto_is_bf16_only_where_the_card_has_it(monkeypatch):
 
 
 # ResNet-18's smallest map at 40 px is layer4's 2x2: no convolution sees a 1x1 map (where a strided one makes
-# torch's CPU bfloat16 kernels unsound: check_cpu_bf16_is_sound refuses that case, tested below). 64 training
-# images, 2 steps an epoch: CPU fp16 steps take seconds.
+# torch's CPU bfloat16 kernels unsound: check_cpu_bf16_is_sound refuses that case, tested below). 32 training
+# images in batches of 16, 2 steps an epoch: CPU fp16 steps take seconds.
 PRECISION_IMAGE_SIZE = 40
 
 
 def _tiny_config(method: str, generated_dir, out_dir, extra: list[str]):
     overrides = [*TINY_DATA, f"data.generated_dir={generated_dir}", f"out_dir={out_dir}", "model.arch=resnet18",
-                 "train.batch_size=32", "data.workers=0", "train.log_every=1", "schedule.epochs=2",
+                 "train.batch_size=16", "data.workers=0", "train.log_every=1", "schedule.epochs=2",
                  "schedule.warmup_epochs=0", "train.keep_every_epochs=1", f"data.image_size={PRECISION_IMAGE_SIZE}",
-                 "data.generated.train_per_mode=8", *extra]
+                 "data.generated.train_per_mode=4", *extra]
     if method == "look":
         overrides.append("method.k=5")
     return load_config(REPO / "pretrain/configs" / CONFIGS[method], overrides)

@@ -69,10 +69,37 @@ def test_the_demo_runs_every_demo_benchmark_for_each_backbone_and_says_where_the
     assert names[0] == "generate the benchmarks' embedded data" and names[-1].startswith("collect")
     assert [n for n in names if n.startswith("pretrain")] == [f"pretrain {r}" for r in demo.PRETRAIN_RUNS]
     runs = [argv for argv in commands if argv[:3] == ["-m", "benchmarks", "run"]]
-    assert len(runs) == len(demo.PRETRAIN_RUNS) * len(demo_runs())
+    # one process per framework (and schedule), running its benchmarks for every backbone
+    ckpts = [str(tmp_path / f"{r}.pth") for r in demo.PRETRAIN_RUNS]
+    asked = set()
+    for argv in runs:
+        tasks = argv[3:argv.index("--ckpt")]
+        assert argv[argv.index("--ckpt") + 1:argv.index("--framework")] == ckpts
+        framework, schedule = argv[argv.index("--framework") + 1], argv[argv.index("--schedule") + 1]
+        asked |= {f"{task}:{framework}:{schedule}" for task in tasks}
+    assert asked == set(demo_runs()) and len(runs) == len({run.split(":", 1)[1] for run in demo_runs()})
     assert all(argv[-2:] == ["--seed", "0"] for argv in runs)  # one seed each, even for voc-det (5 by default)
     [collect] = [argv for argv in commands if argv[:3] == ["-m", "benchmarks", "collect"]]
     assert collect[3:] == ["--out", str(tmp_path / "logs" / "tables")]  # results/ is left alone
     printed = capsys.readouterr().out
     assert "| step | wall time | share |" in printed and "| **total** |" in printed
     assert (tmp_path / "logs" / "times.md").read_text().count("\n| ") == len(steps) + 2
+
+
+def test_the_demo_time_table_names_each_run_with_its_own_time(tmp_path):
+    import json
+
+    from benchmarks.demo import run_times
+
+    lines = []
+    for task, framework, seconds in (("coco", "detectron2", 42), ("voc-det", "detectron2", 7)):
+        run_dir = tmp_path / "bench" / task / framework / "smoke" / "sl_resnet18_generated_ep6-1a2b3c4d" / "seed0"
+        run_dir.mkdir(parents=True)
+        (run_dir / "result.json").write_text(json.dumps({"started": "2026-11-27T08:00:00+00:00",
+                                                         "finished": f"2026-11-27T08:00:{seconds:02d}+00:00"}))
+        lines += ["bbox: AP 1.00", f"run directory: {run_dir}"]
+    log = tmp_path / "detectron2_smoke.log"
+    log.write_text("\n".join(lines) + "\n")
+    assert run_times(log) == [("sl_resnet18_generated_ep6: coco (detectron2)", 42.0),
+                              ("sl_resnet18_generated_ep6: voc-det (detectron2)", 7.0)]
+    assert run_times(tmp_path / "missing.log") == []

@@ -155,8 +155,8 @@ def test_an_interrupted_two_node_job_is_requeued_and_resumes_from_its_checkpoint
 
     monkeypatch.chdir(tmp_path)  # the embedded COCO data is generated under ./data/generated
     ckpt = random_backbone(tmp_path / "ckpt")
-    # 12 iterations with a checkpoint every 5, through Detectron2's own overrides
-    shorter = ("SOLVER.MAX_ITER=12", "SOLVER.STEPS=(10,)", "SOLVER.CHECKPOINT_PERIOD=5")
+    # 8 iterations with a checkpoint every 3, through Detectron2's own overrides
+    shorter = ("SOLVER.MAX_ITER=8", "SOLVER.STEPS=(6,)", "SOLVER.CHECKPOINT_PERIOD=3")
     run = SweepRun("coco", "detectron2", "smoke", ckpt, 0, 1, None, 1, "cpu", shorter, tmp_path / "bench", nodes=2)
     executor = submitit.LocalExecutor(folder=tmp_path / "jobs")
     executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, tasks_per_node=2)
@@ -165,7 +165,7 @@ def test_an_interrupted_two_node_job_is_requeued_and_resumes_from_its_checkpoint
     last = run.run_dir / "work" / "last_checkpoint"  # Detectron2 names a checkpoint there once it is written
 
     def saved_once() -> bool:
-        return last.is_file() and last.read_text().strip() == "model_0000004.pth"
+        return last.is_file() and last.read_text().strip() == "model_0000002.pth"
 
     deadline = time.time() + 600
     while not saved_once() and not job.done() and time.time() < deadline:
@@ -182,6 +182,6 @@ def test_an_interrupted_two_node_job_is_requeued_and_resumes_from_its_checkpoint
     assert record["protocol"]["per_process_batch"] == 1  # the smoke protocol's 2 images over the 2 ranks
     assert len(list((run.run_dir / "weights").glob("*.detectron2.pkl"))) == 1  # converted once, by rank 0
     log = (run.run_dir / "work" / "log.txt").read_text()
-    assert "model_0000004.pth" in log and "Starting training from iteration 5" in log, log[-3000:]
+    assert "model_0000002.pth" in log and "Starting training from iteration 3" in log, log[-3000:]
     job_log = "".join(p.read_text() for p in (tmp_path / "jobs").glob("*_0_log.out"))
     assert "Calling checkpoint method" in job_log and "Requeued" in job_log, job_log[-2000:]

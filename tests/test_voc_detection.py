@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import run_cli
+from tests.conftest import detectron2_run_dir
 
 
 def test_generated_vocdevkit_is_read_by_detectron2_and_scores_ground_truth_at_ap_100(tmp_path):
@@ -99,18 +99,10 @@ def test_the_converted_checkpoint_fills_the_backbone_and_the_res5_roi_head(arch,
 
 
 @pytest.mark.slow
-def test_voc_detection_smoke_runs_detectron2s_faster_rcnn_c4_with_its_voc_evaluator(tmp_path, monkeypatch):
-    from benchmarks.runner import opts_suffix
-    from tests.conftest import random_backbone
-
-    monkeypatch.chdir(tmp_path)  # the embedded VOCdevkit is generated under ./data/generated
-    ckpt = random_backbone(tmp_path / "ckpt")
-    out = tmp_path / "bench"
-    shorter = ("SOLVER.MAX_ITER=8", "SOLVER.STEPS=(6,)")  # 8 of the smoke schedule's 20 iterations
-    result = run_cli("-m", "benchmarks", "run", "voc-det", "--ckpt", str(ckpt), "--framework", "detectron2",
-                     "--schedule", "smoke", "--seed", "0", "--out", str(out), "--opts", *shorter, timeout=900)
+def test_voc_detection_smoke_runs_detectron2s_faster_rcnn_c4_with_its_voc_evaluator(detectron2_runs):
+    result = detectron2_runs["result"]  # COCO's run came first, in the same process
     assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = out / "voc-det" / "detectron2" / "smoke" / (ckpt.name.split(".")[0] + opts_suffix(shorter)) / "seed0"
+    run_dir = detectron2_run_dir(detectron2_runs, "voc-det")
     record = json.loads((run_dir / "result.json").read_text())
     assert record["status"] == "finished" and record["seeds_asked"] == 1
     for group in ("bbox", "bbox_integral"):  # detectron2's PascalVOCDetectionEvaluator, 11-point and integral
@@ -120,6 +112,10 @@ def test_voc_detection_smoke_runs_detectron2s_faster_rcnn_c4_with_its_voc_evalua
     assert "DEPTH: 18" in resolved and "NORM: naiveSyncBN" in resolved and "FREEZE_AT: 0" in resolved
     log = (run_dir / "work" / "log.txt").read_text()
     assert "Evaluating" in log
+    # the run after COCO's in one process logs its own lines only (and COCO's log has none of VOC's)
+    coco_log = (detectron2_run_dir(detectron2_runs, "coco") / "work" / "log.txt").read_text()
+    assert log.count("Starting training from iteration 0") == 1 == coco_log.count("Starting training from iteration 0")
+    assert "COCOEvaluator" not in log and "bench_voc_2007_test" not in coco_log
     # the smoke schedule's 2 batches of precise BN, computed by benchmarks.precise_bn (not fvcore's per-rank one)
     assert "precise BN: " in log and "from 2 iterations on each of 1 rank(s), combined over the ranks" in log
     assert list((run_dir / "work").glob("events.out.tfevents.*"))  # Detectron2's TensorBoard writer
@@ -129,8 +125,8 @@ def test_voc_detection_asks_for_five_seeds_unless_told_otherwise():
     from benchmarks.cli import _seeds, build_parser
     from pretrain.errors import UserError
 
-    def seeds(*args: str) -> list[int]:
-        return _seeds(build_parser().parse_args(["run", *args, "--ckpt", "x"]))
+    def seeds(task: str, *args: str) -> list[int]:
+        return _seeds(build_parser().parse_args(["run", task, *args, "--ckpt", "x"]), task)
 
     assert seeds("voc-det") == [0, 1, 2, 3, 4]
     assert seeds("voc-det", "--seeds", "2") == [0, 1] and seeds("voc-det", "--seed", "7") == [7]

@@ -1,5 +1,5 @@
 # Smoke schedule: the 1x model on the embedded COCO-format data, sized for 2 CPU cores (minutes):
-# 128 px images, batch 2, 20 iterations, no worker processes. Its numbers are never benchmark results.
+# 128 px images, batch 2, 10 iterations, no worker processes. Its numbers are never benchmark results.
 _base_ = './mask_rcnn_r50_fpn_1x.py'
 
 global_batch_size = 2
@@ -28,11 +28,11 @@ train_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(pi
 val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=20, val_interval=20)
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=10, val_interval=10)
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=5),
-    dict(type='MultiStepLR', begin=0, end=20, by_epoch=False, milestones=[15], gamma=0.1),
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=3),
+    dict(type='MultiStepLR', begin=0, end=10, by_epoch=False, milestones=[8], gamma=0.1),
 ]
 optim_wrapper = dict(optimizer=dict(lr=0.01))
-default_hooks = dict(logger=dict(interval=5), checkpoint=dict(by_epoch=False, interval=10))
+default_hooks = dict(logger=dict(interval=5), checkpoint=dict(by_epoch=False, interval=5))
 log_processor = dict(by_epoch=False)

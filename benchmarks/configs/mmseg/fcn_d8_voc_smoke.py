@@ -4,13 +4,13 @@ _base_ = './fcn_d8_voc_1x.py'
 global_batch_size = 2
 
 # Sized for 2 CPU cores (minutes) on the embedded data: 96x96 crops of ~128 px images, batch 2,
-# 20 iterations, one evaluation at the end, no worker processes. Never a benchmark result.
+# 10 iterations, one evaluation at the end, no worker processes. Never a benchmark result.
 crop_size = (96, 96)
 _scale = (160, 96)
 model = dict(data_preprocessor=dict(size=crop_size))
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=20, val_interval=20)
-param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=20, by_epoch=False)]
-default_hooks = dict(logger=dict(interval=5), checkpoint=dict(by_epoch=False, interval=10))
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=10, val_interval=10)
+param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=10, by_epoch=False)]
+default_hooks = dict(logger=dict(interval=5), checkpoint=dict(by_epoch=False, interval=5))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
