@@ -22,6 +22,7 @@ from tests.conftest import (
     first_difference,
     require_deterministic,
     run_cli,
+    run_main,
     set_args,
 )
 
@@ -149,9 +150,12 @@ def test_mixed_precision_channels_last_trains_and_resumes_exactly(method, amp, g
 def test_device_cuda_without_a_gpu_is_one_error_and_writes_nothing(generated_dir, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")  # CI has none: the test runs there
-    out = tmp_path / "run"
-    result = run_cli("-m", "pretrain", "train", "--config", str(REPO / "pretrain/configs/sl_cpu.yaml"),
-                     *set_args(["train.device=cuda", f"out_dir={out}", f"data.generated_dir={generated_dir}"]))
+    from pretrain.cli import main as pretrain_main
+
+    out = tmp_path / "run"  # refused before training: the command's own entry point, in this process
+    result = run_main(pretrain_main, ["train", "--config", str(REPO / "pretrain/configs/sl_cpu.yaml"),
+                                      *set_args(["train.device=cuda", f"out_dir={out}",
+                                                 f"data.generated_dir={generated_dir}"])])
     assert result.returncode == 2
     assert result.stderr.strip() == "error: train.device is 'cuda' but no CUDA device is available"
     assert not out.exists()

@@ -17,7 +17,7 @@ from pretrain.data import IndexedImageFolder, read_coarse_map
 from pretrain.data.generated import fine_view, generate
 from pretrain.errors import UserError
 from pretrain.knn_monitor import knn_predict
-from tests.conftest import run_cli, set_args
+from tests.conftest import run_main, set_args
 
 TINY = GeneratedDataConfig(num_classes=3, modes_per_class=2, train_per_mode=6, val_per_mode=3, image_size=32)
 
@@ -154,14 +154,18 @@ def test_coarse_pretraining_then_fine_probe_end_to_end_with_tables_and_plots(tmp
     fine = fine_view(generate(TINY, tmp_path / "data"))
     overrides = [o for o in tiny_overrides if not o.startswith("data.generated")] + [
         f"data.root={fine / 'train'}", f"data.coarse_map={fine / 'coarse_map.csv'}", "schedule.epochs=1"]
-    trained = run_cli("-m", "pretrain", "train", "--config", "pretrain/configs/sl_cpu.yaml", *set_args(overrides))
+    from benchmarks.cli import main as benchmarks_main
+    from pretrain.cli import main as pretrain_main
+
+    # each step through its command's own entry point, in this process
+    trained = run_main(pretrain_main, ["train", "--config", "pretrain/configs/sl_cpu.yaml", *set_args(overrides)])
     assert trained.returncode == 0, trained.stderr[-2000:]
     [ckpt] = (tmp_path / "run" / "export").glob("*.pth")
     assert torch.load(ckpt, weights_only=True)["meta"]["dataset_info"]["num_classes"] == 3  # coarse classes
 
     out = tmp_path / "bench"
-    probed = run_cli("-m", "benchmarks", "run", "probe", "--framework", "frozen", "--schedule", "standard",
-                     "--ckpt", str(ckpt), "--data", str(fine), "--out", str(out))
+    probed = run_main(benchmarks_main, ["run", "probe", "--framework", "frozen", "--schedule", "standard",
+                                        "--ckpt", str(ckpt), "--data", str(fine), "--out", str(out)])
     assert probed.returncode == 0, probed.stderr[-2000:]
     [result] = out.glob("probe/frozen/standard/*/seed0/result.json")
     metrics = json.loads(result.read_text())["metrics"]
@@ -169,7 +173,7 @@ def test_coarse_pretraining_then_fine_probe_end_to_end_with_tables_and_plots(tmp
     assert metrics["diagnostics"]["within_between"] > 0 and 1 <= metrics["diagnostics"]["effective_rank"]
     assert 0 <= metrics["diagnostics"]["submode_separability"] <= 100  # sub-modes known from coarse_map.csv
 
-    collected = run_cli("-m", "benchmarks", "collect", "--runs", str(out), "--out", str(tmp_path / "results"))
+    collected = run_main(benchmarks_main, ["collect", "--runs", str(out), "--out", str(tmp_path / "results")])
     assert collected.returncode == 0 and "by method" in collected.stdout, collected.stderr[-2000:]
     for name in ("probe.png", "probe_projection.png", "probe_spectra.png"):
         png = (tmp_path / "results" / name).read_bytes()

@@ -11,7 +11,7 @@ import pytest
 from benchmarks.cli import main as benchmarks_main
 from benchmarks.proxy import load_protocol
 from pretrain.errors import UserError
-from tests.conftest import run_cli, run_main, set_args
+from tests.conftest import run_main, set_args
 from tests.test_proxy_data import write_fmnist
 
 # the fmnist protocol, shrunk to seconds: 10 classes x 12 images, 32 px, 2 epochs of 2 steps
@@ -33,7 +33,7 @@ def test_proxy_tier_writes_one_table_from_every_method_and_seed(tmp_path):
     assert not (tmp_path / "runs").exists()
 
     args += ["--train-per-class", "12", "--val-per-class", "6"]
-    result = run_cli(*args, timeout=900)
+    result = run_main(benchmarks_main, args[2:])  # the command's own entry point, in this process
     assert result.returncode == 0, result.stderr[-3000:]
 
     table = (tmp_path / "results" / "proxy_fmnist.md").read_text()

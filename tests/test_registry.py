@@ -9,7 +9,7 @@ import pytest
 from benchmarks.registry import REGISTRY, Benchmark, Column, register
 from benchmarks.tasks import all_benchmarks, demo_runs, get_benchmark, task_names, task_table
 from pretrain.errors import UserError
-from tests.conftest import run_cli
+from tests.conftest import run_main
 
 
 def _declaration(**changes) -> Benchmark:
@@ -42,7 +42,9 @@ def test_a_new_declaration_is_seen_everywhere(monkeypatch):
 
 
 def test_cli_lists_the_registry():
-    result = run_cli("-m", "benchmarks", "list", "--demo")
+    from benchmarks.cli import main
+
+    result = run_main(main, ["list", "--demo"])  # the command's own entry point, in this process
     assert result.returncode == 0, result.stderr
     assert sorted(result.stdout.split()) == sorted(demo_runs())
 

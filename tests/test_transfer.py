@@ -11,7 +11,7 @@ import torch
 import torchvision
 
 from pretrain.checkpoint import CHECKPOINT_FORMAT, export_backbone
-from tests.conftest import run_cli, run_main
+from tests.conftest import run_main
 from transfer import detectron2 as d2
 from transfer.cli import main as transfer_main
 from transfer.export import export, load_settings
@@ -238,7 +238,7 @@ def test_unknown_target_is_refused():
 
 def test_cli_exports_all_and_reports_what_was_dropped(tmp_path):
     path = write_flavour("moco", "resnet18", tmp_path / "in")
-    result = run_cli("-m", "transfer", "export", str(path), "--to", "all", "--out", str(tmp_path / "out"), "--verify")
+    result = run_main(transfer_main, ["export", str(path), "--to", "all", "--out", str(tmp_path / "out"), "--verify"])
     assert result.returncode == 0, result.stderr[-2000:]
     assert "dropped: fc, module.encoder_k, module.queue, module.queue_ptr" in result.stdout
     assert "torchvision's assumed" in result.stdout
