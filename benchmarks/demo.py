@@ -74,7 +74,7 @@ def run_times(log: Path) -> list[tuple[str, float]]:
             seconds = (datetime.datetime.fromisoformat(record["finished"])
                        - datetime.datetime.fromisoformat(record["started"])).total_seconds()
             task, framework, _, ckpt = run_dir.parts[-5:-1]
-            found.append((f"{ckpt.split('-')[0]}: {task} ({framework})", seconds))
+            found.append((f"{ckpt.rsplit('-', 1)[0]}: {task} ({framework})", seconds))  # the name less its hash
     return found
 
 
