@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -148,8 +149,9 @@ def _proxy(args: argparse.Namespace) -> int:
     per_class = None
     if args.train_per_class is not None or args.val_per_class is not None:
         per_class = (args.train_per_class, args.val_per_class)
+    command = args.command_line or "python -m benchmarks " + shlex.join(args.invocation)
     table = run_proxy(args.dataset, args.source, args.seeds, args.out, args.results, args.data_dir, args.set,
-                      command=args.command_line, per_class=per_class)
+                      command=command, per_class=per_class)
     print(f"table: {table} (+ .csv)")
     return 0
 
@@ -164,8 +166,9 @@ def _dryrun(args: argparse.Namespace) -> int:
 def _reference(args: argparse.Namespace) -> int:
     from benchmarks.reference_runs import run_references
 
+    command = args.command_line or "python -m benchmarks " + shlex.join(args.invocation)
     table = run_references(args.task, args.framework, args.schedule, args.data, args.out, args.procs, args.device,
-                           args.trials, args.results, args.command_line or "")
+                           args.trials, args.results, command)
     print(table.read_text())
     print(f"table: {table}")
     return 0
@@ -297,4 +300,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.invocation = list(sys.argv[1:] if argv is None else argv)  # what a table says produced it
     return report_user_errors(lambda: args.func(args))
