@@ -144,6 +144,18 @@ SHORTER = {"detectron2": ("SOLVER.MAX_ITER=4", "SOLVER.STEPS=(3,)"),
 SMOKE_INPUT = {"channel_order": "RGB", "pixel_range": [0, 1], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 
 
+def drop_checkpoints(out: Path) -> dict[Path, list[str]]:
+    """Delete the training checkpoints (`work/*.pth`) of the runs under `out`, returning each work folder's
+    listing as it was. No test reads them once a run is over, and the session's shared runs would otherwise
+    hold about 2 GB of disk until the last test (CI's disk is smaller than that)."""
+    listings = {}
+    for work in sorted(out.rglob("work")):
+        listings[work] = sorted(p.name for p in work.iterdir())
+        for checkpoint in work.glob("*.pth"):
+            checkpoint.unlink()
+    return listings
+
+
 @pytest.fixture(scope="session")
 def smoke_backbone(tmp_path_factory) -> Path:
     return random_backbone(tmp_path_factory.mktemp("smoke_ckpt"), method="look", seed=1, epochs=2,
@@ -165,7 +177,7 @@ def two_process_runs(tmp_path_factory, smoke_backbone):
             "--framework", framework, "--schedule", "smoke", "--device", "cpu", *(() if torchrun else ("--procs", "2")),
             "--out", str(out), "--opts", *SHORTER[framework], timeout=600)
         results.update({(task, framework): result for task in tasks})
-    return {"ckpt": smoke_backbone, "out": out, "results": results}
+    return {"ckpt": smoke_backbone, "out": out, "results": results, "work_files": drop_checkpoints(out)}
 
 
 # Detectron2's two smoke benchmarks in one process, one after the other (`benchmarks run coco voc-det`), 8 of
@@ -181,7 +193,7 @@ def detectron2_runs(tmp_path_factory) -> dict:
     result = run_cli("-m", "benchmarks", "run", "coco", "voc-det", "--ckpt", str(ckpt), "--framework", "detectron2",
                      "--schedule", "smoke", "--seed", "0", "--out", str(out), "--opts", *DETECTRON2_SHORTER,
                      timeout=900, cwd=home)
-    return {"home": home, "ckpt": ckpt, "out": out, "result": result}
+    return {"home": home, "ckpt": ckpt, "out": out, "result": result, "work_files": drop_checkpoints(out)}
 
 
 def detectron2_run_dir(runs: dict, task: str) -> Path:

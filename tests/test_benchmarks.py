@@ -25,6 +25,7 @@ from pretrain.errors import UserError
 from tests.conftest import (
     DETECTRON2_SHORTER,
     detectron2_run_dir,
+    drop_checkpoints,
     random_backbone,
     run_cli,
     run_main,
@@ -76,7 +77,7 @@ def test_detectron2_smoke_benchmark_end_to_end_then_skips(detectron2_runs, tmp_p
     assert "FORMAT: RGB" in resolved and "DEPTH: 18" in resolved and "STRIDE_IN_1X1: false" in resolved
     assert "- 123.675" in resolved  # pixel mean on the 0..255 scale, from the checkpoint's metadata
     assert (run_dir / "weights" / f"{tiny_backbone.name.split('.')[0]}.detectron2.pkl").is_file()
-    assert (run_dir / "work" / "model_final.pth").is_file()
+    assert "model_final.pth" in detectron2_runs["work_files"][run_dir / "work"]
     # TensorBoard: loss, lr, iteration time and the evaluation's metrics (Detectron2's own writer)
     assert {"total_loss", "lr", "time", "bbox/AP", "segm/AP"} <= tensorboard_tags(run_dir / "work")
 
@@ -205,7 +206,9 @@ def openmmlab_runs(smoke_backbone, tmp_path_factory):
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     killed_at_5 = not (voc_dir / "result.json").exists()
-    return {"ckpt": ckpt, "out": out, "resumed": run_cli(*command, timeout=600), "killed_at_5": killed_at_5}
+    resumed = run_cli(*command, timeout=600)
+    return {"ckpt": ckpt, "out": out, "resumed": resumed, "killed_at_5": killed_at_5,
+            "work_files": drop_checkpoints(out)}
 
 
 def _run_dir(runs, task, framework):
@@ -233,7 +236,7 @@ def test_mmdet_mask_rcnn_smoke_end_to_end(two_process_runs):
     assert cfg.train_dataloader.dataset.metainfo.classes == ("triangle", "square", "hexagon")
     assert cfg.model.data_preprocessor.mean == [127.5] * 3 and cfg.model.data_preprocessor.std == [63.75] * 3
     assert cfg.model.data_preprocessor.bgr_to_rgb is True  # our weights expect RGB; mmcv reads BGR
-    assert (run_dir / "work" / "iter_4.pth").is_file()
+    assert "iter_4.pth" in two_process_runs["work_files"][run_dir / "work"]
     # progress as TensorBoard event files too (mmengine's TensorboardVisBackend), as Detectron2 writes them:
     # loss, lr, iteration time and the evaluation's metrics
     assert list((run_dir / "work").glob("*/vis_data/events.out.tfevents.*"))
