@@ -121,7 +121,7 @@ probe-seeds: $(STAMP)
 DATASET ?= fmnist
 PROXY_ARGS = --dataset $(DATASET) $(if $(SOURCE),--source $(SOURCE)) \
   $(if $(filter command line,$(origin SEEDS)),--seeds $(SEEDS))
-bench-proxy: $(STAMP) $(if $(and $(filter fmnist,$(DATASET)),$(if $(SOURCE),,1)),data-fmnist)
+bench-proxy: $(STAMP) $(if $(and $(filter fmnist fmnist-full,$(DATASET)),$(if $(SOURCE),,1)),data-fmnist)
 	$(PY) -m benchmarks proxy $(PROXY_ARGS) \
 	  --command-line "make bench-proxy DATASET=$(DATASET)$(if $(SOURCE), SOURCE=$(SOURCE))$(if $(filter command line,$(origin SEEDS)), SEEDS=\"$(SEEDS)\")"
 

@@ -47,11 +47,16 @@ COLUMNS = [
 ]
 
 
+# images a fine class in each split of the datasets the tier reads (train, test): what `null` asks for
+FULL_PER_CLASS = {"fmnist": (6000, 1000, 10), "cifar100": (500, 100, 100)}  # (train, test, fine classes)
+
+
 @dataclass
 class ProxyProtocol:
     """One real-data tier: which data, which seeds, how every method is pretrained."""
 
     dataset: str
+    data: str = ""  # which reader prepares the data (fmnist, cifar100, imagefolder); default: `dataset`
     description: str = ""
     train_per_class: int | None = None  # images a fine class (None: all)
     val_per_class: int | None = None
@@ -76,12 +81,13 @@ def load_protocol(dataset: str) -> ProxyProtocol:
 
 def prepare_data(protocol: ProxyProtocol, source: str | Path | None, data_dir: Path) -> Path:
     """The coarse-to-fine ImageFolder (`train/`, `val/`, `coarse_map.csv`) the tier runs on."""
-    if protocol.dataset == "fmnist":
+    reader = protocol.data or protocol.dataset
+    if reader == "fmnist":
         from benchmarks.data.fashion_mnist import DEBIAN_DIR, prepare_fashion_mnist
 
         return prepare_fashion_mnist(data_dir, Path(source) if source else DEBIAN_DIR, protocol.train_per_class,
                                      protocol.val_per_class)
-    if protocol.dataset == "cifar100":
+    if reader == "cifar100":
         from benchmarks.data.cifar100 import prepare_cifar100
 
         if source is None:
@@ -127,6 +133,7 @@ def run_proxy(dataset: str, source: str | Path | None = None, seeds: list[int] |
 
     started = time.perf_counter()
     protocol = load_protocol(dataset)
+    declared = declared_images(protocol)  # before a smaller version replaces the counts
     if per_class is not None:
         train_count, val_count = per_class
         protocol.train_per_class = protocol.train_per_class if train_count is None else train_count
@@ -138,22 +145,25 @@ def run_proxy(dataset: str, source: str | Path | None = None, seeds: list[int] |
     configs = {(m, s): pretraining_config(protocol, m, s, data_root, runs, extra)
                for s in seeds for m in protocol.methods}  # every config is checked before anything trains
     records, timings = [], {"pretrain_s": 0.0, "probe_s": 0.0, "pretrain_runs": 0, "probe_runs": 0}
+    timed_image_epochs = timed_probe_images = 0
     for (method, seed), config in configs.items():
         print(f"== {dataset}: {method}, seed {seed} ({config.out_dir})", flush=True)
         reused = (Path(config.out_dir) / "export").is_dir()
         tick = time.perf_counter()
         exported = train(config)
+        meta = _read_meta(exported)
         if not reused:
             timings["pretrain_s"] += time.perf_counter() - tick
             timings["pretrain_runs"] += 1
+            timed_image_epochs += meta["dataset_info"]["num_samples"] * meta["epochs"]
         tick, wall_tick = time.perf_counter(), time.time()
         probe_dir = run_benchmark("probe", exported, "frozen", "standard", seed=0, data=data_root,
                                   out=runs / "probe")
         if (probe_dir / "result.json").stat().st_mtime >= wall_tick:  # not a finished probe found again
             timings["probe_s"] += time.perf_counter() - tick
             timings["probe_runs"] += 1
+            timed_probe_images += count_images(data_root)
         result = json.loads((probe_dir / "result.json").read_text())
-        meta = _read_meta(exported)
         records.append({"method": method, "seed": seed, "checkpoint": exported.name,
                         "pretrain_dir": config.out_dir, "probe_dir": str(probe_dir),
                         "metrics": {column: result["metrics"].get(group, {}).get(metric)
@@ -161,6 +171,17 @@ def run_proxy(dataset: str, source: str | Path | None = None, seeds: list[int] |
                         "training": meta.get("training", {}), "schedule": meta.get("schedule", {}),
                         "final_train_metrics": _final_epoch_metrics(Path(config.out_dir) / "log.jsonl")})
     timings["wall_s"] = time.perf_counter() - started
+    timings["device"] = device_name()
+    if per_class is not None and declared and timed_image_epochs and timed_probe_images:  # a smaller version
+        train_images, val_images = declared
+        epochs = pretraining_config(protocol, BASELINE, 0, data_root, runs, []).schedule.epochs  # not --set's
+        runs_declared = len(protocol.methods) * len(protocol.seeds)
+        timings["declared_estimate_s"] = runs_declared * (
+            timings["pretrain_s"] / timed_image_epochs * train_images * epochs
+            + timings["probe_s"] / timed_probe_images * (train_images + val_images))
+        print(f"the protocol as declared ({runs_declared} runs of {train_images} training images x {epochs} epochs, "
+              f"{val_images} test images) would take about {timings['declared_estimate_s'] / 60:.1f} min on "
+              f"{timings['device']} at the rate measured here", flush=True)
     report = {"dataset": dataset, "protocol": protocol.__dict__, "data": str(data_root),
               "data_record": json.loads((data_root / "dataset.json").read_text())
               if (data_root / "dataset.json").is_file() else None,
@@ -175,6 +196,29 @@ def run_proxy(dataset: str, source: str | Path | None = None, seeds: list[int] |
     table = write_tables(report, results / f"proxy_{dataset}")
     print(table.read_text())
     return table
+
+
+def declared_images(protocol: ProxyProtocol) -> tuple[int, int] | None:
+    """(training images, test images) that the protocol file asks for, where the dataset's sizes are known."""
+    full = FULL_PER_CLASS.get(protocol.data or protocol.dataset)
+    if full is None:
+        return None
+    train, val, classes = full
+    return ((protocol.train_per_class or train) * classes, (protocol.val_per_class or val) * classes)
+
+
+def count_images(data_root: Path) -> int:
+    """Images in the tier's train/ and val/ class folders."""
+    return sum(1 for split in ("train", "val") for path in (data_root / split).glob("*/*") if path.is_file())
+
+
+def device_name() -> str:
+    """What the runs trained on: the GPU's name, or the CPU's core count."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU ({os.cpu_count()} cores)"
 
 
 def _final_epoch_metrics(log: Path) -> dict[str, float]:
@@ -204,6 +248,23 @@ def _signed(diffs: list[float]) -> str:
     return text if text.startswith("-") else "+" + text
 
 
+def _setup_line(report: dict[str, Any]) -> str:
+    """Backbone, stem, images and schedule of the runs, from their resolved configs."""
+    config = next(iter(report["configs"].values()), {})
+    model, data, schedule = config.get("model", {}), config.get("data", {}), config.get("schedule", {})
+    images = (report.get("data_record") or {}).get("images", {})
+
+    def count(split: str) -> str:
+        per_class = sorted(set(images.get(split, {}).values()))
+        total = sum(images.get(split, {}).values())
+        return f"{total} {split}" + (f" ({per_class[0]} a class)" if len(per_class) == 1 else "")
+
+    counts = ", ".join(count(split) for split in ("train", "val")) if images else "as in the data folder"
+    return (f"Backbone {model.get('arch')} with the {model.get('stem', 'imagenet')} stem, {data.get('image_size')} px "
+            f"crops ({'decoded once, augmented on the device' if data.get('in_memory') else 'from image files'}); "
+            f"images: {counts}; {schedule.get('epochs')} epochs.")
+
+
 def write_tables(report: dict[str, Any], stem: Path) -> Path:
     """`<stem>.md` (by method, differences to SL paired by seed, every run) and `<stem>.csv` (every run)."""
     runs = report["runs"]
@@ -217,10 +278,14 @@ def write_tables(report: dict[str, Any], stem: Path) -> Path:
     lines = [f"# Real-data coarse→fine transfer: {report['dataset']}", "",
              f"{protocol.get('description', '')}".strip(), "",
              f"Command: `{report['command']}` — finished {report['finished'][:16].replace('T', ' ')} UTC on "
-             f"{report['cpu_count']} CPU cores, {timings['wall_s'] / 60:.1f} min wall in all "
+             f"{timings.get('device') or str(report['cpu_count']) + ' CPU cores'}, "
+             f"{timings['wall_s'] / 60:.1f} min wall in all "
              f"({timings['pretrain_runs']} pretraining runs in {timings['pretrain_s'] / 60:.1f} min, "
              f"{timings['probe_runs']} probes in {timings['probe_s'] / 60:.1f} min; runs reused from earlier "
-             "invocations are not timed).", "",
+             "invocations are not timed)." + (
+                 f" The protocol as declared would take about {timings['declared_estimate_s'] / 60:.0f} min there "
+                 "at the measured rate." if "declared_estimate_s" in timings else ""), "",
+             _setup_line(report), "",
              f"Pretraining seeds {', '.join(map(str, seeds))}; per run: global batch {first.get('global_batch')}, "
              f"peak lr {first.get('peak_lr')} (lr_per_256 {first.get('lr_per_256')}), "
              f"{first.get('total_steps')} steps with {first.get('warmup_steps')} warmup. The probe: frozen "

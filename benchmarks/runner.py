@@ -27,7 +27,7 @@ from pretrain.checkpoint import utc_now
 from pretrain.distributed import barrier, init_distributed, is_main_process, launched_world_size
 from pretrain.errors import UserError
 from pretrain.files import atomic_write_json, atomic_write_text, read_json
-from transfer.export import export, source_summary
+from transfer.export import check_exportable, export, source_summary
 from transfer.named import resolve_checkpoint
 from transfer.source import SourceBackbone, read_backbone
 
@@ -226,6 +226,8 @@ def run_benchmark(task: str, ckpt: str | Path, framework: str, schedule: str, se
                   f"again: {plan.run_dir / 'result.json'}. Another seed (--seed) or --out makes a new run.")
         return plan.run_dir
     backbone = read_backbone(plan.ckpt)  # an unreadable checkpoint is refused before anything is written
+    if plan.task.converts:
+        check_exportable(backbone, [framework])
     main = is_main_process()
     if main:
         plan.run_dir.mkdir(parents=True, exist_ok=True)

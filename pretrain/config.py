@@ -50,11 +50,17 @@ class DataConfig:
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     workers: int = 8
+    # Decode the training images once into one tensor on the device and augment there (small images of one
+    # size: no decoding or worker processes per step); the same crops and flips by distribution, other draws.
+    in_memory: bool = False
 
 
 @dataclass
 class ModelConfig:
     arch: str = "resnet50"
+    # imagenet: the ResNet's own 7x7 stride-2 stem and max-pool (what detection and segmentation need);
+    # small: 3x3 stride 1, no max-pool, for 32-64 px images (probe only: the frameworks' ResNets cannot take it)
+    stem: str = "imagenet"
 
 
 @dataclass
@@ -162,8 +168,15 @@ def resume_identity(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in flatten(config).items() if k not in RESUME_FREE_KEYS and not k.startswith("monitor.")}
 
 
+# Keys added after run names were first derived from the hash: left out of it at their default, so that
+# the runs of earlier configs keep their names (and resume).
+HASH_OMITS_AT_DEFAULT = {"model.stem": "imagenet", "data.in_memory": False}
+
+
 def config_hash(config: dict[str, Any]) -> str:
-    blob = json.dumps(resume_identity(config), sort_keys=True, default=str).encode()
+    identity = {k: v for k, v in resume_identity(config).items()
+                if k not in HASH_OMITS_AT_DEFAULT or v != HASH_OMITS_AT_DEFAULT[k]}
+    blob = json.dumps(identity, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 

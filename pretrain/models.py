@@ -39,14 +39,34 @@ TRANSFERABLE_ARCHS = tuple(RESNETS)
 RESNET_DEPTHS = {layout.depth: layout for layout in RESNETS.values()}
 
 
-def build_backbone(arch: str) -> tuple[nn.Module, int]:
+# `imagenet`: the model's own stem (a ResNet's 7x7 stride-2 conv and max-pool: what detection and
+# segmentation fine-tune). `small`: a 3x3 stride-1 conv and no max-pool, as CIFAR recipes use for 32-64 px
+# images (ours: padding 1, so a 32 px image stays 32 px into the first stage).
+STEMS = ("imagenet", "small")
+
+
+def build_backbone(arch: str, stem: str = "imagenet") -> tuple[nn.Module, int]:
     """A timm model without classifier (`num_classes=0`): images -> pooled features. Returns (model, dim)."""
     if not timm.is_model(arch):
         close = difflib.get_close_matches(arch, list(TRANSFERABLE_ARCHS) + timm.list_models(), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise UserError(f"unknown arch '{arch}': not a timm model{hint}")
+    if stem not in STEMS:
+        raise UserError(f"unknown model.stem '{stem}'; known: {', '.join(STEMS)}")
     model = timm.create_model(arch, pretrained=False, num_classes=0)
+    if stem == "small":
+        if arch not in RESNETS:
+            raise UserError(f"model.stem=small is defined for the ResNets ({', '.join(RESNETS)}), not {arch}")
+        model.conv1 = nn.Conv2d(3, model.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")  # as timm inits convs
     return model, model.num_features
+
+
+def stem_of(state_dict: dict[str, torch.Tensor]) -> str:
+    """Which stem a ResNet state dict holds, from its first convolution's kernel."""
+    kernel = tuple(state_dict["conv1.weight"].shape[-2:])
+    return "small" if kernel == (3, 3) else "imagenet"
 
 
 def conv_input_sizes(model: nn.Module, image_size: int) -> dict[str, tuple[int, int, int]]:

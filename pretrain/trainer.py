@@ -24,6 +24,7 @@ from pretrain.checkpoint import (
 )
 from pretrain.config import Config, config_from_dict, config_hash, resume_identity, write_config
 from pretrain.data import GlobalBatchSampler, build_train_dataset, dataset_name, train_root
+from pretrain.data.memory import InMemoryImages
 from pretrain.distributed import DistInfo, any_rank, barrier, gather_all, init_distributed, shutdown
 from pretrain.errors import TrainingDiverged, UserError
 from pretrain.files import atomic_copy
@@ -109,7 +110,7 @@ def nonfinite_tensors(state: Any, prefix: str = "") -> list[str]:
 
 
 def build_method(config: Config, targets: torch.Tensor) -> Method:
-    backbone, feature_dim = build_backbone(config.model.arch)
+    backbone, feature_dim = build_backbone(config.model.arch, config.model.stem)
     method_cls = get_method(config.method_name)
     params = method_cls.Params(**{k: v for k, v in config.method.items() if k != "name"})
     return method_cls(backbone, feature_dim, targets, params)
@@ -274,6 +275,9 @@ class Trainer:
         self.sampler = GlobalBatchSampler(len(self.dataset), cfg_train.batch_size, info.rank, info.world_size,
                                           cfg_train.seed)
         self.steps_per_epoch = self.sampler.steps_per_epoch
+        data = config.data
+        self.memory = InMemoryImages(self.dataset, device, data.image_size, data.crop_scale, data.mean, data.std) \
+            if data.in_memory else None
         self.knn_monitor = KnnMonitor(config, self.dataset.classes, info.rank, info.world_size, device) \
             if config.monitor.knn_every_epochs > 0 else None
         if self.steps_per_epoch == 0:
@@ -364,8 +368,12 @@ class Trainer:
         config, cfg_train = self.config, self.config.train
         self.sampler.set_epoch(self.epoch, self.step_in_epoch)
         torch.manual_seed(cfg_train.seed + 1000 * self.info.rank + self.epoch)  # augmentation seeds
-        loader = DataLoader(self.dataset, batch_size=self.sampler.local_batch, sampler=self.sampler, drop_last=True,
-                            num_workers=config.data.workers, pin_memory=self.device.type == "cuda")
+        if self.memory is not None:
+            loader = self.memory.batches(self.sampler, cfg_train.seed, self.info.rank, self.epoch)
+        else:
+            loader = DataLoader(self.dataset, batch_size=self.sampler.local_batch, sampler=self.sampler,
+                                drop_last=True, num_workers=config.data.workers,
+                                pin_memory=self.device.type == "cuda")
         self.model.train()
         self.window_start = time.perf_counter()
         for batch in loader:
@@ -509,6 +517,7 @@ class Trainer:
         meta = {
             "method": config.method_name,
             "arch": config.model.arch,
+            "stem": config.model.stem,
             "dataset": dataset_name(config.data),
             "dataset_info": {**self.fingerprint, "root": str(train_root(config.data).resolve())},
             "epochs": config.schedule.epochs,

@@ -39,6 +39,9 @@ def test_proxy_tier_writes_one_table_from_every_method_and_seed(tmp_path):
     table = (tmp_path / "results" / "proxy_fmnist.md").read_text()
     assert "## By method" in table and "## Difference to sl" in table and "## Every run" in table
     assert "python -m benchmarks proxy --dataset fmnist" in table  # the command sits next to the numbers
+    # which backbone, stem, images, schedule and machine produced it
+    assert "Backbone resnet18 with the small stem, 32 px crops (decoded once, augmented on the device); images: " \
+        "120 train (12 a class), 60 val (6 a class); 2 epochs." in table and " UTC on CPU (" in table
     with open(tmp_path / "results" / "proxy_fmnist.csv") as f:
         rows = list(csv.DictReader(f))
     assert sorted((r["method"], r["seed"]) for r in rows) == sorted(
@@ -64,9 +67,31 @@ def test_proxy_tier_writes_one_table_from_every_method_and_seed(tmp_path):
     assert [r["metrics"] for r in report2["runs"]] == [r["metrics"] for r in report["runs"]]
 
 
+@pytest.mark.slow
+def test_the_full_fashion_mnist_protocol_runs_at_a_reduced_size_and_says_how_long_it_would_take(tmp_path):
+    source = tmp_path / "fm"
+    source.mkdir()
+    write_fmnist(source, train_per_class=8, test_per_class=4)
+    protocol = load_protocol("fmnist-full")
+    assert protocol.data == "fmnist" and protocol.train_per_class is None and protocol.val_per_class is None
+    assert {"model.stem=small", "data.in_memory=true", "schedule.epochs=30"} <= set(protocol.overrides)
+    result = run_main(benchmarks_main, [
+        "proxy", "--dataset", "fmnist-full", "--source", str(source), "--seeds", "0", "--out", str(tmp_path / "runs"),
+        "--data-dir", str(tmp_path / "data"), "--results", str(tmp_path / "results"),
+        "--train-per-class", "8", "--val-per-class", "4", *set_args([*TINY_PROXY, "train.batch_size=32"])])
+    assert result.returncode == 0, result.stderr[-3000:]
+    estimate = "the protocol as declared (9 runs of 60000 training images x 30 epochs, 10000 test images) " \
+               "would take about "
+    assert estimate in result.stdout and " cores) at the rate measured here" in result.stdout
+    table = (tmp_path / "results" / "proxy_fmnist-full.md").read_text()
+    assert "The protocol as declared would take about " in table and "the small stem" in table
+    assert "80 train (8 a class), 40 val (4 a class)" in table  # the reduced size is what the table says it ran
+
+
 def test_protocols_name_known_configs_and_a_baseline():
-    for name in ("fmnist", "cifar100", "imagefolder"):
+    for name in ("fmnist", "fmnist-full", "cifar100", "imagefolder"):
         protocol = load_protocol(name)
         assert protocol.dataset == name and "sl" in protocol.methods and len(protocol.seeds) >= 3
+        assert name not in ("fmnist", "fmnist-full") or "model.stem=small" in protocol.overrides
     with pytest.raises(UserError, match="no proxy protocol"):
         load_protocol("mnist")

@@ -46,7 +46,7 @@ def parse_targets(spec: str) -> list[str]:
 def source_summary(source: SourceBackbone) -> dict[str, Any]:
     return {
         "path": str(source.path), "sha256": sha256_of(source.path) if source.path else None,
-        "flavour": source.flavour, "arch": source.arch, "method": source.meta.get("method"),
+        "flavour": source.flavour, "arch": source.arch, "stem": source.stem, "method": source.meta.get("method"),
         "dropped": source.dropped, "input": source.input, "input_recorded": source.input_recorded,
         "recipe": pretraining_recipe(source.meta),
     }
@@ -58,6 +58,8 @@ def pretraining_recipe(meta: dict[str, Any]) -> str | None:
         return None
     config = meta.get("config") or {}
     parts = [f"{meta['dataset']} {meta.get('epochs', '?')} ep"]
+    if meta.get("stem", "imagenet") != "imagenet":
+        parts.append(f"{meta['stem']} stem")
     if "seed" in config.get("train", {}):
         parts.append(f"seed {config['train']['seed']}")
     if config.get("name"):
@@ -68,11 +70,20 @@ def pretraining_recipe(meta: dict[str, Any]) -> str | None:
     return ", ".join(parts)
 
 
+def check_exportable(source: SourceBackbone, targets: list[str]) -> None:
+    """Refuse, in one line, a backbone that the targets' ResNets cannot hold."""
+    if source.stem != "imagenet":
+        raise UserError(f"{source.path}: a {source.stem}-stem backbone (3x3 stride-1 conv1, no max-pool) cannot "
+                        f"go to {', '.join(targets)}: their ResNets have the ImageNet stem (7x7 stride-2 conv1 and "
+                        "a max-pool); evaluate it with the probe (python -m benchmarks run probe)")
+
+
 def export(checkpoint: str | Path | SourceBackbone, targets: list[str], out_dir: str | Path, verify: bool
            ) -> dict[str, Any]:
     """Convert `checkpoint` (a path, or a backbone already read from one) into each target under `out_dir`;
     returns (and writes) the sidecar record."""
     source = checkpoint if isinstance(checkpoint, SourceBackbone) else read_backbone(checkpoint)
+    check_exportable(source, targets)
     checkpoint = source.path
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

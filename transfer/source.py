@@ -20,7 +20,7 @@ import torch
 from pretrain.checkpoint import BACKBONE_FORMAT, CHECKPOINT_FORMAT, load_weights
 from pretrain.config import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.errors import UserError
-from pretrain.models import RESNETS, build_backbone
+from pretrain.models import RESNETS, build_backbone, stem_of
 from transfer.caffe2 import CAFFE_INPUT, is_caffe2_pickle, read_blobs
 from transfer.caffe2 import timm_state as caffe2_state
 
@@ -49,6 +49,7 @@ class SourceBackbone:
     path: Path | None = None
     # caffe style: a downsampling bottleneck strides in its first 1x1 convolution, not in the 3x3
     stride_in_1x1: bool = False
+    stem: str = "imagenet"  # or "small" (3x3 stride 1, no max-pool): a probe-only backbone
 
     @property
     def depth(self) -> int:
@@ -83,6 +84,7 @@ def _unwrap(obj: dict[str, Any], path: Path) -> tuple[dict[str, torch.Tensor], s
         dropped = ["memory" if d == "_extra_state" else d for d in dropped]
         config = obj.get("config", {})
         meta = {"method": config.get("method", {}).get("name"), "arch": config.get("model", {}).get("arch"),
+                "stem": config.get("model", {}).get("stem", "imagenet"),
                 "input": {"channel_order": "RGB", "pixel_range": [0, 1], **{
                     k: config["data"][k] for k in ("mean", "std") if k in config.get("data", {})}},
                 "epochs_done": obj.get("epoch"), "config": config}
@@ -106,9 +108,9 @@ def _unwrap(obj: dict[str, Any], path: Path) -> tuple[dict[str, torch.Tensor], s
     return obj, "timm/torchvision state dict", {}, []
 
 
-def expected_state(arch: str) -> dict[str, torch.Size]:
+def expected_state(arch: str, stem: str = "imagenet") -> dict[str, torch.Size]:
     """Every tensor of the timm ResNet backbone (no classifier), with its shape."""
-    model, _ = build_backbone(arch)
+    model, _ = build_backbone(arch, stem)
     return {k: v.shape for k, v in model.state_dict().items()}
 
 
@@ -157,7 +159,10 @@ def read_backbone(path: str | Path) -> SourceBackbone:
     arch = detect_arch(list(state), path)
     if meta.get("arch") and meta["arch"] != arch:
         raise UserError(f"{path}: metadata says arch {meta['arch']} but the tensors are a {arch}")
-    expected = expected_state(arch)
+    stem = stem_of(state)
+    if meta.get("stem", stem) != stem:
+        raise UserError(f"{path}: metadata says stem {meta['stem']} but conv1 is a {stem}-stem convolution")
+    expected = expected_state(arch, stem)
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k]))
@@ -179,13 +184,13 @@ def read_backbone(path: str | Path) -> SourceBackbone:
         raise UserError(f"{path}: a caffe-style {arch}: only bottleneck ResNets have the 1x1 convolution to stride in")
     return SourceBackbone(state_dict={k: v.float() if v.is_floating_point() else v for k, v in state.items()},
                           arch=arch, flavour=flavour, input=source_input, input_recorded=recorded,
-                          dropped=dropped, meta=meta, path=path, stride_in_1x1=caffe)
+                          dropped=dropped, meta=meta, path=path, stride_in_1x1=caffe, stem=stem)
 
 
 def reference_model(source: SourceBackbone) -> torch.nn.Module:
     """The source backbone as the timm model it is, weights loaded strictly, in eval mode; for a caffe-style
     source, each downsampling bottleneck strides in its 1x1 convolution instead of its 3x3."""
-    model, _ = build_backbone(source.arch)
+    model, _ = build_backbone(source.arch, source.stem)
     model.load_state_dict(source.state_dict, strict=True)
     if source.stride_in_1x1:
         for stage in (model.layer2, model.layer3, model.layer4):
