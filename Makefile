@@ -145,13 +145,13 @@ tables: $(STAMP)
 	$(PY) -m benchmarks collect
 
 bench-pretrain-speed: $(STAMP)
-	$(PY) -m benchmarks.pretrain_step_time $(BENCH_ARGS)
+	$(PY) -m pretrain.timers.step_time $(BENCH_ARGS)
 
 # Is this machine ready? Environment, pretraining step per method (vs a hand-written loop), data loader,
 # 20 iterations of each benchmark; one table, also written to results/gpu_check.md. CPU-sized without a GPU.
 # make gpu-check [DATA=/path/to/imagenet/train]
 gpu-check: $(STAMP)
-	$(PY) -m benchmarks.gpu_check $(if $(DATA),--data $(DATA))
+	$(PY) -m benchmarks.commands.gpu_check $(if $(DATA),--data $(DATA))
 
 clean-runs:
 	rm -rf runs data/generated

@@ -63,7 +63,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _seeds_summary(run_dirs: list[Path]) -> str:
     """This command's seeds as their table row says them (collect's own mean ± std)."""
-    from benchmarks.collect import gather, summarize
+    from benchmarks.commands.collect import gather, summarize
     from benchmarks.tasks import task_table
 
     frame = gather([Path(d) for d in run_dirs])
@@ -86,7 +86,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _collect(args: argparse.Namespace) -> int:
-    from benchmarks.collect import collect, print_tables
+    from benchmarks.commands.collect import collect, print_tables
 
     by_task = collect(args.runs, args.out)
     if not by_task:
@@ -98,14 +98,14 @@ def _collect(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from benchmarks.demo import demo
+    from benchmarks.commands.demo import demo
 
     demo(args.logs)
     return 0
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from benchmarks.sweep import grid_table, load_sweep, run_local, submit_slurm, to_run
+    from benchmarks.commands.sweep import grid_table, load_sweep, run_local, submit_slurm, to_run
     from pretrain.slurm import slurm_resources
 
     sweep = load_sweep(args.file)
@@ -137,14 +137,14 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from benchmarks.sweep import load_sweep, runs_status_table, status_table
+    from benchmarks.commands.sweep import load_sweep, runs_status_table, status_table
 
     print(status_table(load_sweep(args.file)) if args.file else runs_status_table(Path(args.runs)))
     return 0
 
 
 def _proxy(args: argparse.Namespace) -> int:
-    from benchmarks.proxy import run_proxy
+    from benchmarks.commands.proxy import run_proxy
 
     per_class = None
     if args.train_per_class is not None or args.val_per_class is not None:
@@ -157,14 +157,14 @@ def _proxy(args: argparse.Namespace) -> int:
 
 
 def _dryrun(args: argparse.Namespace) -> int:
-    from benchmarks.dryrun import dry_run
+    from benchmarks.commands.dryrun import dry_run
 
     dry_run(args.ckpt, args.out, args.iters, args.only)
     return 0
 
 
 def _reference(args: argparse.Namespace) -> int:
-    from benchmarks.reference_runs import run_references
+    from benchmarks.commands.reference_runs import run_references
 
     command = args.command_line or "python -m benchmarks " + shlex.join(args.invocation)
     table = run_references(args.task, args.framework, args.schedule, args.data, args.out, args.procs, args.device,
@@ -175,7 +175,7 @@ def _reference(args: argparse.Namespace) -> int:
 
 
 def _protocols(args: argparse.Namespace) -> int:
-    from benchmarks.coco_protocol import markdown
+    from benchmarks.commands.coco_protocol import markdown
     from benchmarks.reference import report
     from benchmarks.tasks import all_benchmarks
 

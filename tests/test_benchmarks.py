@@ -150,7 +150,7 @@ def test_generated_voc_and_ade20k_are_read_by_mmsegs_own_datasets(tmp_path):
     from PIL import Image
 
     from benchmarks.data.segmentation import SegSpec, generate_ade20k, generate_voc
-    from benchmarks.openmmlab import load_config, set_dataset
+    from benchmarks.frameworks.openmmlab import load_config, set_dataset
 
     register_all_modules()
     spec = SegSpec(train_images=3, val_images=2, extra_aug_images=2, seed=1)
@@ -272,7 +272,7 @@ def test_collect_builds_tables_from_run_directories_and_keeps_rows_of_failed_run
                                                                                  tmp_path, monkeypatch):
     import shutil
 
-    from benchmarks.collect import collect, summary
+    from benchmarks.commands.collect import collect, summary
 
     out = tmp_path / "bench"
     records_only = shutil.ignore_patterns("*.pth", "*.pkl")  # collect reads the run's json records, not its weights

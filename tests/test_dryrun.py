@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.dryrun import STEPPED_WORLD_SIZE, markdown, rows_for, step_protocol
+from benchmarks.commands.dryrun import STEPPED_WORLD_SIZE, markdown, rows_for, step_protocol
 from tests.conftest import random_backbone
 
 

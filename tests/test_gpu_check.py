@@ -10,8 +10,8 @@ from tests.conftest import run_cli
 @pytest.mark.slow
 def test_gpu_check_prints_every_row_of_the_table(tmp_path):
     out = tmp_path / "gpu_check.md"
-    result = run_cli("-m", "benchmarks.gpu_check", "--quick", "--out", str(out), "--work", str(tmp_path / "work"),
-                     timeout=900)
+    result = run_cli("-m", "benchmarks.commands.gpu_check", "--quick", "--out", str(out),
+                     "--work", str(tmp_path / "work"), timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     table = out.read_text()
     assert table in result.stdout

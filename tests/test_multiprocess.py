@@ -90,7 +90,7 @@ def test_resume_under_another_process_count_is_refused_and_overrides_are_another
 def _sync_bn_worker(rank: int, world: int, init_file: str, out: str) -> None:
     import torch.distributed as dist
 
-    from benchmarks.cpu_distributed import convert_sync_batchnorm_for_cpu
+    from benchmarks.frameworks.cpu_distributed import convert_sync_batchnorm_for_cpu
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)

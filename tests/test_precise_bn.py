@@ -7,7 +7,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from benchmarks.precise_bn import buffer_digest, update_bn_stats
+from benchmarks.frameworks.precise_bn import buffer_digest, update_bn_stats
 
 
 def _model() -> nn.Module:

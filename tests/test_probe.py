@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.diagnostics import diagnose, knn_label_agreement, submode_separability
-from benchmarks.probe import Features, fit_logistic, linear_probe, stratified_split
+from benchmarks.frameworks.diagnostics import diagnose, knn_label_agreement, submode_separability
+from benchmarks.frameworks.probe import Features, fit_logistic, linear_probe, stratified_split
 from pretrain.config import GeneratedDataConfig
 from pretrain.data import IndexedImageFolder, read_coarse_map
 from pretrain.data.generated import fine_view, generate

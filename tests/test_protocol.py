@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import coco_protocol
+from benchmarks.commands import coco_protocol
 from benchmarks.reference import UNEXPLAINED, Published, Reference, report, unused_reasons, verdict
 from benchmarks.spec import per_process_batch
 from benchmarks.tasks import all_benchmarks, get_benchmark
@@ -37,7 +37,7 @@ def test_every_real_protocol_has_a_reference_or_says_why_and_no_difference_is_un
 def test_with_msras_caffe_style_weights_the_voc_protocol_is_mocos_supervised_config():
     """pascal_voc_R_50_C4_24k.yaml (without its _moco input convention) is what MSRA's R-50 ran under: BGR,
     caffe pixel statistics, stride in the 1x1 convolutions; our protocol gets them from the weights."""
-    from benchmarks import detectron2_train
+    from benchmarks.frameworks import detectron2_train
     from benchmarks.reference import differences, flatten
     from benchmarks.tasks.voc_det_detectron2 import protocol
     from transfer.caffe2 import CAFFE_INPUT
@@ -66,7 +66,7 @@ def test_the_protocols_follow_their_references_in_what_the_issues_were_about():
 
 
 def test_a_changed_setting_is_an_unexplained_difference(monkeypatch):
-    from benchmarks import detectron2_train, openmmlab
+    from benchmarks.frameworks import detectron2_train, openmmlab
 
     original_d2, original_mm = detectron2_train.protocol_config, openmmlab.load_config
 
@@ -140,7 +140,7 @@ def test_the_two_coco_protocols_differ_only_where_their_references_do(schedule):
 
 
 def test_a_changed_setting_shows_up_as_drift(monkeypatch):
-    from benchmarks import openmmlab
+    from benchmarks.frameworks import openmmlab
 
     original = openmmlab.load_config
 

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from benchmarks.cli import main as benchmarks_main
-from benchmarks.proxy import load_protocol
+from benchmarks.commands.proxy import load_protocol
 from pretrain.errors import UserError
 from tests.conftest import run_main, set_args
 from tests.test_proxy_data import write_fmnist

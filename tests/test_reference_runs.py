@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.cli import main as benchmarks_main
-from benchmarks.reference_runs import Measured, markdown
+from benchmarks.commands.reference_runs import Measured, markdown
 from benchmarks.tasks import get_benchmark
 from tests.conftest import run_main
 

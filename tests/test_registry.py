@@ -50,7 +50,7 @@ def test_cli_lists_the_registry():
 
 
 def test_the_dry_run_covers_every_real_schedule_with_its_length():
-    from benchmarks.dryrun import PROTOCOLS, protocol_length
+    from benchmarks.commands.dryrun import PROTOCOLS, protocol_length
 
     assert ("voc-det", "detectron2", "24k") in PROTOCOLS and ("coco", "mmdet", "2x") in PROTOCOLS
     assert not any(schedule in ("smoke", "standard") for _, _, schedule in PROTOCOLS)
@@ -60,7 +60,7 @@ def test_the_dry_run_covers_every_real_schedule_with_its_length():
 
 def test_the_demo_runs_every_demo_benchmark_for_each_backbone_and_says_where_the_time_went(tmp_path, monkeypatch,
                                                                                             capsys):
-    from benchmarks import demo
+    from benchmarks.commands import demo
 
     monkeypatch.chdir(tmp_path)  # the embedded data is generated under ./data/generated
     commands = []
@@ -91,7 +91,7 @@ def test_the_demo_runs_every_demo_benchmark_for_each_backbone_and_says_where_the
 def test_the_demo_time_table_names_each_run_with_its_own_time(tmp_path):
     import json
 
-    from benchmarks.demo import run_times
+    from benchmarks.commands.demo import run_times
 
     lines = []
     for task, framework, seconds in (("coco", "detectron2", 42), ("voc-det", "detectron2", 7)):

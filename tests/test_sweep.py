@@ -38,7 +38,7 @@ def _sweep_file(path: Path, ckpts: list[Path], benchmarks: str, extra: str = "")
 
 
 def test_dry_run_prints_the_grid_with_the_state_of_every_run(two_backbones, tmp_path):
-    from benchmarks.sweep import load_sweep
+    from benchmarks.commands.sweep import load_sweep
 
     sweep_file = _sweep_file(tmp_path / "sweep.yaml", two_backbones,
                              "  - {task: probe, framework: frozen, schedule: standard}\n"
@@ -68,7 +68,7 @@ def test_dry_run_prints_the_grid_with_the_state_of_every_run(two_backbones, tmp_
 
 
 def test_bad_sweep_files_get_one_message(two_backbones, tmp_path):
-    from benchmarks.sweep import load_sweep
+    from benchmarks.commands.sweep import load_sweep
     from pretrain.errors import UserError
 
     probe = "  - {task: probe, framework: frozen, schedule: standard}\n"
@@ -96,7 +96,7 @@ def test_bad_sweep_files_get_one_message(two_backbones, tmp_path):
 
 
 def test_the_sbatch_script_asks_for_the_requested_resources(tmp_path, monkeypatch):
-    from benchmarks.sweep import Sweep, slurm_executor
+    from benchmarks.commands.sweep import Sweep, slurm_executor
 
     fake_bin = tmp_path / "bin"  # submitit looks for srun before it writes anything; no cluster here
     fake_bin.mkdir()
@@ -150,7 +150,7 @@ def test_an_interrupted_two_node_job_is_requeued_and_resumes_from_its_checkpoint
     """A run over 2 nodes x 1 GPU is one task per rank with torchrun's environment (here the 2 tasks of a
     LocalExecutor job on this machine), and Detectron2 joins the group in each task itself (not through its
     launch()). USR2 to both tasks, as SLURM sends before a preemption or the time limit: requeued, resumed."""
-    from benchmarks.sweep import BenchmarkJob, SweepRun
+    from benchmarks.commands.sweep import BenchmarkJob, SweepRun
     from pretrain.slurm import LOCAL_TIMEOUT_MIN
 
     monkeypatch.chdir(tmp_path)  # the embedded COCO data is generated under ./data/generated

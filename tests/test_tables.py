@@ -85,7 +85,7 @@ def write_runs(root: Path) -> None:
 
 
 def test_tables_match_the_checked_in_files(tmp_path):
-    from benchmarks.collect import collect
+    from benchmarks.commands.collect import collect
 
     runs, out = tmp_path / "runs", tmp_path / "results"
     write_runs(runs)

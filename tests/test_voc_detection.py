@@ -18,7 +18,7 @@ def test_generated_vocdevkit_is_read_by_detectron2_and_scores_ground_truth_at_ap
     from detectron2.structures import Boxes, Instances
 
     from benchmarks.data.voc_detection import VOC_CLASSES, VocDetSpec, generate_voc_detection
-    from benchmarks.detectron2_voc import VocBothMetricsEvaluator, register_voc
+    from benchmarks.frameworks.detectron2_voc import VocBothMetricsEvaluator, register_voc
 
     root = generate_voc_detection(VocDetSpec(trainval_2007=4, test_2007=10, trainval_2012=3), tmp_path)
     datasets = register_voc(root)
@@ -65,9 +65,9 @@ def test_the_converted_checkpoint_fills_the_backbone_and_the_res5_roi_head(arch,
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
-    from benchmarks.detectron2_train import protocol_config
-    from benchmarks.detectron2_voc import PROTOCOL
-    from benchmarks.dryrun import random_backbone
+    from benchmarks.commands.dryrun import random_backbone
+    from benchmarks.frameworks.detectron2_train import protocol_config
+    from benchmarks.frameworks.detectron2_voc import PROTOCOL
     from transfer.export import export
     from transfer.source import read_backbone
 
@@ -116,7 +116,7 @@ def test_voc_detection_smoke_runs_detectron2s_faster_rcnn_c4_with_its_voc_evalua
     coco_log = (detectron2_run_dir(detectron2_runs, "coco") / "work" / "log.txt").read_text()
     assert log.count("Starting training from iteration 0") == 1 == coco_log.count("Starting training from iteration 0")
     assert "COCOEvaluator" not in log and "bench_voc_2007_test" not in coco_log
-    # the smoke schedule's 2 batches of precise BN, computed by benchmarks.precise_bn (not fvcore's per-rank one)
+    # the smoke schedule's 2 batches of precise BN, by benchmarks.frameworks.precise_bn (not fvcore's per-rank one)
     assert "precise BN: " in log and "from 2 iterations on each of 1 rank(s), combined over the ranks" in log
     assert list((run_dir / "work").glob("events.out.tfevents.*"))  # Detectron2's TensorBoard writer
 

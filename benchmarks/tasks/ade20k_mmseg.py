@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmarks.data.segmentation import ADE20K_FILES, SEG_METRICS, embedded_ade20k
-from benchmarks.openmmlab import protocol_check, schedule_length
+from benchmarks.frameworks.openmmlab import protocol_check, schedule_length
 from benchmarks.registry import Benchmark, Column, register
 from benchmarks.spec import RunSpec, TrainResult
 
@@ -14,7 +14,7 @@ NO_REFERENCE = ("none: no published result of a plain-stem ResNet-50 under mmseg
 
 
 def run(spec: RunSpec) -> TrainResult:
-    from benchmarks.mmseg_semseg import run as train_and_evaluate
+    from benchmarks.frameworks.mmseg_semseg import run as train_and_evaluate
 
     return train_and_evaluate("ade20k", spec)
 

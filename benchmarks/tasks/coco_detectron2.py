@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from benchmarks import detectron2_train
 from benchmarks.data.coco import COCO_FILES, COCO_METRICS, COCO_TITLE, embedded_coco
+from benchmarks.frameworks import detectron2_train
 from benchmarks.reference import Published, Reference
 from benchmarks.registry import Benchmark, Column, register
 from benchmarks.spec import RunSpec, TrainResult
@@ -46,7 +46,7 @@ REFERENCES = {
 
 
 def protocol() -> detectron2_train.Detectron2Protocol:
-    from benchmarks.detectron2_coco import PROTOCOL
+    from benchmarks.frameworks.detectron2_coco import PROTOCOL
 
     return PROTOCOL
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmarks.data.coco import COCO_FILES, COCO_METRICS, COCO_TITLE, embedded_coco
-from benchmarks.openmmlab import protocol_check, reference_comparison, schedule_length
+from benchmarks.frameworks.openmmlab import protocol_check, reference_comparison, schedule_length
 from benchmarks.reference import Published, Reference
 from benchmarks.registry import Benchmark, Column, register
 from benchmarks.spec import RunSpec, TrainResult
@@ -36,7 +36,7 @@ REFERENCES = {
 
 
 def run(spec: RunSpec) -> TrainResult:
-    from benchmarks.mmdet_coco import run as train_and_evaluate
+    from benchmarks.frameworks.mmdet_coco import run as train_and_evaluate
 
     return train_and_evaluate(spec)
 

@@ -12,13 +12,13 @@ from benchmarks.spec import RunSpec, TrainResult
 
 
 def run(spec: RunSpec) -> TrainResult:
-    from benchmarks.probe import run_probe
+    from benchmarks.frameworks.probe import run_probe
 
     return run_probe(spec)
 
 
 def figures(rows, out: Path) -> list[str]:
-    from benchmarks.probe_figures import probe_figures
+    from benchmarks.frameworks.probe_figures import probe_figures
 
     return probe_figures(rows, out)
 

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from benchmarks import detectron2_train
 from benchmarks.data.voc_detection import VOC_DET_FILES, VOC_DET_METRICS, VOC_DET_TITLE, embedded_voc_detection
+from benchmarks.frameworks import detectron2_train
 from benchmarks.reference import Published, Reference
 from benchmarks.registry import Benchmark, Column, register
 from benchmarks.spec import RunSpec, TrainResult
@@ -49,7 +49,7 @@ REFERENCE_24K = Reference(
 
 
 def protocol() -> detectron2_train.Detectron2Protocol:
-    from benchmarks.detectron2_voc import PROTOCOL
+    from benchmarks.frameworks.detectron2_voc import PROTOCOL
 
     return PROTOCOL
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmarks.data.segmentation import SEG_METRICS, VOC_FILES, embedded_voc
-from benchmarks.openmmlab import protocol_check, reference_comparison, schedule_length
+from benchmarks.frameworks.openmmlab import protocol_check, reference_comparison, schedule_length
 from benchmarks.reference import Published, Reference
 from benchmarks.registry import Benchmark, Column, register
 from benchmarks.spec import RunSpec, TrainResult
@@ -33,7 +33,7 @@ REFERENCES = {
 
 
 def run(spec: RunSpec) -> TrainResult:
-    from benchmarks.mmseg_semseg import run as train_and_evaluate
+    from benchmarks.frameworks.mmseg_semseg import run as train_and_evaluate
 
     return train_and_evaluate("voc", spec)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 
-from benchmarks.openmmlab import apply_backbone, finish_config, load_config, set_dataset, train_and_evaluate
+from benchmarks.frameworks.openmmlab import apply_backbone, finish_config, load_config, set_dataset, train_and_evaluate
 from benchmarks.spec import RunSpec, TrainResult
 
 # CocoMetric's names (fractions) -> the suite's (Detectron2's, in percent)

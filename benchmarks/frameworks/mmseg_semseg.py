@@ -7,7 +7,7 @@ then the converted checkpoint's settings, then the dataset root. Class lists are
 
 from __future__ import annotations
 
-from benchmarks.openmmlab import apply_backbone, finish_config, load_config, set_dataset, train_and_evaluate
+from benchmarks.frameworks.openmmlab import apply_backbone, finish_config, load_config, set_dataset, train_and_evaluate
 from benchmarks.spec import RunSpec, TrainResult
 
 MODELS = {"voc": "fcn_d8_voc", "ade20k": "upernet_ade20k"}

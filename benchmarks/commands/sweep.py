@@ -254,7 +254,7 @@ def status_table(sweep: Sweep) -> str:
 
 def runs_status_table(runs: Path) -> str:
     """Every run directory under `runs` (no sweep file): per row of the results tables, the runs' states."""
-    from benchmarks.collect import gather
+    from benchmarks.commands.collect import gather
 
     frame = gather(runs)
     if frame.empty:

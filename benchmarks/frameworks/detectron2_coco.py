@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.detectron2_train import Datasets, Detectron2Protocol
+from benchmarks.frameworks.detectron2_train import Datasets, Detectron2Protocol
 
 
 def register_coco(data_root: Path) -> Datasets:

@@ -33,8 +33,8 @@ from pretrain.errors import UserError
 from pretrain.files import atomic_write_json, atomic_write_text
 from pretrain.schema import build_dataclass
 
-PROTOCOLS = Path(__file__).parent / "configs" / "proxy"
-REPO = Path(__file__).resolve().parents[1]
+PROTOCOLS = Path(__file__).parents[1] / "configs" / "proxy"
+REPO = Path(__file__).resolve().parents[2]
 BASELINE = "sl"
 # (metric group in result.json, metric, column, what it is)
 COLUMNS = [

@@ -37,8 +37,8 @@ def _sizes(values: Iterable[int]) -> str:
 
 
 def detectron2_settings(schedule: str) -> dict[str, str]:
-    from benchmarks.detectron2_coco import PROTOCOL
-    from benchmarks.detectron2_train import protocol_config
+    from benchmarks.frameworks.detectron2_coco import PROTOCOL
+    from benchmarks.frameworks.detectron2_train import protocol_config
 
     cfg = protocol_config(PROTOCOL, schedule)
     i, s, m = cfg.INPUT, cfg.SOLVER, cfg.MODEL
@@ -105,7 +105,7 @@ def _resize(step: dict[str, Any]) -> str:
 
 
 def mmdet_settings(schedule: str) -> dict[str, str]:
-    from benchmarks.openmmlab import load_config
+    from benchmarks.frameworks.openmmlab import load_config
 
     cfg = load_config("mmdet", "mask_rcnn_r50_fpn", schedule)
     model, optim = cfg.model, cfg.optim_wrapper

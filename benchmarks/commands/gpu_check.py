@@ -6,7 +6,7 @@ config with its workers; 20 iterations of each benchmark's real 1x protocol (per
 On a CPU the same table, CPU-sized: ResNet-18 at the CPU config's 64 px, batch 32, the smoke schedules.
 Figures are printed and written to results/gpu_check.md, never asserted.
 
-  python -m benchmarks.gpu_check [--data /path/to/imagenet/train] [--quick]
+  python -m benchmarks.commands.gpu_check [--data /path/to/imagenet/train] [--quick]
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.pretrain_step_time import IMAGENET_TRAIN_IMAGES, HandWrittenSL, Setup, measure
 from pretrain.config import load_config
 from pretrain.data import build_train_dataset, train_root
 from pretrain.files import atomic_write_text
+from pretrain.timers.step_time import IMAGENET_TRAIN_IMAGES, HandWrittenSL, Setup, measure
 from pretrain.trainer import choose_precision, on_off, pick_device
 
 BENCHMARKS = [("coco", "detectron2"), ("coco", "mmdet"), ("voc", "mmseg")]
@@ -120,7 +120,7 @@ def data_pipeline(args: argparse.Namespace, step_images_per_s: float) -> list[tu
 
 
 def benchmark_smokes(args: argparse.Namespace, device: torch.device) -> list[tuple[str, str]]:
-    from benchmarks.dryrun import STEPPED_WORLD_SIZE, random_backbone, step_protocol
+    from benchmarks.commands.dryrun import STEPPED_WORLD_SIZE, random_backbone, step_protocol
 
     gpu = device.type == "cuda"
     schedule, world = ("1x", STEPPED_WORLD_SIZE) if gpu else ("smoke", 1)
@@ -145,7 +145,7 @@ def markdown(sections: list[tuple[str, list[tuple[str, str]]]], header: str) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.commands.gpu_check", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--config", help="pretraining config for arch, image size, precision and data workers "
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args.bench_iters = 2 if args.quick else 20
 
     given = sys.argv[1:] if argv is None else argv
-    command = " ".join(["python -m benchmarks.gpu_check", *given])
+    command = " ".join(["python -m benchmarks.commands.gpu_check", *given])
     sections = [("environment", environment(device))]
     step_rows, sl_rate = pretraining(args, device)
     sections.append((f"pretraining step: {args.arch}, {args.image_size} px, batch {args.batch}, amp {args.amp}, "

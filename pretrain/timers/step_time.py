@@ -3,8 +3,8 @@
 Prints figures (never asserts them). Times the trainer's own `training_step` on synthetic images, so
 data loading is left out and what remains is model + loss + memory search/update + optimizer.
 
-  python -m benchmarks.pretrain_step_time                      # CPU-sized defaults
-  python -m benchmarks.pretrain_step_time --arch resnet50 --batch 64 --image-size 224   # one GPU
+  python -m pretrain.timers.step_time                      # CPU-sized defaults
+  python -m pretrain.timers.step_time --arch resnet50 --batch 64 --image-size 224   # one GPU
 The goal on a GPU: look <= 1.03x sl at 1.28M slots with ResNet-50.
 """
 

@@ -19,7 +19,7 @@ from benchmarks.reference import Difference, Reference, differences, flatten
 from benchmarks.spec import RunSpec, TrainResult, per_process_batch, split_opts
 from pretrain.models import RESNET_DEPTHS
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+CONFIG_DIR = Path(__file__).parents[1] / "configs"
 
 
 def load_config(framework: str, model: str, schedule: str):
@@ -181,7 +181,7 @@ def train_and_evaluate(cfg, spec: RunSpec, convert_metrics: Callable[[dict[str, 
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
 
-    from benchmarks.cpu_distributed import convert_sync_batchnorm_for_cpu, needs_cpu_replacements
+    from benchmarks.frameworks.cpu_distributed import convert_sync_batchnorm_for_cpu, needs_cpu_replacements
 
     class BenchmarkRunner(Runner):
         def wrap_model(self, model_wrapper_cfg, model):

@@ -21,7 +21,7 @@ from typing import Any
 from benchmarks.reference import Difference, Reference, differences, flatten
 from benchmarks.spec import RunSpec, TrainResult, per_process_batch, split_opts
 
-CONFIG_DIR = Path(__file__).parent / "configs" / "detectron2"
+CONFIG_DIR = Path(__file__).parents[1] / "configs" / "detectron2"
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def _ddp_without_device_ids(device: str) -> Iterator[None]:
 
 def precise_bn_hook(period: int, model: Any, data_loader: Any, num_iter: int) -> Any:
     """What Detectron2's PreciseBN hook does (after the last iteration, and every `period` iterations if
-    > 0), with the statistics from `benchmarks.precise_bn`: combined over all ranks, so that every rank
+    > 0), with the statistics from `benchmarks.frameworks.precise_bn`: combined over all ranks, so that every rank
     evaluates with the same buffers. It also finds the BN layers fvcore's list misses (CpuSyncBatchNorm)."""
     import logging
 
@@ -170,7 +170,7 @@ def precise_bn_hook(period: int, model: Any, data_loader: Any, num_iter: int) ->
     from detectron2.utils import comm
     from detectron2.utils.events import EventStorage
 
-    from benchmarks.precise_bn import buffer_digest, update_bn_stats
+    from benchmarks.frameworks.precise_bn import buffer_digest, update_bn_stats
 
     class PreciseBN(HookBase):
         def __init__(self) -> None:
@@ -201,8 +201,8 @@ def train_and_evaluate(cfg, evaluator: Callable[[str, str], Any]) -> tuple[dict[
     from detectron2.utils import comm
     from detectron2.utils.env import seed_all_rng
 
-    from benchmarks.cpu_distributed import convert_sync_batchnorm_for_cpu, needs_cpu_replacements
-    from benchmarks.precise_bn import bn_layers
+    from benchmarks.frameworks.cpu_distributed import convert_sync_batchnorm_for_cpu, needs_cpu_replacements
+    from benchmarks.frameworks.precise_bn import bn_layers
 
     class Trainer(DefaultTrainer):
         @classmethod

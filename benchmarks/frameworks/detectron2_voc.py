@@ -20,7 +20,7 @@ from detectron2.modeling.backbone.resnet import BasicBlock, ResNet
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads
 from torch import nn
 
-from benchmarks.detectron2_train import Datasets, Detectron2Protocol
+from benchmarks.frameworks.detectron2_train import Datasets, Detectron2Protocol
 from pretrain.models import RESNET_DEPTHS
 
 

@@ -10,7 +10,7 @@ neighbours are compared with the float32 ones (and, on a GPU, with the same bflo
 CPU does it, float32 products of the rounded vectors: the tensor cores' sums must find the same neighbours
 up to the order of summation).
 
-  python -m benchmarks.look_search_time [--batch 256] [--slots 1281167] [--chunk-sizes 65536 262144]
+  python -m pretrain.timers.look_search_time [--batch 256] [--slots 1281167] [--chunk-sizes 65536 262144]
                                         [--search-dtypes float32 bfloat16]
                                         [--against /tmp/knn_old.py --against-chunk-size 65536]
 """

@@ -140,7 +140,7 @@ def run_probe(spec: RunSpec) -> TrainResult:
     """The runner's task: probe and kNN on the data's own labels, diagnostics of the val features."""
     import json
 
-    from benchmarks.diagnostics import diagnose, projection_2d
+    from benchmarks.frameworks.diagnostics import diagnose, projection_2d
     from pretrain.files import atomic_write_json
 
     weights, data_root, run_dir, seed = spec.weights, spec.data_root, spec.work_dir, spec.seed
