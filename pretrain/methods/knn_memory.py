@@ -61,10 +61,14 @@ class KNNMemory:
         chunk_size: int = 65536,
         seed: int = 0,
         search_dtype: torch.dtype = torch.float32,
+        fused: bool = False,
     ):
         if search_dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"search dtype must be float32 or bfloat16, not {search_dtype}")
+        if fused and search_dtype != torch.bfloat16:
+            raise ValueError("the fused search is a bfloat16 search: set method.search_dtype=bfloat16 with it")
         self.search_dtype = search_dtype
+        self.fused = fused
         generator = torch.Generator().manual_seed(seed)
         # Random unit vectors until a slot is first written (same seed on every rank).
         self.embeddings = F.normalize(torch.randn(len(labels), dim, generator=generator), dim=1)
@@ -104,16 +108,27 @@ class KNNMemory:
         queries = queries.to(self.search_dtype)
         k = min(k, len(self) - 1)
         wanted = k + 1
+        keys = None
+        if self.fused:
+            from pretrain.methods.fused_search import available, fused_topk_keys  # Triton: only when asked for
+
+            if available(queries.device):
+                keys = fused_topk_keys(queries, self._searched, wanted)
+        if keys is None:
+            keys = self._topk_keys(queries, wanted)
+        own = key_slots(keys) == exclude[:, None]
+        keys = keys.masked_fill(own, _LEFT_OUT).topk(k, dim=1).values  # sorted: similarity desc, slot asc
+        return key_values(keys), key_slots(keys)
+
+    def _topk_keys(self, queries: torch.Tensor, wanted: int) -> torch.Tensor:
+        """Keys of each query's top `wanted` slots, chunk by chunk, sorted."""
         device = queries.device
         constants = (_LOW32 - torch.arange(-(-min(self.chunk_size, len(self)) // GROUP), device=device),
                      _LOW32 - torch.arange(GROUP, device=device))
         candidates = [self._chunk_topk_keys(self._chunk_similarities(queries, start), start, wanted, *constants)
                       for start in range(0, len(self), self.chunk_size)]
         # one chunk's keys are already its sorted top-k + 1
-        keys = candidates[0] if len(candidates) == 1 else torch.cat(candidates, 1).topk(wanted, dim=1).values
-        own = key_slots(keys) == exclude[:, None]
-        keys = keys.masked_fill(own, _LEFT_OUT).topk(k, dim=1).values  # sorted: similarity desc, slot asc
-        return key_values(keys), key_slots(keys)
+        return candidates[0] if len(candidates) == 1 else torch.cat(candidates, 1).topk(wanted, dim=1).values
 
     def _chunk_topk_keys(self, sims: torch.Tensor, start: int, k: int, reversed_groups: torch.Tensor,
                          reversed_offsets: torch.Tensor) -> torch.Tensor:

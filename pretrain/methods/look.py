@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
+from pretrain.errors import UserError
 from pretrain.methods.base import Method, mlp, register_method
 from pretrain.methods.knn_memory import KNNMemory
 
@@ -66,14 +67,20 @@ class LeaveOneOutKNN(Method):
         chunk_size: int = 262144  # memory slots per similarity chunk: bounds search memory
         memory_seed: int = 0
         search_dtype: Literal["float32", "bfloat16"] = "float32"  # bfloat16: faster on a GPU, rounded vectors
+        # fused: the bfloat16 search as one Triton kernel (pretrain/methods/fused_search.py) where it can run
+        # (a GPU with bfloat16 tensor cores); elsewhere, and for float32, the torch search
+        search_kernel: Literal["torch", "fused"] = "torch"
 
     def __init__(self, backbone: nn.Module, feature_dim: int, targets: torch.Tensor, params: Params):
         super().__init__(backbone, feature_dim, targets, params)
         if params.k < 1:
             raise ValueError("method.k must be >= 1")
+        if params.search_kernel == "fused" and params.search_dtype != "bfloat16":
+            raise UserError("method.search_kernel=fused is a bfloat16 search: set method.search_dtype=bfloat16 too")
         self.head = mlp(feature_dim, params.hidden_dim, params.embed_dim)
         self.memory = KNNMemory(targets, params.embed_dim, params.momentum, params.chunk_size,
-                                seed=params.memory_seed, search_dtype=SEARCH_DTYPES[params.search_dtype])
+                                seed=params.memory_seed, search_dtype=SEARCH_DTYPES[params.search_dtype],
+                                fused=params.search_kernel == "fused")
 
     def to_device(self, device: torch.device) -> None:
         self.memory.to(device)

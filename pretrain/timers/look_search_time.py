@@ -24,6 +24,7 @@ import time
 import torch
 from torch.nn import functional as F
 
+from pretrain.methods import fused_search
 from pretrain.methods.knn_memory import KNNMemory
 from pretrain.trainer import pick_device
 
@@ -99,6 +100,14 @@ def main() -> None:
             emulated.embeddings = memory.embeddings.bfloat16().float()  # what a CPU computes
             _, slots = emulated.search(queries.bfloat16().float(), args.k, exclude)
             print(f"  same neighbours as float32 products of the rounded vectors: {overlap(slots, found[dtype][1])}")
+    if "bfloat16" in args.search_dtypes and fused_search.available(device):
+        fused = KNNMemory(labels, args.dim, 0.5, search_dtype=torch.bfloat16, fused=True).to(device)
+        fused.embeddings = memory.embeddings
+        values, slots = fused.search(queries, args.k, exclude)
+        print(f"this revision, fused bfloat16 search (one Triton kernel): "
+              f"{timed(fused.search, queries, args.k, exclude, args.reps):.2f} ms, "
+              f"{operations(fused.search, queries, args.k, exclude)} operations; against the bfloat16 search: "
+              f"{overlap(slots, found['bfloat16'][1])}")
     if {"float32", "bfloat16"} <= found.keys():
         print(f"bfloat16 against float32 neighbours: {overlap(found['bfloat16'][1], found['float32'][1])}")
     reference = found.get("float32")
