@@ -229,9 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_run)
     x = sub.add_parser("proxy", help="real-data coarse-to-fine tier: pretrain sl / sl-mlp / look on coarse labels "
                                      "with several seeds, probe the fine classes, one table")
-    x.add_argument("--dataset", required=True, help="fmnist, cifar100 or imagefolder (benchmarks/configs/proxy/)")
-    x.add_argument("--source", help="fmnist: the idx folder (default: Debian's /usr/share/datasets/fashion-mnist); "
-                                    "cifar100: cifar-100-python.tar.gz; imagefolder: a folder with train/, val/ "
+    x.add_argument("--dataset", required=True, help="fmnist, fmnist-full (one GPU), cifar100 or imagefolder "
+                                                    "(benchmarks/configs/proxy/)")
+    x.add_argument("--source", help="fmnist(-full): the idx folder (default: Debian's "
+                                    "/usr/share/datasets/fashion-mnist); cifar100: cifar-100-python.tar.gz; "
+                                    "imagefolder: a folder with train/, val/ "
                                     "and coarse_map.csv")
     x.add_argument("--seeds", type=int, nargs="+", help="pretraining seeds (default: the protocol's)")
     x.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

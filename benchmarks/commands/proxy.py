@@ -7,7 +7,7 @@ is for. A protocol file `benchmarks/configs/proxy/<dataset>.yaml` fixes the data
 class), the seeds, and each method's pretraining config with the overrides that size it; nothing is
 chosen by looking at the fine labels of the test split (see the README).
 
-    python -m benchmarks proxy --dataset fmnist|cifar100|imagefolder [--source PATH] [--seeds 0 1 2]
+    python -m benchmarks proxy --dataset fmnist|fmnist-full|cifar100|imagefolder [--source PATH] [--seeds 0 1 2]
 
 Runs go to `runs/proxy/<dataset>/` (pretraining runs resume, finished probes are skipped); the table
 to `results/proxy_<dataset>.{md,csv}`.
