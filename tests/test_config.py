@@ -38,7 +38,8 @@ def _flat(tree, prefix=""):
 def test_look_defaults_are_filled_in():
     config = load_config(None, ["method.name=look"])
     assert config.method == {"name": "look", "k": 50, "temperature": 0.1, "momentum": 0.5, "embed_dim": 128,
-                             "hidden_dim": 2048, "chunk_size": 262144, "memory_seed": 0, "search_dtype": "float32"}
+                             "hidden_dim": 2048, "chunk_size": 262144, "memory_seed": 0, "search_dtype": "float32",
+                             "search_kernel": "torch"}
 
 
 def test_numbers_in_yaml_exponent_form_are_floats():
@@ -121,3 +122,18 @@ def test_lars_scales_updates_by_trust_ratio_and_skips_excluded_groups():
     # trust = eta * |w| / |g| = 0.01 * 8 / 400; the step is lr * trust * g = 0.02 per element
     torch.testing.assert_close(w.detach(), torch.full((4, 4), 2.0 - 0.02))
     torch.testing.assert_close(b.detach(), torch.full((4,), 0.5))
+
+
+def test_keys_added_later_leave_the_names_of_earlier_runs_unchanged():
+    """Run directories are named by the config hash: a key added since, at its default, must not rename
+    (and so orphan) the runs of configs written before it; at another value it is another run."""
+    from pretrain.config import HASH_OMITS_AT_DEFAULT, config_hash
+
+    config = load_config(None, ["method.name=look"]).to_dict()
+    earlier = {**config, "model": {k: v for k, v in config["model"].items() if k != "stem"},
+               "data": {k: v for k, v in config["data"].items() if k != "in_memory"},
+               "method": {k: v for k, v in config["method"].items() if k != "search_kernel"}}
+    assert set(HASH_OMITS_AT_DEFAULT) == {"model.stem", "data.in_memory", "method.search_kernel"}
+    assert config_hash(config) == config_hash(earlier)
+    small = load_config(None, ["method.name=look", "model.stem=small"]).to_dict()
+    assert config_hash(small) != config_hash(config)
