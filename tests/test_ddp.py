@@ -94,10 +94,12 @@ def test_ddp_memories_identical_and_equal_to_single_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_trains_look_end_to_end(tmp_path, generated_dir):
+@pytest.mark.parametrize("in_memory", [False, True], ids=["image files", "images on the device"])
+def test_torchrun_two_processes_trains_look_end_to_end(tmp_path, generated_dir, in_memory):
     overrides = [*TINY_DATA, f"data.generated_dir={generated_dir}", f"out_dir={tmp_path / 'run'}",
                  "train.batch_size=32", "data.workers=0", "schedule.epochs=2", "method.k=5",
-                 "monitor.knn_every_epochs=1", "monitor.batch_size=7", "monitor.max_queries=15"]  # 8 + 7 a rank
+                 "monitor.knn_every_epochs=1", "monitor.batch_size=7", "monitor.max_queries=15",  # 8 + 7 a rank
+                 f"data.in_memory={str(in_memory).lower()}"]
     result = run_cli(*TORCHRUN_2, "-m", "pretrain", "train", "--config", str(REPO / "pretrain/configs/look_cpu.yaml"),
                      *set_args(overrides), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
