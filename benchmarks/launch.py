@@ -24,7 +24,7 @@ from pathlib import Path
 
 from benchmarks.environ import temporary_environ
 from benchmarks.spec import RunSpec, TrainResult
-from pretrain.distributed import init_distributed, is_main_process, launched_world_size
+from pretrain.distributed import init_distributed, is_main_process, launched_world_size, usable_cores
 from pretrain.files import atomic_write_json
 
 Train = Callable[[RunSpec], TrainResult]
@@ -36,7 +36,7 @@ def _share_cores(spec: RunSpec, processes_here: int) -> None:
     if spec.device == "cpu" and processes_here > 1:
         import torch
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // processes_here))
+        torch.set_num_threads(max(1, usable_cores() // processes_here))
 
 
 def _train_and_write(train: Train, spec: RunSpec, result_file: str) -> None:

@@ -24,6 +24,14 @@ class DistInfo:
         return self.world_size > 1
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (what SLURM's binding, `taskset` or a container's
+    cpuset leave it), not every core of the machine that `os.cpu_count()` counts."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def launched_world_size() -> int:
     """The number of processes `torchrun` (or our own launcher) started, from the environment."""
     return int(os.environ.get("WORLD_SIZE", "1"))

@@ -25,7 +25,7 @@ from pretrain.checkpoint import (
 from pretrain.config import Config, config_from_dict, config_hash, resume_identity, write_config
 from pretrain.data import GlobalBatchSampler, build_train_dataset, dataset_name, train_root
 from pretrain.data.memory import InMemoryImages
-from pretrain.distributed import DistInfo, any_rank, barrier, gather_all, init_distributed, shutdown
+from pretrain.distributed import DistInfo, any_rank, barrier, gather_all, init_distributed, shutdown, usable_cores
 from pretrain.errors import TrainingDiverged, UserError
 from pretrain.files import atomic_copy
 from pretrain.knn_monitor import KnnMonitor
@@ -260,7 +260,7 @@ class Trainer:
     def _setup(self, device: torch.device, info: DistInfo) -> None:
         config, cfg_train = self.config, self.config.train
         if device.type == "cpu" and info.enabled:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.world_size))
+            torch.set_num_threads(max(1, usable_cores() // info.world_size))
         if device.type == "cuda":
             device = torch.device("cuda", info.local_rank)
         if cfg_train.batch_size % info.world_size:

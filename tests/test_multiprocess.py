@@ -107,6 +107,20 @@ def _sync_bn_worker(rank: int, world: int, init_file: str, out: str) -> None:
     dist.destroy_process_group()
 
 
+def test_processes_share_the_cores_they_are_bound_to_not_the_machines():
+    """Under SLURM's CPU binding (or taskset, or a container's cpuset) a process may use fewer cores than the
+    machine has: that is what the CPU processes of a run divide among themselves."""
+    from pretrain.distributed import usable_cores
+
+    bound = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(bound)})
+        assert usable_cores() == 1
+    finally:
+        os.sched_setaffinity(0, bound)
+    assert usable_cores() == len(bound)
+
+
 def test_cpu_sync_batchnorm_matches_one_batch_norm_over_all_processes(tmp_path):
     import torch.multiprocessing as mp
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from benchmarks.environ import temporary_environ
 from benchmarks.runner import check_data, run_directory, run_state
 from benchmarks.tasks import get_benchmark
 from pretrain.config import load_yaml
+from pretrain.distributed import usable_cores
 from pretrain.errors import UserError
 from pretrain.slurm import LOCAL_TIMEOUT_MIN, SLURM_KEYS, job_error, run_task
 from transfer.named import release_url, resolve_checkpoint
@@ -229,7 +229,7 @@ def run_local(sweep: Sweep, runs: list[SweepRun], parallel: int = 1, poll_s: flo
                                        visible_gpus=tuple(gpus))
             print(f"start  {run.label}  ({run.run_dir})", flush=True)
             # CPU runs side by side share the cores (two probes, each with all cores' threads, ran 2x slower here)
-            threads = str(max(1, (os.cpu_count() or 1) // max(1, parallel)))
+            threads = str(max(1, usable_cores() // max(1, parallel)))
             with temporary_environ(OMP_NUM_THREADS=threads) if not cuda else contextlib.nullcontext():
                 running[executor.submit(BenchmarkJob(run))] = (run, gpus)
         time.sleep(poll_s)

@@ -9,7 +9,6 @@ weight exp(similarity / 0.07) (the weighting of Wu et al. 2018, as used by DINO'
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.spec import RunSpec, TrainResult
+from pretrain.distributed import usable_cores
 from pretrain.knn_monitor import knn_predict
 
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -54,7 +54,7 @@ def extract(ckpt: Path, data_root: Path, image_size: int | None = None, batch_si
         dataset = IndexedImageFolder(data_root / split, transform=transform)
         if split == "val" and dataset.classes != out["train"][2]:
             raise ValueError(f"{data_root}: train and val have different class folders")
-        workers = 0 if len(dataset) < 5000 else min(8, os.cpu_count() or 1)  # real datasets: decode in parallel
+        workers = 0 if len(dataset) < 5000 else min(8, usable_cores())  # real datasets: decode in parallel
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
         feats = []
         with torch.no_grad():
