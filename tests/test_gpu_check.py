@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.conftest import run_cli
@@ -24,3 +26,10 @@ def test_gpu_check_prints_every_row_of_the_table(tmp_path):
                 "| benchmark: voc mmseg smoke, 2 iterations |"):
         assert row in table, row
     assert "images/s decoded + augmented at 32 px with 0 worker(s)" in table
+    # where each step's time goes (the GPU's work and idle time on a GPU; here the host's operations)
+    for method in ("sl", "sl-mlp", "look", "look, bf16 search", "sl, hand-written loop"):
+        profile = re.search(rf"\| profile: {re.escape(method)} \| wall [\d.]+ ms, ([\d,]+) operations a step", table)
+        assert profile and int(profile.group(1).replace(",", "")) > 20, method
+    operations = {m: int(re.search(rf"\| profile: {m} \| wall [\d.]+ ms, ([\d,]+)", table).group(1).replace(",", ""))
+                  for m in ("sl", "look")}
+    assert operations["look"] > operations["sl"]  # the search, the loss and the memory update

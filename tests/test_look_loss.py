@@ -259,3 +259,40 @@ def test_look_training_step_never_waits_for_the_host(monkeypatch, search_dtype):
     loss.backward()
     monkeypatch.undo()
     assert torch.isfinite(loss) and int(method.memory.visited.sum()) == 8
+
+
+@pytest.mark.parametrize("search_dtype", ["float32", "bfloat16"])
+def test_a_compiled_look_step_trains_as_the_eager_one(search_dtype):
+    """method.compile: the search and the loss through torch.compile (inductor's C++ code on this CPU) give,
+    step after step, the eager method's neighbours, loss, gradients and memory (up to float rounding), in one
+    graph (no graph break: a break would leave launches behind on a GPU)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    targets = torch.arange(240) % 6
+    methods, optimizers = [], []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        params = LeaveOneOutKNN.Params(k=7, embed_dim=16, hidden_dim=32, chunk_size=100, search_dtype=search_dtype,
+                                       compile=compiled)
+        method = LeaveOneOutKNN(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 24)), 24, targets, params)
+        methods.append(method)
+        optimizers.append(torch.optim.SGD(method.parameters(), lr=0.5))
+    g = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        images, indices = torch.randn(32, 3, 2, 2, generator=g), torch.randperm(240, generator=g)[:32]
+        steps = []
+        for method, optimizer in zip(methods, optimizers, strict=True):
+            loss, metrics = method.loss(method(images), targets[indices], indices)
+            optimizer.zero_grad()
+            loss.backward()
+            steps.append((loss.detach(), metrics, {n: p.grad.clone() for n, p in method.named_parameters()}))
+            optimizer.step()
+        (eager_loss, eager_metrics, eager_grads), (loss, metrics, grads) = steps
+        torch.testing.assert_close(loss, eager_loss, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(metrics, eager_metrics, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(grads, eager_grads, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(methods[1].memory.embeddings, methods[0].memory.embeddings, rtol=1e-5, atol=1e-6)
+    assert eager_metrics["p_mean"] > 0  # neighbours of the same label were found: the comparison means something
+    assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"], dict(counters["graph_break"])

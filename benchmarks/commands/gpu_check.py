@@ -4,6 +4,8 @@ On a GPU: ResNet-50 at 224 px, batch 256, the trainer's `auto` precision (bf16 w
 channels_last; LOOK with a memory of ImageNet's 1,281,167 x 128 slots; the data loader of the ImageNet
 config with its workers; 20 iterations of each benchmark's real 1x protocol (per-GPU batch of 8 GPUs).
 On a CPU the same table, CPU-sized: ResNet-18 at the CPU config's 64 px, batch 32, the smoke schedules.
+For each method, where a step's wall time goes (torch.profiler): the GPU's work, the GPU's wait for the host,
+and the operations the host dispatches.
 Figures are printed and written to results/gpu_check.md, never asserted.
 
   python -m benchmarks.commands.gpu_check [--data /path/to/imagenet/train] [--quick]
@@ -25,14 +27,17 @@ from pretrain.config import load_config
 from pretrain.data import build_train_dataset, train_root
 from pretrain.files import atomic_write_text
 from pretrain.methods import fused_search
-from pretrain.timers.step_time import IMAGENET_TRAIN_IMAGES, HandWrittenSL, Setup, measure
+from pretrain.timers.step_time import IMAGENET_TRAIN_IMAGES, HandWrittenSL, Setup, measure, profile_steps
 from pretrain.trainer import choose_precision, on_off, pick_device
 
 BENCHMARKS = [("coco", "detectron2"), ("coco", "mmdet"), ("voc", "mmseg")]
 LOOK_BF16 = "look, bf16 search"
 LOOK_FUSED = "look, fused bf16 search"
+LOOK_COMPILED = "look, compiled"
+LOOK_COMPILED_FUSED = "look, compiled, fused bf16 search"
 TARGETS = {"look / sl": "≤ 1.03 on a GPU", f"{LOOK_BF16} / sl": "≤ 1.03 on a GPU",
-           f"{LOOK_FUSED} / sl": "≤ 1.03 on a GPU", "sl-mlp / sl": "≤ 1.03 on a GPU",
+           f"{LOOK_FUSED} / sl": "≤ 1.03 on a GPU", f"{LOOK_COMPILED} / sl": "≤ 1.03 on a GPU",
+           f"{LOOK_COMPILED_FUSED} / sl": "≤ 1.03 on a GPU", "sl-mlp / sl": "≤ 1.03 on a GPU",
            "trainer / hand-written": "≥ 0.95"}
 
 
@@ -81,26 +86,44 @@ def pretraining(args: argparse.Namespace, device: torch.device) -> tuple[list[tu
               Setup("look", args.slots, args, device),
               Setup("look", args.slots, args, device, LOOK_BF16, {"search_dtype": "bfloat16"}),
               HandWrittenSL(args, device)]
+    fused = {"search_dtype": "bfloat16", "search_kernel": "fused"}
+    if device.type == "cuda":  # what compiling removes is the launch overhead of a GPU (inductor compiles first)
+        setups[4:4] = [Setup("look", args.slots, args, device, LOOK_COMPILED, {"compile": True})]
     if fused_search.available(device):  # the Triton kernel: a GPU with bfloat16 tensor cores
-        setups.insert(4, Setup("look", args.slots, args, device, LOOK_FUSED,
-                               {"search_dtype": "bfloat16", "search_kernel": "fused"}))
+        setups[4:4] = [Setup("look", args.slots, args, device, LOOK_FUSED, fused),
+                       Setup("look", args.slots, args, device, LOOK_COMPILED_FUSED, {**fused, "compile": True})]
     peaks = {setup.label: setup.peak_memory_mb() for setup in setups}
     rows_by_name = {row["method"]: row for row in measure(setups, args.warmup, args.rounds, args.steps)}
     sl = rows_by_name["sl"]
     memory = f"memory {args.slots:,} x {args.look['embed_dim']}"
     described = {"look": f"look ({memory})", LOOK_BF16: f"look ({memory}, opt-in bfloat16 search)",
-                 LOOK_FUSED: f"look ({memory}, bfloat16 search in one Triton kernel)"}
+                 LOOK_FUSED: f"look ({memory}, bfloat16 search in one Triton kernel)",
+                 LOOK_COMPILED: f"look ({memory}, search and loss through torch.compile)",
+                 LOOK_COMPILED_FUSED: f"look ({memory}, torch.compile and the Triton search)"}
     rows = []
     for name, row in rows_by_name.items():
         peak = f", peak memory {peaks[name] / 1024:.1f} GiB" if peaks[name] is not None else ""
         timing = f"{row['ms_per_step']:.1f} ms, {row['images_per_s']:.0f} images/s{peak}"
         rows.append((f"step: {described.get(name, name)}", timing))
     ratios = {name + " / sl": rows_by_name[name]["ms_per_step"] / sl["ms_per_step"]
-              for name in ("look", LOOK_BF16, LOOK_FUSED) if name in rows_by_name}
+              for name in ("look", LOOK_BF16, LOOK_FUSED, LOOK_COMPILED, LOOK_COMPILED_FUSED) if name in rows_by_name}
     ratios["sl-mlp / sl"] = rows_by_name["sl-mlp"]["ms_per_step"] / sl["ms_per_step"]
     ratios["trainer / hand-written"] = sl["images_per_s"] / rows_by_name["sl, hand-written loop"]["images_per_s"]
     rows += [(f"ratio {name}", f"{value:.3f} (target {TARGETS[name]})") for name, value in ratios.items()]
+    rows += [(f"profile: {setup.label}", profile_row(setup, rows_by_name[setup.label]["ms_per_step"], args.steps))
+             for setup in setups]
     return rows, sl["images_per_s"]
+
+
+def profile_row(setup: Setup, wall_ms: float, steps: int) -> str:
+    """Where a step's wall time goes: the GPU's work and its wait for the host (a step with many small
+    operations is bound by their launches, not by the GPU)."""
+    profiled = profile_steps(setup, steps)
+    operations = f"{profiled['operations']:,.0f} operations a step"
+    if setup.device.type != "cuda":
+        return f"wall {wall_ms:.1f} ms, {operations} (GPU work and GPU idle: on a GPU)"
+    work = profiled["device_ms"]
+    return f"wall {wall_ms:.1f} ms = GPU work {work:.1f} ms + GPU idle {max(0.0, wall_ms - work):.1f} ms, {operations}"
 
 
 def data_pipeline(args: argparse.Namespace, step_images_per_s: float) -> list[tuple[str, str]]:

@@ -70,6 +70,9 @@ class LeaveOneOutKNN(Method):
         # fused: the bfloat16 search as one Triton kernel (pretrain/methods/fused_search.py) where it can run
         # (a GPU with bfloat16 tensor cores); elsewhere, and for float32, the torch search
         search_kernel: Literal["torch", "fused"] = "torch"
+        # compile: the search and the loss (with its backward) through torch.compile, so that a GPU runs a few
+        # fused kernels instead of launching hundreds of small ones (LOOK's step is launch-bound on an H200)
+        compile: bool = False
 
     def __init__(self, backbone: nn.Module, feature_dim: int, targets: torch.Tensor, params: Params):
         super().__init__(backbone, feature_dim, targets, params)
@@ -81,19 +84,28 @@ class LeaveOneOutKNN(Method):
         self.memory = KNNMemory(targets, params.embed_dim, params.momentum, params.chunk_size,
                                 seed=params.memory_seed, search_dtype=SEARCH_DTYPES[params.search_dtype],
                                 fused=params.search_kernel == "fused")
+        self._compiled = None
 
     def to_device(self, device: torch.device) -> None:
         self.memory.to(device)
 
     def loss(self, outputs, labels, indices):
+        if self._compiled is None:  # made on first use: a method built but never stepped compiles nothing
+            self._compiled = torch.compile(self._neighbour_loss, dynamic=False) if self.params.compile \
+                else self._neighbour_loss
+        loss, queries, p, has_positive = self._compiled(outputs, labels, indices)
+        # outside the compiled part: the cross-rank gather, and in-place writes into the memory
+        self.memory.update_from_all_ranks(indices, queries.detach())
+        return loss, {"p_mean": p.mean(), "no_pos": (~has_positive).float().mean()}
+
+    def _neighbour_loss(self, outputs: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor):
         queries = F.normalize(outputs.float(), dim=1)
         _, neighbour_idx = self.memory.search(queries.detach(), self.params.k, exclude=indices)
         neighbours = self.memory.embeddings[neighbour_idx]
         loss, p, has_positive = look_loss(
             queries, neighbours, self.memory.labels[neighbour_idx], labels, self.params.temperature
         )
-        self.memory.update_from_all_ranks(indices, queries.detach())
-        return loss, {"p_mean": p.mean(), "no_pos": (~has_positive).float().mean()}
+        return loss, queries, p, has_positive
 
     # The memory travels inside the module's state_dict (as `_extra_state`), but is not a buffer:
     # DDP would broadcast a 1.28M-slot buffer from rank 0 on every forward.

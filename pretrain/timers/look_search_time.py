@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from pretrain.methods import fused_search
 from pretrain.methods.knn_memory import KNNMemory
+from pretrain.timers.step_time import dispatched_operations
 from pretrain.trainer import pick_device
 
 
@@ -46,15 +47,9 @@ def operations(search, queries: torch.Tensor, k: int, exclude: torch.Tensor) -> 
     """Operators one search dispatches (views and allocations aside): on a GPU, about its kernel launches."""
     from torch.profiler import profile
 
-    free = {"aten::empty", "aten::empty_strided", "aten::empty_like", "aten::as_strided", "aten::view",
-            "aten::unsqueeze", "aten::flatten", "aten::expand", "aten::t", "aten::transpose", "aten::slice",
-            "aten::select", "aten::alias", "aten::detach", "aten::reshape", "aten::resolve_conj", "aten::permute",
-            "aten::_reshape_alias", "aten::lift_fresh", "aten::result_type"}
     with profile() as prof:
         search(queries, k, exclude)
-    outer = [e for e in prof.events() if e.name.startswith("aten::")
-             and not (e.cpu_parent is not None and e.cpu_parent.name.startswith("aten::"))]
-    return sum(e.name not in free for e in outer)
+    return dispatched_operations(prof.events())
 
 
 def overlap(slots: torch.Tensor, reference: torch.Tensor) -> str:

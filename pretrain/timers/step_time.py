@@ -117,6 +117,36 @@ class HandWrittenSL(Setup):
             self.scaler.update()
 
 
+# operators that launch no kernel on a GPU (views, allocations, metadata)
+FREE_OPERATIONS = {"aten::empty", "aten::empty_strided", "aten::empty_like", "aten::as_strided", "aten::view",
+                   "aten::unsqueeze", "aten::flatten", "aten::expand", "aten::t", "aten::transpose", "aten::slice",
+                   "aten::select", "aten::alias", "aten::detach", "aten::reshape", "aten::resolve_conj",
+                   "aten::permute", "aten::_reshape_alias", "aten::lift_fresh", "aten::result_type"}
+
+
+def dispatched_operations(events) -> int:
+    """Outermost operators among torch.profiler `events`, views and allocations aside: on a GPU, about the
+    kernel launches the host issues."""
+    outer = [e for e in events if e.name.startswith("aten::")
+             and not (e.cpu_parent is not None and e.cpu_parent.name.startswith("aten::"))]
+    return sum(e.name not in FREE_OPERATIONS for e in outer)
+
+
+def profile_steps(setup: Setup, steps: int) -> dict[str, float]:
+    """Per step, from torch.profiler over `steps` steps: `device_ms`, the GPU's work (the sum of its kernels' and
+    copies' times; 0 on a CPU), and `operations` dispatched by the host. With the wall time measured without
+    the profiler (`measure`), wall - GPU work is the time the GPU waits for the host."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if setup.device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        setup.run(steps, record=False)
+    events = prof.events()
+    device_us = sum(e.time_range.elapsed_us() for e in events if e.device_type == DeviceType.CUDA)
+    return {"device_ms": device_us / 1000 / steps, "operations": dispatched_operations(events) / steps}
+
+
 def measure(setups: list[Setup], warmup: int, rounds: int, steps: int) -> list[dict]:
     """Warm every setup up, then time them in interleaved rounds (machine drift hits all alike)."""
     for setup in setups:
