@@ -171,7 +171,7 @@ def resume_identity(config: dict[str, Any]) -> dict[str, Any]:
 # Keys added after run names were first derived from the hash: left out of it at their default, so that
 # the runs of earlier configs keep their names (and resume).
 HASH_OMITS_AT_DEFAULT = {"model.stem": "imagenet", "data.in_memory": False, "method.search_kernel": "torch",
-                         "method.compile": False}
+                         "method.compile": False, "method.compile_mode": "default"}
 
 
 def config_hash(config: dict[str, Any]) -> str:

@@ -1,5 +1,9 @@
 """Checks of the fused search under Triton's CPU interpreter; run by tests/test_fused_search.py in a process
-started with TRITON_INTERPRET=1 (the interpreter is chosen when the kernel is defined)."""
+started with TRITON_INTERPRET=1 (the interpreter is chosen when the kernel is defined). On a GPU (no
+interpreter) the same checks run compiled on its tensor cores, and one more at ImageNet's size:
+
+  python -m tests.fused_search_checks          # on a GPU machine
+"""
 
 from __future__ import annotations
 
@@ -18,10 +22,10 @@ LEFT_OUT = torch.iinfo(torch.int64).min
 
 def searched(memory: torch.Tensor, queries: torch.Tensor, k: int, exclude: torch.Tensor) -> dict:
     """The fused search's neighbours, every similarity it computed, and the torch bfloat16 search's."""
-    labels = torch.zeros(len(memory), dtype=torch.long)
+    labels = torch.zeros(len(memory), dtype=torch.long, device=memory.device)
     fused = KNNMemory(labels, memory.shape[1], 0.5, search_dtype=torch.bfloat16, fused=True)
     fused.embeddings = memory
-    sims = torch.full((len(queries), len(memory)), float("nan"))
+    sims = torch.full((len(queries), len(memory)), float("nan"), device=memory.device)
     original = fused_search.fused_topk_keys  # the search imports it when it searches: record its similarities
     fused_search.fused_topk_keys = lambda q, m, wanted: original(q, m, wanted, sims_out=sims)
     try:
@@ -34,15 +38,15 @@ def searched(memory: torch.Tensor, queries: torch.Tensor, k: int, exclude: torch
     return {"values": values, "slots": slots, "sims": sims, "torch_slots": torch_slots}
 
 
-def check(name: str, memory: torch.Tensor, queries: torch.Tensor, k: int, exclude: torch.Tensor,
+def checked(name: str, memory: torch.Tensor, queries: torch.Tensor, k: int, exclude: torch.Tensor,
           min_agreement: float = 0.999) -> None:
     started = time.perf_counter()
     found = searched(memory, queries, k, exclude)
     sims, slots = found["sims"], found["slots"]
     assert not sims.isnan().any(), f"{name}: the kernel left similarities uncomputed"
     # the exact top-k of its own similarities, ties to the lower slot, own slot left out (brute force)
-    keys = ordered_keys(sims, torch.arange(len(memory)).expand_as(sims))
-    keys[torch.arange(len(queries)), exclude] = LEFT_OUT
+    keys = ordered_keys(sims, torch.arange(len(memory), device=sims.device).expand_as(sims))
+    keys[torch.arange(len(queries), device=sims.device), exclude] = LEFT_OUT
     assert torch.equal(slots, key_slots(keys.topk(k, dim=1).values)), f"{name}: not the exact top-k"
     assert torch.equal(found["values"], sims.gather(1, slots)), f"{name}: values are not its similarities"
     assert not (slots == exclude[:, None]).any(), f"{name}: the own slot was returned"
@@ -59,15 +63,20 @@ def check(name: str, memory: torch.Tensor, queries: torch.Tensor, k: int, exclud
 
 
 def main() -> None:
-    assert os.environ.get("TRITON_INTERPRET") == "1" and fused_search.available(torch.device("cpu"))
+    device = torch.device("cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda")
+    assert fused_search.available(device), f"the fused search cannot run on {device}"
     generator = torch.Generator().manual_seed(0)
 
     def unit(*shape: int) -> torch.Tensor:
-        return F.normalize(torch.randn(*shape, generator=generator), dim=-1)
+        return F.normalize(torch.randn(*shape, generator=generator), dim=-1).to(device)
+
+    def check(name: str, memory: torch.Tensor, queries: torch.Tensor, k: int, exclude: torch.Tensor,
+              min_agreement: float = 0.999) -> None:
+        checked(name, memory.to(device), queries.to(device), k, exclude.to(device), min_agreement)
 
     memory = unit(8192, 128)
     queries = memory[torch.randint(0, 8192, (64,), generator=generator)] + 0.05 * unit(64, 128)
-    exclude = torch.randint(0, 8192, (64,), generator=generator)
+    exclude = torch.randint(0, 8192, (64,), generator=generator).to(device)
     exclude[:32] = torch.topk(F.normalize(queries[:32]) @ memory.T, 1).indices[:, 0]  # the own slot is the best
     check("random", memory, F.normalize(queries), 50, exclude)
     # 40 queries (not a multiple of the kernel's block), 3,001 slots (not a multiple of a tile), k = 64
@@ -79,6 +88,11 @@ def main() -> None:
     # collapsed: every slot the same vector, so every similarity ties: the lowest slots, own slot left out
     collapsed = unit(1, 128).expand(2048, 128).contiguous()
     check("collapsed", collapsed, unit(64, 128), 10, torch.arange(64))
+    if device.type == "cuda":  # ImageNet's memory and a training batch; agreement printed, not held to 99.9 %
+        # (1.28M random slots: many similarities tie in the torch search's bfloat16 products, not in float32 sums)
+        memory = unit(1_281_167, 128)
+        queries = F.normalize(memory[:256] + 0.3 * unit(256, 128))
+        check("ImageNet-sized", memory, queries, 50, torch.arange(256), min_agreement=0.0)
     print("all fused-search checks passed")
 
 

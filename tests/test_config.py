@@ -39,7 +39,8 @@ def test_look_defaults_are_filled_in():
     config = load_config(None, ["method.name=look"])
     assert config.method == {"name": "look", "k": 50, "temperature": 0.1, "momentum": 0.5, "embed_dim": 128,
                              "hidden_dim": 2048, "chunk_size": 262144, "memory_seed": 0, "search_dtype": "float32",
-                             "search_kernel": "torch", "compile": False}
+                             "search_kernel": "torch", "compile": False,
+                             "compile_mode": "default"}
 
 
 def test_numbers_in_yaml_exponent_form_are_floats():
@@ -132,8 +133,10 @@ def test_keys_added_later_leave_the_names_of_earlier_runs_unchanged():
     config = load_config(None, ["method.name=look"]).to_dict()
     earlier = {**config, "model": {k: v for k, v in config["model"].items() if k != "stem"},
                "data": {k: v for k, v in config["data"].items() if k != "in_memory"},
-               "method": {k: v for k, v in config["method"].items() if k not in ("search_kernel", "compile")}}
-    assert set(HASH_OMITS_AT_DEFAULT) == {"model.stem", "data.in_memory", "method.search_kernel", "method.compile"}
+               "method": {k: v for k, v in config["method"].items()
+                          if k not in ("search_kernel", "compile", "compile_mode")}}
+    assert set(HASH_OMITS_AT_DEFAULT) == {"model.stem", "data.in_memory", "method.search_kernel", "method.compile",
+                                          "method.compile_mode"}
     assert config_hash(config) == config_hash(earlier)
     small = load_config(None, ["method.name=look", "model.stem=small"]).to_dict()
     assert config_hash(small) != config_hash(config)

@@ -33,3 +33,31 @@ def test_gpu_check_prints_every_row_of_the_table(tmp_path):
     operations = {m: int(re.search(rf"\| profile: {m} \| wall [\d.]+ ms, ([\d,]+)", table).group(1).replace(",", ""))
                   for m in ("sl", "look")}
     assert operations["look"] > operations["sl"]  # the search, the loss and the memory update
+
+
+def test_gpu_idle_time_is_put_on_what_the_host_was_doing_meanwhile():
+    """On a GPU the profile row says where the GPU waited: a gap between kernels inside a timed step goes to the
+    outermost operator(s) the host was in, the rest to the host between operators; runtime calls that wait for
+    the GPU are counted by the operator that made them (checked here on a hand-made timeline, in µs)."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    from pretrain.timers.step_time import TIMED_STEP, host_waits, idle_during
+
+    def event(name, start, end, device=DeviceType.CPU, parent=None):
+        return SimpleNamespace(name=name, device_type=device, time_range=SimpleNamespace(start=start, end=end),
+                               cpu_parent=parent)
+
+    step = event(TIMED_STEP, 0, 100)
+    mm, topk = event("aten::mm", 5, 20, parent=step), event("aten::topk", 40, 70, parent=step)
+    item = event("aten::item", 44, 69, parent=topk)
+    events = [step, mm, topk, item, event("cudaStreamSynchronize", 45, 69, parent=item),
+              event("cudaStreamSynchronize", 120, 130),  # outside the timed step: not counted
+              event(TIMED_STEP, 8, 92, DeviceType.CUDA),  # the profiler's copy of the range on the GPU: not work
+              event("kernel 1", 10, 30, DeviceType.CUDA), event("kernel 2", 60, 90, DeviceType.CUDA),
+              event("kernel 3", 110, 115, DeviceType.CUDA)]
+    idle = idle_during(events)
+    assert idle == pytest.approx({"host, between operators": 0.025, "aten::topk": 0.020, "aten::mm": 0.005})
+    assert list(idle)[0] == "host, between operators"  # largest first
+    assert host_waits(events) == {"cudaStreamSynchronize in aten::topk": 1}

@@ -261,11 +261,12 @@ def test_look_training_step_never_waits_for_the_host(monkeypatch, search_dtype):
     assert torch.isfinite(loss) and int(method.memory.visited.sum()) == 8
 
 
-@pytest.mark.parametrize("search_dtype", ["float32", "bfloat16"])
-def test_a_compiled_look_step_trains_as_the_eager_one(search_dtype):
+@pytest.mark.parametrize(("search_dtype", "compile_mode"), [("float32", "default"), ("bfloat16", "reduce-overhead")])
+def test_a_compiled_look_step_trains_as_the_eager_one(search_dtype, compile_mode):
     """method.compile: the search and the loss through torch.compile (inductor's C++ code on this CPU) give,
     step after step, the eager method's neighbours, loss, gradients and memory (up to float rounding), in one
-    graph (no graph break: a break would leave launches behind on a GPU)."""
+    graph (no graph break: a break would leave launches behind on a GPU). compile_mode reduce-overhead (CUDA
+    graphs on a GPU) runs its own step bookkeeping here, without graphs."""
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
@@ -275,7 +276,7 @@ def test_a_compiled_look_step_trains_as_the_eager_one(search_dtype):
     for compiled in (False, True):
         torch.manual_seed(0)
         params = LeaveOneOutKNN.Params(k=7, embed_dim=16, hidden_dim=32, chunk_size=100, search_dtype=search_dtype,
-                                       compile=compiled)
+                                       compile=compiled, compile_mode=compile_mode)
         method = LeaveOneOutKNN(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 24)), 24, targets, params)
         methods.append(method)
         optimizers.append(torch.optim.SGD(method.parameters(), lr=0.5))
@@ -296,3 +297,29 @@ def test_a_compiled_look_step_trains_as_the_eager_one(search_dtype):
         torch.testing.assert_close(methods[1].memory.embeddings, methods[0].memory.embeddings, rtol=1e-5, atol=1e-6)
     assert eager_metrics["p_mean"] > 0  # neighbours of the same label were found: the comparison means something
     assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"], dict(counters["graph_break"])
+
+
+@pytest.mark.parametrize("search_dtype", ["float32", "bfloat16"])
+def test_look_training_step_writes_no_python_scalar_through_an_index(search_dtype):
+    """`tensor[indices] = True` on a GPU tensor makes the True a host tensor and copies it over inside
+    index_put_, which waits for the GPU: on an H200 that one line left the GPU idle ~4 ms of LOOK's step
+    (`make gpu-check`'s profile rows). So no index_put_ in the step may write a single scalar value."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class ScalarIndexPuts(TorchDispatchMode):
+        found: list = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in (torch.ops.aten.index_put_.default, torch.ops.aten.index_put.default) and args[2].dim() == 0:
+                self.found.append(func)
+            return func(*args, **(kwargs or {}))
+
+    params = LeaveOneOutKNN.Params(k=3, embed_dim=4, hidden_dim=8, chunk_size=5, search_dtype=search_dtype)
+    targets = torch.arange(23) % 3
+    method = LeaveOneOutKNN(torch.nn.Flatten(), 6, targets, params)
+    images, labels, indices = torch.randn(8, 6), targets[:8], torch.arange(8)
+    with ScalarIndexPuts() as mode:
+        loss, _ = method.loss(method(images), labels, indices)
+        loss.backward()
+    assert not mode.found, mode.found
+    assert method.memory.visited[:8].all() and not method.memory.visited[8:].any()  # the writes still happen

@@ -76,6 +76,7 @@ class KNNMemory:
         self.visited = torch.zeros(len(labels), dtype=torch.bool)
         self.momentum = momentum
         self.chunk_size = chunk_size
+        self._reversed: dict = {}
 
     @property
     def embeddings(self) -> torch.Tensor:
@@ -93,6 +94,7 @@ class KNNMemory:
     def to(self, device: torch.device) -> KNNMemory:
         self.embeddings = self.embeddings.to(device)
         self.labels = self.labels.to(device)
+        self._reversed_indices(self.embeddings.device)
         self.visited = self.visited.to(device)
         return self
 
@@ -122,13 +124,22 @@ class KNNMemory:
 
     def _topk_keys(self, queries: torch.Tensor, wanted: int) -> torch.Tensor:
         """Keys of each query's top `wanted` slots, chunk by chunk, sorted."""
-        device = queries.device
-        constants = (_LOW32 - torch.arange(-(-min(self.chunk_size, len(self)) // GROUP), device=device),
-                     _LOW32 - torch.arange(GROUP, device=device))
+        constants = self._reversed_indices(queries.device)
         candidates = [self._chunk_topk_keys(self._chunk_similarities(queries, start), start, wanted, *constants)
                       for start in range(0, len(self), self.chunk_size)]
         # one chunk's keys are already its sorted top-k + 1
         return candidates[0] if len(candidates) == 1 else torch.cat(candidates, 1).topk(wanted, dim=1).values
+
+    def _reversed_indices(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The low key halves of group indices 0, 1, ... and of offsets 0 .. GROUP - 1: made once per chunk
+        size and device, outside any compiled graph (`to` makes them; inductor, given them to compute, narrows
+        the arange to int32 and cannot compile a constant of 2^32 - 1 for a GPU)."""
+        groups = -(-min(self.chunk_size, len(self)) // GROUP)
+        key = (device, groups)
+        if key not in self._reversed:
+            self._reversed = {key: (_LOW32 - torch.arange(groups, device=device),
+                                    _LOW32 - torch.arange(GROUP, device=device))}
+        return self._reversed[key]
 
     def _chunk_topk_keys(self, sims: torch.Tensor, start: int, k: int, reversed_groups: torch.Tensor,
                          reversed_offsets: torch.Tensor) -> torch.Tensor:
@@ -172,7 +183,7 @@ class KNNMemory:
         self.embeddings[indices] = torch.where(first[:, None], embeddings, mixed)
         if self._searched is not self.embeddings:
             self._searched[indices] = self.embeddings[indices].to(self.search_dtype)
-        self.visited[indices] = True
+        self.visited.index_fill_(0, indices, True)  # `visited[indices] = True` copies True to the GPU: a host sync
 
     @torch.no_grad()
     def update_from_all_ranks(self, indices: torch.Tensor, embeddings: torch.Tensor) -> None:

@@ -73,6 +73,9 @@ class LeaveOneOutKNN(Method):
         # compile: the search and the loss (with its backward) through torch.compile, so that a GPU runs a few
         # fused kernels instead of launching hundreds of small ones (LOOK's step is launch-bound on an H200)
         compile: bool = False
+        # with compile: "reduce-overhead" replays the compiled part as CUDA graphs (one launch for its kernels;
+        # on a CPU the same as "default")
+        compile_mode: Literal["default", "reduce-overhead"] = "default"
 
     def __init__(self, backbone: nn.Module, feature_dim: int, targets: torch.Tensor, params: Params):
         super().__init__(backbone, feature_dim, targets, params)
@@ -90,10 +93,15 @@ class LeaveOneOutKNN(Method):
         self.memory.to(device)
 
     def loss(self, outputs, labels, indices):
+        graphs = self.params.compile and self.params.compile_mode == "reduce-overhead"
         if self._compiled is None:  # made on first use: a method built but never stepped compiles nothing
-            self._compiled = torch.compile(self._neighbour_loss, dynamic=False) if self.params.compile \
-                else self._neighbour_loss
+            self._compiled = torch.compile(self._neighbour_loss, dynamic=False, mode=self.params.compile_mode) \
+                if self.params.compile else self._neighbour_loss
+        if graphs:  # a new step: the graphs' outputs of the last one may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         loss, queries, p, has_positive = self._compiled(outputs, labels, indices)
+        if graphs:  # the loss outlives the step (logging); the graphs' own output is overwritten by the next replay
+            loss = loss.clone()
         # outside the compiled part: the cross-rank gather, and in-place writes into the memory
         self.memory.update_from_all_ranks(indices, queries.detach())
         return loss, {"p_mean": p.mean(), "no_pos": (~has_positive).float().mean()}

@@ -23,6 +23,10 @@ from pretrain.optim import build_optimizer
 from pretrain.trainer import autocast_for, build_method, choose_precision, pick_device, training_step
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
+TIMED_STEP = "timed step"
+# CUDA runtime calls that make the host wait for the GPU (the timer's own cudaDeviceSynchronize aside)
+HOST_WAITS = {"cudaStreamSynchronize", "cudaEventSynchronize", "cudaMemcpy", "cudaMalloc", "cudaFree",
+              "cudaHostAlloc", "cudaStreamWaitEvent"}
 
 
 class Setup:
@@ -66,7 +70,8 @@ class Setup:
             indices = torch.randperm(self.num_images, generator=self.generator)[: self.args.batch].to(self.device)
             self.sync()
             start = time.perf_counter()
-            self.step(indices)
+            with torch.profiler.record_function(TIMED_STEP):  # a profile's gaps are counted inside it only
+                self.step(indices)
             self.sync()
             if record:
                 self.times.append(time.perf_counter() - start)
@@ -132,19 +137,90 @@ def dispatched_operations(events) -> int:
     return sum(e.name not in FREE_OPERATIONS for e in outer)
 
 
-def profile_steps(setup: Setup, steps: int) -> dict[str, float]:
+def profile_steps(setup: Setup, steps: int) -> dict:
     """Per step, from torch.profiler over `steps` steps: `device_ms`, the GPU's work (the sum of its kernels' and
     copies' times; 0 on a CPU), and `operations` dispatched by the host. With the wall time measured without
-    the profiler (`measure`), wall - GPU work is the time the GPU waits for the host."""
-    from torch.autograd import DeviceType
+    the profiler (`measure`), wall - GPU work is the time the GPU waits for the host; on a GPU, `idle_during`
+    says what the host was doing while the GPU waited (ms a step by outermost operator) and `host_waits`
+    counts the runtime calls that wait for the GPU (by the operator that made them)."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if setup.device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         setup.run(steps, record=False)
     events = prof.events()
-    device_us = sum(e.time_range.elapsed_us() for e in events if e.device_type == DeviceType.CUDA)
-    return {"device_ms": device_us / 1000 / steps, "operations": dispatched_operations(events) / steps}
+    device_us = sum(e.time_range.elapsed_us() for e in _device_work(events))
+    profiled = {"device_ms": device_us / 1000 / steps, "operations": dispatched_operations(events) / steps}
+    if setup.device.type == "cuda":
+        profiled["idle_during"] = {name: ms / steps for name, ms in idle_during(events).items()}
+        profiled["host_waits"] = {name: n / steps for name, n in host_waits(events).items()}
+    return profiled
+
+
+def _device_work(events) -> list:
+    """The GPU's kernels and copies (the profiler also puts each `record_function` range on the GPU's timeline)."""
+    from torch.autograd import DeviceType
+
+    return [e for e in events if e.device_type == DeviceType.CUDA and e.name != TIMED_STEP]
+
+
+def _outermost(event):
+    while event.cpu_parent is not None and event.cpu_parent.name.startswith("aten::"):
+        event = event.cpu_parent
+    return event
+
+
+def idle_during(events) -> dict[str, float]:
+    """Milliseconds the GPU had nothing to run inside timed steps, by the outermost operator the host was in
+    (\"host, between operators\" where none: Python, autograd's engine, the optimizer's loop)."""
+    from torch.autograd import DeviceType
+
+    steps = [(e.time_range.start, e.time_range.end) for e in events
+             if e.name == TIMED_STEP and e.device_type == DeviceType.CPU]
+    kernels = sorted((e.time_range.start, e.time_range.end) for e in _device_work(events))
+    operators = [(e.time_range.start, e.time_range.end, e.name) for e in events
+                 if e.device_type == DeviceType.CPU and e.name.startswith("aten::") and _outermost(e) is e]
+    idle: dict[str, float] = {}
+    for step_start, step_end in steps:
+        busy_until = step_start
+        for start, end in kernels:
+            if start >= step_end:
+                break
+            if end <= step_start:
+                continue
+            if start > busy_until:
+                _attribute(idle, busy_until, start, operators)
+            busy_until = max(busy_until, end)
+        if step_end > busy_until:
+            _attribute(idle, busy_until, step_end, operators)
+    return dict(sorted(idle.items(), key=lambda item: -item[1]))
+
+
+def _attribute(idle: dict[str, float], start: float, end: float, operators: list) -> None:
+    covered = 0.0
+    for op_start, op_end, name in operators:
+        overlap = min(end, op_end) - max(start, op_start)
+        if overlap > 0:
+            idle[name] = idle.get(name, 0.0) + overlap / 1000
+            covered += overlap
+    rest = (end - start) - covered
+    if rest > 0:
+        idle["host, between operators"] = idle.get("host, between operators", 0.0) + rest / 1000
+
+
+def host_waits(events) -> dict[str, int]:
+    """Runtime calls that wait for the GPU inside timed steps, as 'call in operator' -> count."""
+    from torch.autograd import DeviceType
+
+    steps = [(e.time_range.start, e.time_range.end) for e in events
+             if e.name == TIMED_STEP and e.device_type == DeviceType.CPU]
+    counts: dict[str, int] = {}
+    for e in events:
+        if e.name in HOST_WAITS and any(s <= e.time_range.start < t for s, t in steps):
+            where = _outermost(e.cpu_parent).name if e.cpu_parent is not None else "no operator"
+            key = f"{e.name} in {where}"
+            counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def measure(setups: list[Setup], warmup: int, rounds: int, steps: int) -> list[dict]:
