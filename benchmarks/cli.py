@@ -58,7 +58,21 @@ def _run(args: argparse.Namespace) -> int:
             print(f"run directory: {run_dir}")
         if len(run_dirs) > 1:
             print(_seeds_summary(run_dirs))
+    _leave_group()
     return 0
+
+
+def _leave_group() -> None:
+    """Under torchrun, every process leaves the group together and closes it, the frameworks' DDP wrappers
+    collected first, as the workers this suite starts itself do (benchmarks/launch.py): a process that exits
+    with its gloo group open can abort in teardown."""
+    import gc
+
+    from pretrain.distributed import barrier, shutdown
+
+    gc.collect()
+    barrier()
+    shutdown()
 
 
 def _seeds_summary(run_dirs: list[Path]) -> str:

@@ -130,6 +130,9 @@ def test_a_local_sweep_runs_the_grid_and_collect_shows_its_table(two_backbones, 
     result = run_cli("-m", "benchmarks", "sweep", str(sweep_file), "--parallel", "2", timeout=1200)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
     assert "8 runs: 8 new" in result.stdout and "all 8 run(s) finished" in result.stdout
+    # CPU runs: 2 lanes of 4 runs, each lane one process (imports and set-up once), every run reported done
+    assert result.stdout.count("start  4 CPU run(s) in one process: ") == 2, result.stdout
+    assert result.stdout.count("done   ") == 8, result.stdout
     again = run_main(benchmarks_main, ["sweep", str(sweep_file)])  # nothing to run: in this process
     assert again.returncode == 0 and "all runs finished; nothing to do" in again.stdout
     assert "8 runs: 8 finished" in again.stdout
@@ -143,6 +146,31 @@ def test_a_local_sweep_runs_the_grid_and_collect_shows_its_table(two_backbones, 
         text = (tmp_path / "results" / table).read_text()
         assert text.count("| 2 (0, 1) |") == 2, (table, text)  # one row per checkpoint, both seeds finished
         assert all(c.name.split(".")[0] in text for c in two_backbones)
+
+
+def test_a_lane_of_local_cpu_runs_goes_on_past_a_failed_run(tmp_path, monkeypatch):
+    """A lane runs its CPU runs one after the other in one process: a run that fails is returned with the one
+    line that says why (a user error's message; otherwise the exception's type and last line), and the runs
+    after it still run."""
+    from benchmarks.commands.sweep import BenchmarkJob, BenchmarkLane, SweepRun
+    from pretrain.errors import UserError
+
+    runs = [SweepRun("voc", "mmseg", "smoke", tmp_path / f"{name}.pth", 0, 1, None, 1, "cpu", (), tmp_path)
+            for name in ("refused", "crashed", "fine")]
+    ran = []
+
+    def call(job):
+        ran.append(job.run.ckpt.stem)
+        if job.run.ckpt.stem == "refused":
+            raise UserError("checkpoint not found: refused.pth")
+        if job.run.ckpt.stem == "crashed":
+            raise RuntimeError("first line\nCUDA error: out of memory")
+        return str(job.run.run_dir)
+
+    monkeypatch.setattr(BenchmarkJob, "__call__", call)
+    outcomes = BenchmarkLane(runs)()
+    assert ran == ["refused", "crashed", "fine"]
+    assert outcomes == ["checkpoint not found: refused.pth", "RuntimeError: CUDA error: out of memory", None]
 
 
 @pytest.mark.slow

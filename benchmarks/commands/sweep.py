@@ -9,7 +9,8 @@ grid is one ordinary run directory of `benchmarks run` (same identity, same resu
 state of its own: `status` and `--dry-run` read the run directories, and rerunning a sweep runs only
 what is not finished. Every run is a submitit job (`BenchmarkJob`): on SLURM, preempted or timed out,
 it is requeued and resumes from the framework's last checkpoint in its run directory; locally, submitit's
-own LocalExecutor runs the same code path in real processes, N at a time (one GPU set each).
+own LocalExecutor runs the same code path in real processes, N at a time (one GPU set each; CPU runs in
+N lanes, each lane one process that runs its runs one after the other: `BenchmarkLane`).
 A run on one node is one task that starts its own processes (as `benchmarks run --procs`); a run over
 `nodes` > 1 (SLURM only) is one task per GPU with torchrun's environment, so that each task is one rank.
 
@@ -19,7 +20,6 @@ says why).
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import time
 from dataclasses import dataclass, field
@@ -203,9 +203,36 @@ def submit_slurm(sweep: Sweep, runs: list[SweepRun], overrides: dict[str, Any]) 
     return ids
 
 
+class BenchmarkLane:
+    """Local CPU runs one after the other in one job: a fresh process costs 5-6 s of imports and framework
+    set-up before it trains, so `--parallel N` CPU runs go in N lanes, each one process (the same runs as
+    `benchmarks run` with several tasks in one process). A run that fails is recorded in its run directory,
+    reported, and the lane goes on with the next."""
+
+    def __init__(self, runs: list[SweepRun]) -> None:
+        self.runs = runs
+
+    def __call__(self) -> list[str | None]:
+        """Per run: None if it finished, else the one line that says why not."""
+        import traceback
+
+        outcomes: list[str | None] = []
+        for run in self.runs:
+            print(f"start  {run.label}  ({run.run_dir})", flush=True)
+            try:
+                BenchmarkJob(run)()
+                outcomes.append(None)
+            except Exception as e:  # noqa: BLE001 - the next run goes on; this one's error is returned
+                traceback.print_exc()
+                lines = [line for line in str(e).strip().splitlines() if line.strip()] or [""]
+                outcomes.append(lines[-1] if isinstance(e, UserError) else f"{type(e).__name__}: {lines[-1]}")
+        return outcomes
+
+
 def run_local(sweep: Sweep, runs: list[SweepRun], parallel: int = 1, poll_s: float = 2.0) -> list[tuple[SweepRun, str]]:
-    """Run `runs` through submitit's LocalExecutor, `parallel` at a time; each CUDA run gets its own GPUs.
-    Returns the failures (run, last line of its error); the others finished."""
+    """Run `runs` through submitit's LocalExecutor, `parallel` at a time; each CUDA run gets its own GPUs, and
+    CPU runs go in `parallel` lanes (`BenchmarkLane`). Returns the failures (run, last line of its error); the
+    others finished."""
     import submitit
     import torch
 
@@ -215,34 +242,59 @@ def run_local(sweep: Sweep, runs: list[SweepRun], parallel: int = 1, poll_s: flo
                         f"(e.g. {several[0]}); use --executor slurm")
     gpus_free = list(range(torch.cuda.device_count()))
     has_cuda = bool(gpus_free)
+
+    def on_cuda(run: SweepRun) -> bool:
+        return run.device == "cuda" or (run.device == "auto" and has_cuda)
+
+    cpu_runs = [run for run in runs if not on_cuda(run)]
+    lanes = min(max(1, parallel), len(cpu_runs))
+    pending: list[SweepRun | BenchmarkLane] = [BenchmarkLane(cpu_runs[i::lanes]) for i in range(lanes)]
+    pending += [run for run in runs if on_cuda(run)]
     executor = submitit.LocalExecutor(folder=sweep.out / "sweeps" / sweep.name / "local" / "%j")
-    pending, running, failures = list(runs), {}, []
+    running, failures, reported = {}, [], set()
     while pending or running:
         while pending and len(running) < max(1, parallel):
-            run = pending[0]
-            cuda = run.device == "cuda" or (run.device == "auto" and has_cuda)
-            if cuda and len(gpus_free) < run.gpus and running:
-                break  # wait for GPUs to come free
+            unit = pending[0]
+            if isinstance(unit, BenchmarkLane):
+                gpus = []
+                print(f"start  {len(unit.runs)} CPU run(s) in one process: "
+                      f"{', '.join(run.label for run in unit.runs)}", flush=True)
+                executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, gpus_per_node=0, visible_gpus=())
+                # CPU runs side by side share the cores (two probes, each with all cores' threads, ran 2x slower)
+                with temporary_environ(OMP_NUM_THREADS=str(max(1, usable_cores() // max(1, parallel)))):
+                    job = executor.submit(unit)
+            else:
+                if len(gpus_free) < unit.gpus and running:
+                    break  # wait for GPUs to come free
+                gpus = [gpus_free.pop(0) for _ in range(min(unit.gpus, len(gpus_free)))]
+                executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, gpus_per_node=len(gpus),
+                                           visible_gpus=tuple(gpus))
+                print(f"start  {unit.label}  ({unit.run_dir})", flush=True)
+                job = executor.submit(BenchmarkJob(unit))
             pending.pop(0)
-            gpus = [gpus_free.pop(0) for _ in range(min(run.gpus, len(gpus_free)))] if cuda else []
-            executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, gpus_per_node=len(gpus),
-                                       visible_gpus=tuple(gpus))
-            print(f"start  {run.label}  ({run.run_dir})", flush=True)
-            # CPU runs side by side share the cores (two probes, each with all cores' threads, ran 2x slower here)
-            threads = str(max(1, usable_cores() // max(1, parallel)))
-            with temporary_environ(OMP_NUM_THREADS=threads) if not cuda else contextlib.nullcontext():
-                running[executor.submit(BenchmarkJob(run))] = (run, gpus)
+            running[job] = (unit, gpus)
         time.sleep(poll_s)
+        for unit, _ in running.values():  # a lane's runs as they finish
+            for run in getattr(unit, "runs", ()):
+                if run.run_dir not in reported and run_state(run.run_dir) == "finished":
+                    reported.add(run.run_dir)
+                    print(f"done   {run.label}", flush=True)
         for job in [j for j in running if j.done()]:
-            run, gpus = running.pop(job)
+            unit, gpus = running.pop(job)
             gpus_free += gpus
+            members = unit.runs if isinstance(unit, BenchmarkLane) else [unit]
             try:
-                job.result()
-                print(f"done   {run.label}", flush=True)
-            except Exception as e:  # the job's own error, as submitit reports it
-                error = job_error(e)
-                failures.append((run, error))
-                print(f"FAILED {run.label}: {error}", flush=True)
+                result = job.result()
+                outcomes = result if isinstance(unit, BenchmarkLane) else [None]
+            except Exception as e:  # the job's own error, as submitit reports it (a lane: its process died)
+                outcomes = [None if run_state(run.run_dir) == "finished" else job_error(e) for run in members]
+            for run, error in zip(members, outcomes, strict=True):
+                if error is None and run.run_dir not in reported:
+                    print(f"done   {run.label}", flush=True)
+                elif error is not None:
+                    failures.append((run, error))
+                    print(f"FAILED {run.label}: {error}", flush=True)
+                reported.add(run.run_dir)
     return failures
 
 
