@@ -34,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
     """Every (task, checkpoint, seed) asked, one after the other in this process (imports and framework
     set-up paid once); each is an ordinary run with its own directory and records."""
     from benchmarks.runner import resolve_run, run_benchmark
-    from pretrain.distributed import is_main_process
+    from pretrain.distributed import is_main_process, leave_group
 
     groups = [(task, ckpt, _seeds(args, task)) for task in args.task for ckpt in args.ckpt]
     for task, ckpt, seeds in groups:  # every refusal before anything runs
@@ -58,21 +58,8 @@ def _run(args: argparse.Namespace) -> int:
             print(f"run directory: {run_dir}")
         if len(run_dirs) > 1:
             print(_seeds_summary(run_dirs))
-    _leave_group()
+    leave_group()  # under torchrun: close the group this process joined, as the suite's own workers do
     return 0
-
-
-def _leave_group() -> None:
-    """Under torchrun, every process leaves the group together and closes it, the frameworks' DDP wrappers
-    collected first, as the workers this suite starts itself do (benchmarks/launch.py): a process that exits
-    with its gloo group open can abort in teardown."""
-    import gc
-
-    from pretrain.distributed import barrier, shutdown
-
-    gc.collect()
-    barrier()
-    shutdown()
 
 
 def _seeds_summary(run_dirs: list[Path]) -> str:

@@ -15,7 +15,6 @@ Rank 0 writes the result to a file that the parent reads.
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import os
 import socket
@@ -25,14 +24,7 @@ from pathlib import Path
 
 from benchmarks.environ import temporary_environ
 from benchmarks.spec import RunSpec, TrainResult
-from pretrain.distributed import (
-    barrier,
-    init_distributed,
-    is_main_process,
-    launched_world_size,
-    shutdown,
-    usable_cores,
-)
+from pretrain.distributed import init_distributed, is_main_process, launched_world_size, leave_group, usable_cores
 from pretrain.files import atomic_write_json
 
 Train = Callable[[RunSpec], TrainResult]
@@ -59,12 +51,7 @@ def _torch_worker(local_rank: int, port: int, train: Train, spec: RunSpec, resul
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     init_distributed(spec.device)
     _train_and_write(train, spec, result_file)
-    # Leave together and close the group, the framework's DDP wrapper collected first (as the pretraining
-    # trainer does): a worker that exited with its group open once aborted in teardown ("terminate called
-    # without an active exception", rank 1, after the run's results were written).
-    gc.collect()
-    barrier()
-    shutdown()
+    leave_group()
 
 
 def _join_detectron2_machine_group() -> None:

@@ -76,6 +76,17 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def leave_group() -> None:
+    """Every process leaves the group together and closes it, the frameworks' DDP wrappers collected first: a
+    process that exits with its gloo group open can abort in teardown (seen once: "terminate called without an
+    active exception" on rank 1 of a finished 2-process MMSegmentation run). A no-op without a group."""
+    import gc
+
+    gc.collect()
+    barrier()
+    shutdown()
+
+
 def _enabled() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 

@@ -38,11 +38,7 @@ LOOK_COMPILED_FUSED = "look, compiled, fused bf16 search"
 LOOK_COMPILED_BF16 = "look, compiled, bf16 search"
 LOOK_GRAPHS = "look, compiled as CUDA graphs"
 LOOKS = ("look", LOOK_BF16, LOOK_FUSED, LOOK_COMPILED, LOOK_COMPILED_BF16, LOOK_COMPILED_FUSED, LOOK_GRAPHS)
-TARGETS = {"look / sl": "≤ 1.03 on a GPU", f"{LOOK_BF16} / sl": "≤ 1.03 on a GPU",
-           f"{LOOK_FUSED} / sl": "≤ 1.03 on a GPU", f"{LOOK_COMPILED} / sl": "≤ 1.03 on a GPU",
-           f"{LOOK_COMPILED_FUSED} / sl": "≤ 1.03 on a GPU", f"{LOOK_GRAPHS} / sl": "≤ 1.03 on a GPU",
-           f"{LOOK_COMPILED_BF16} / sl": "≤ 1.03 on a GPU",
-           "sl-mlp / sl": "≤ 1.03 on a GPU",
+TARGETS = {**{f"{name} / sl": "≤ 1.03 on a GPU" for name in (*LOOKS, "sl-mlp")},
            "trainer / hand-written": "≥ 0.95"}
 
 

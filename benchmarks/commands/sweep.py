@@ -206,8 +206,8 @@ def submit_slurm(sweep: Sweep, runs: list[SweepRun], overrides: dict[str, Any]) 
 class BenchmarkLane:
     """Local CPU runs one after the other in one job: a fresh process costs 5-6 s of imports and framework
     set-up before it trains, so `--parallel N` CPU runs go in N lanes, each one process (the same runs as
-    `benchmarks run` with several tasks in one process). A run that fails is recorded in its run directory,
-    reported, and the lane goes on with the next."""
+    `benchmarks run` with several tasks in one process). A run that fails is reported (and recorded in its
+    failure.json if it got as far as starting), and the lane goes on with the next."""
 
     def __init__(self, runs: list[SweepRun]) -> None:
         self.runs = runs

@@ -164,6 +164,14 @@ def _device_work(events) -> list:
     return [e for e in events if e.device_type == DeviceType.CUDA and e.name != TIMED_STEP]
 
 
+def _timed_steps(events) -> list[tuple[float, float]]:
+    """(start, end) of each timed step on the host's clock."""
+    from torch.autograd import DeviceType
+
+    return [(e.time_range.start, e.time_range.end) for e in events
+            if e.name == TIMED_STEP and e.device_type == DeviceType.CPU]
+
+
 def _outermost(event):
     while event.cpu_parent is not None and event.cpu_parent.name.startswith("aten::"):
         event = event.cpu_parent
@@ -175,8 +183,7 @@ def idle_during(events) -> dict[str, float]:
     (\"host, between operators\" where none: Python, autograd's engine, the optimizer's loop)."""
     from torch.autograd import DeviceType
 
-    steps = [(e.time_range.start, e.time_range.end) for e in events
-             if e.name == TIMED_STEP and e.device_type == DeviceType.CPU]
+    steps = _timed_steps(events)
     kernels = sorted((e.time_range.start, e.time_range.end) for e in _device_work(events))
     operators = [(e.time_range.start, e.time_range.end, e.name) for e in events
                  if e.device_type == DeviceType.CPU and e.name.startswith("aten::") and _outermost(e) is e]
@@ -210,10 +217,7 @@ def _attribute(idle: dict[str, float], start: float, end: float, operators: list
 
 def host_waits(events) -> dict[str, int]:
     """Runtime calls that wait for the GPU inside timed steps, as 'call in operator' -> count."""
-    from torch.autograd import DeviceType
-
-    steps = [(e.time_range.start, e.time_range.end) for e in events
-             if e.name == TIMED_STEP and e.device_type == DeviceType.CPU]
+    steps = _timed_steps(events)
     counts: dict[str, int] = {}
     for e in events:
         if e.name in HOST_WAITS and any(s <= e.time_range.start < t for s, t in steps):
