@@ -137,6 +137,20 @@ def check_resume_compatible(checkpoint: dict[str, Any], config: Config, fingerpr
         )
 
 
+@contextlib.contextmanager
+def _workers_stopped_on_exit(batches):
+    """The loader's iterator, its worker processes stopped when the epoch ends, however it ends. An epoch left
+    by an exception (a corrupt image, a diverged loss) would otherwise leave them to the garbage collector,
+    whose finalizers close the queues first: the workers never hear the stop and are killed after a 5 s
+    timeout, a pause in any program that calls the trainer and goes on (a test, a sweep in one process)."""
+    try:
+        yield batches
+    finally:
+        stop = getattr(batches, "_shutdown_workers", None)  # only the multi-process iterator has workers
+        if stop is not None:
+            stop()
+
+
 class JsonlLog:
     """`log.jsonl`: one JSON object per line, per logged step or per event (None: this rank writes nothing).
     The logged steps' numbers also go to TensorBoard event files in `tensorboard/` beside it."""
@@ -376,14 +390,15 @@ class Trainer:
                                 pin_memory=self.device.type == "cuda")
         self.model.train()
         self.window_start = time.perf_counter()
-        for batch in loader:
-            self.pending.append(self._step(*batch))
-            self.progress.update(1)
-            if len(self.pending) >= max(1, cfg_train.log_every):
-                self._flush()
-            every = cfg_train.save_every_steps
-            if every and self.step % every == 0 and self.step_in_epoch < self.steps_per_epoch:
-                self._save()
+        with _workers_stopped_on_exit(iter(loader)) as batches:
+            for batch in batches:
+                self.pending.append(self._step(*batch))
+                self.progress.update(1)
+                if len(self.pending) >= max(1, cfg_train.log_every):
+                    self._flush()
+                every = cfg_train.save_every_steps
+                if every and self.step % every == 0 and self.step_in_epoch < self.steps_per_epoch:
+                    self._save()
 
         self.method.check_consistent_across_ranks()
         self.epoch += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import multiprocessing
 import pickle
 
 import numpy as np
@@ -84,6 +85,8 @@ def test_corrupt_image_names_the_file(tiny_overrides, tmp_path, workers):
     result = train_cli("--data", str(tmp_path / "data"), *set_args([*tiny_overrides, f"data.workers={workers}"]))
     assert_clean_error(result, "corrupt image file", str(bad))
     assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+    # the loader's worker stopped with the failed epoch, not left to the garbage collector (a 5 s timeout)
+    assert not multiprocessing.active_children()
 
 
 def test_unknown_method(tiny_overrides):
