@@ -136,6 +136,9 @@ def finish_config(cfg, spec: RunSpec, what: str) -> None:
     backends = list(cfg.visualizer.get("vis_backends") or [])
     if not any(b.get("type") == "TensorboardVisBackend" for b in backends):
         cfg.visualizer.vis_backends = [*backends, dict(type="TensorboardVisBackend")]
+    # the frameworks' configs name their visualizer 'visualizer', and mmengine keeps the name it is given: the
+    # second run in a process would reuse the first one's, writing its events into the first run's folder
+    cfg.visualizer.name = cfg.experiment_name
     cfg.merge_from_dict(dict(_parse_opts(spec.opts)))
     # the protocol's global batch, split over the processes (mmengine's batch_size is per process)
     cfg.train_dataloader.batch_size = per_process_batch(cfg.global_batch_size, spec.world_size, what)
