@@ -14,9 +14,10 @@ from pretrain.errors import UserError
 from tests.conftest import run_main, set_args
 from tests.test_proxy_data import write_fmnist
 
-# the fmnist protocol, shrunk to seconds: 10 classes x 12 images, 32 px, 2 epochs of 2 steps
+# the fmnist protocol, shrunk to seconds: 10 classes x 12 images, 16 px (the small stem keeps 2 x 2 in its last
+# stage), 2 epochs of 2 steps
 TINY_PROXY = ["model.arch=resnet18", "train.batch_size=48", "schedule.epochs=2", "schedule.warmup_epochs=0",
-              "data.workers=0", "train.log_every=1"]
+              "data.workers=0", "train.log_every=1", "data.image_size=16"]
 
 
 @pytest.mark.slow
@@ -40,7 +41,7 @@ def test_proxy_tier_writes_one_table_from_every_method_and_seed(tmp_path):
     assert "## By method" in table and "## Difference to sl" in table and "## Every run" in table
     assert "python -m benchmarks proxy --dataset fmnist" in table  # the command sits next to the numbers
     # which backbone, stem, images, schedule and machine produced it
-    assert "Backbone resnet18 with the small stem, 32 px crops (decoded once, augmented on the device); images: " \
+    assert "Backbone resnet18 with the small stem, 16 px crops (decoded once, augmented on the device); images: " \
         "120 train (12 a class), 60 val (6 a class); 2 epochs." in table and " UTC on CPU (" in table
     with open(tmp_path / "results" / "proxy_fmnist.csv") as f:
         rows = list(csv.DictReader(f))
