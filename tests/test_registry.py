@@ -105,3 +105,11 @@ def test_the_demo_time_table_names_each_run_with_its_own_time(tmp_path):
     assert run_times(log) == [("sl_resnet18_generated_ep6: coco (detectron2)", 42.0),
                               ("sl_resnet18_generated_ep6: voc-det (detectron2)", 7.0)]
     assert run_times(tmp_path / "missing.log") == []
+
+
+def test_the_demo_time_table_rounds_before_it_splits_minutes_and_seconds():
+    from benchmarks.commands.demo import time_table
+
+    table = time_table([("pretrain", 59.6), ("benchmarks", 180.0)])  # 239.6 s in all
+    assert "| pretrain | 1 min 00 s | 25% |" in table and "| benchmarks | 3 min 00 s | 75% |" in table
+    assert table.endswith("| **total** | **4 min 00 s** | |")  # not '3 min 60 s'

@@ -51,12 +51,18 @@ def _newest_export(run: str) -> Path:
     return exports[-1]
 
 
+def minutes_seconds(seconds: float) -> str:
+    """'3 min 59 s' / '4 min 00 s': rounded to the second before it is split (59.6 s is 1 min 00 s, not 0 min 60 s)."""
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
 def time_table(steps: list[tuple[str, float]]) -> str:
     total = sum(seconds for _, seconds in steps)
     lines = ["| step | wall time | share |", "|---|---:|---:|"]
     for name, seconds in steps:
-        lines.append(f"| {name} | {seconds // 60:.0f} min {seconds % 60:02.0f} s | {seconds / total:.0%} |")
-    lines.append(f"| **total** | **{total // 60:.0f} min {total % 60:02.0f} s** | |")
+        lines.append(f"| {name} | {minutes_seconds(seconds)} | {seconds / total:.0%} |")
+    lines.append(f"| **total** | **{minutes_seconds(total)}** | |")
     return "\n".join(lines)
 
 
