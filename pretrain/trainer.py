@@ -142,7 +142,7 @@ def _workers_stopped_on_exit(batches):
     """The loader's iterator, its worker processes stopped when the epoch ends, however it ends. An epoch left
     by an exception (a corrupt image, a diverged loss) would otherwise leave them to the garbage collector,
     whose finalizers close the queues first: the workers never hear the stop and are killed after a 5 s
-    timeout, a pause in any program that calls the trainer and goes on (a test, a sweep in one process)."""
+    timeout, a pause in any program that calls the trainer and goes on (a test, the proxy tier's runs)."""
     try:
         yield batches
     finally:

@@ -82,11 +82,12 @@ def test_corrupt_image_names_the_file(tiny_overrides, tmp_path, workers):
     write_images(tmp_path / "data" / "b", 20)
     bad = tmp_path / "data" / "b" / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 10)
+    children = set(multiprocessing.active_children())
     result = train_cli("--data", str(tmp_path / "data"), *set_args([*tiny_overrides, f"data.workers={workers}"]))
     assert_clean_error(result, "corrupt image file", str(bad))
     assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
     # the loader's worker stopped with the failed epoch, not left to the garbage collector (a 5 s timeout)
-    assert not multiprocessing.active_children()
+    assert set(multiprocessing.active_children()) <= children
 
 
 def test_unknown_method(tiny_overrides):
