@@ -104,7 +104,7 @@ def pretraining(args: argparse.Namespace, device: torch.device) -> tuple[list[tu
     sl = rows_by_name["sl"]
     memory = f"memory {args.slots:,} x {args.look['embed_dim']}"
     described = {"look": f"look ({memory})", LOOK_BF16: f"look ({memory}, opt-in bfloat16 search)",
-                 LOOK_FUSED: f"look ({memory}, bfloat16 search in one Triton kernel)",
+                 LOOK_FUSED: f"look ({memory}, bfloat16 search in two Triton kernels, the similarities never written)",
                  LOOK_COMPILED: f"look ({memory}, search and loss through torch.compile)",
                  LOOK_COMPILED_BF16: f"look ({memory}, bfloat16 search and loss through torch.compile)",
                  LOOK_GRAPHS: f"look ({memory}, search and loss through torch.compile, replayed as CUDA graphs)",

@@ -114,7 +114,7 @@ class KNNMemory:
         if self.fused:
             from pretrain.methods.fused_search import available, fused_topk_keys  # Triton: only when asked for
 
-            if available(queries.device):
+            if available(queries.device, queries.shape[1]):
                 keys = fused_topk_keys(queries, self._searched, wanted)
         if keys is None:
             keys = self._topk_keys(queries, wanted)

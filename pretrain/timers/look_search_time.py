@@ -99,7 +99,7 @@ def main() -> None:
         fused = KNNMemory(labels, args.dim, 0.5, search_dtype=torch.bfloat16, fused=True).to(device)
         fused.embeddings = memory.embeddings
         values, slots = fused.search(queries, args.k, exclude)
-        print(f"this revision, fused bfloat16 search (one Triton kernel): "
+        print(f"this revision, fused bfloat16 search (two Triton kernels): "
               f"{timed(fused.search, queries, args.k, exclude, args.reps):.2f} ms, "
               f"{operations(fused.search, queries, args.k, exclude)} operations; against the bfloat16 search: "
               f"{overlap(slots, found['bfloat16'][1])}")
