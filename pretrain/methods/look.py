@@ -67,11 +67,11 @@ class LeaveOneOutKNN(Method):
         chunk_size: int = 262144  # memory slots per similarity chunk: bounds search memory
         memory_seed: int = 0
         search_dtype: Literal["float32", "bfloat16"] = "float32"  # bfloat16: faster on a GPU, rounded vectors
-        # fused: the bfloat16 search as one Triton kernel (pretrain/methods/fused_search.py) where it can run
+        # fused: the bfloat16 search in two Triton kernels (pretrain/methods/fused_search.py) where they can run
         # (a GPU with bfloat16 tensor cores); elsewhere, and for float32, the torch search
         search_kernel: Literal["torch", "fused"] = "torch"
         # compile: the search and the loss (with its backward) through torch.compile, so that a GPU runs a few
-        # fused kernels instead of launching hundreds of small ones (LOOK's step is launch-bound on an H200)
+        # fused kernels instead of launching hundreds of small ones
         compile: bool = False
         # with compile: "reduce-overhead" replays the compiled part as CUDA graphs (one launch for its kernels;
         # on a CPU the same as "default")
