@@ -6,14 +6,14 @@ import re
 
 import pytest
 
-from tests.conftest import run_cli
+from benchmarks.commands import gpu_check
+from tests.conftest import run_main
 
 
 @pytest.mark.slow
 def test_gpu_check_prints_every_row_of_the_table(tmp_path):
     out = tmp_path / "gpu_check.md"
-    result = run_cli("-m", "benchmarks.commands.gpu_check", "--quick", "--out", str(out),
-                     "--work", str(tmp_path / "work"), timeout=900)
+    result = run_main(gpu_check.main, ["--quick", "--out", str(out), "--work", str(tmp_path / "work")])
     assert result.returncode == 0, result.stderr[-3000:]
     table = out.read_text()
     assert table in result.stdout
