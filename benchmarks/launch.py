@@ -26,6 +26,7 @@ from benchmarks.environ import temporary_environ
 from benchmarks.spec import RunSpec, TrainResult
 from pretrain.distributed import init_distributed, is_main_process, launched_world_size, leave_group, usable_cores
 from pretrain.files import atomic_write_json
+from pretrain.process_exit import exit_now
 
 Train = Callable[[RunSpec], TrainResult]
 
@@ -40,10 +41,14 @@ def _share_cores(spec: RunSpec, processes_here: int) -> None:
 
 
 def _train_and_write(train: Train, spec: RunSpec, result_file: str) -> None:
+    """A worker process's whole life after joining the group: train, rank 0 writes the result, every rank
+    leaves the group, and the process ends without the interpreter's teardown (its parent waits for it)."""
     _share_cores(spec, spec.world_size)
     result = train(spec)
     if is_main_process():
         atomic_write_json(Path(result_file), asdict(result))
+    leave_group()
+    exit_now(0)
 
 
 def _torch_worker(local_rank: int, port: int, train: Train, spec: RunSpec, result_file: str) -> None:
@@ -51,7 +56,6 @@ def _torch_worker(local_rank: int, port: int, train: Train, spec: RunSpec, resul
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     init_distributed(spec.device)
     _train_and_write(train, spec, result_file)
-    leave_group()
 
 
 def _join_detectron2_machine_group() -> None:

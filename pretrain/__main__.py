@@ -1,5 +1,4 @@
-import sys
-
 from pretrain.cli import main
+from pretrain.process_exit import exit_now
 
-sys.exit(main())
+exit_now(main())

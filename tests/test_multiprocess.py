@@ -11,6 +11,8 @@ import os
 import re
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ import torch.multiprocessing as mp
 from benchmarks.cli import main as benchmarks_main
 from benchmarks.spec import RunSpec, TrainResult
 from tests.conftest import (
+    REPO,
     SHORTER,
     TWO_PROCESS_BENCHMARKS,
     UNDER_TORCHRUN,
@@ -171,3 +174,23 @@ def test_detectron2_under_torchrun_joins_its_per_machine_group(tmp_path):
     for rank in (0, 1):
         groups = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert groups == {"rank": rank, "world": 2, "local_rank": 0, "local_size": 1}
+
+
+def test_a_finished_program_ends_with_its_code_after_its_exit_work(tmp_path):
+    """`exit_now` (the CLIs' and the benchmark workers' end): the other non-daemon threads finish, the atexit
+    handlers run and buffered output comes out, and the exit status is the program's; only the interpreter's
+    module teardown is left out."""
+    program = f"""
+import atexit, sys, threading, time
+from pretrain.process_exit import exit_now
+atexit.register(lambda: open({str(tmp_path / "atexit")!r}, "w").write("ran"))
+def late():
+    time.sleep(0.3)
+    open({str(tmp_path / "thread")!r}, "w").write("done")
+threading.Thread(target=late).start()
+sys.stdout.write("no newline: still in the buffer")
+exit_now(3)
+"""
+    result = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3 and result.stdout == "no newline: still in the buffer", result
+    assert (tmp_path / "atexit").read_text() == "ran" and (tmp_path / "thread").read_text() == "done"

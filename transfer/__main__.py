@@ -1,5 +1,4 @@
-import sys
-
+from pretrain.process_exit import exit_now
 from transfer.cli import main
 
-sys.exit(main())
+exit_now(main())
