@@ -25,7 +25,16 @@ from pretrain.checkpoint import (
 from pretrain.config import Config, config_from_dict, config_hash, resume_identity, write_config
 from pretrain.data import GlobalBatchSampler, build_train_dataset, dataset_name, train_root
 from pretrain.data.memory import InMemoryImages
-from pretrain.distributed import DistInfo, any_rank, barrier, gather_all, init_distributed, shutdown, usable_cores
+from pretrain.distributed import (
+    DistInfo,
+    any_rank,
+    barrier,
+    gather_all,
+    in_group,
+    init_distributed,
+    shutdown,
+    usable_cores,
+)
 from pretrain.errors import TrainingDiverged, UserError
 from pretrain.files import atomic_copy
 from pretrain.knn_monitor import KnnMonitor
@@ -266,9 +275,11 @@ class Trainer:
             # DDP's reducer holds the process group. Freed first, it is not the group's last holder, so the group
             # goes with destroy_process_group (which releases the GIL), not with the reducer at interpreter exit,
             # where gloo's destructor can deadlock with its worker thread over the GIL (seen: a finished
-            # 2-process run that never exited).
+            # 2-process run that never exited). Without a group nothing waits on it: no collection (0.1-0.3 s
+            # of a short run, in a process that imported the frameworks).
             self.model = None
-            gc.collect()
+            if in_group():
+                gc.collect()
             shutdown()
 
     def _setup(self, device: torch.device, info: DistInfo) -> None:
