@@ -345,3 +345,9 @@ def test_openmmlab_configs_are_written_as_loaded_without_yapf(monkeypatch):
         text = cfg.pretty_text
         monkeypatch.undo()
         assert Config.fromstring(text, ".py").to_dict() == cfg.to_dict(), model
+    # read once per process: each caller gets its own copy, with the same setting
+    first = load_config("mmdet", "mask_rcnn_r50_fpn", "smoke")
+    first.model.backbone.depth, first.train_cfg.max_iters = 18, 3
+    again = load_config("mmdet", "mask_rcnn_r50_fpn", "smoke")
+    assert again.model.backbone.depth == 50 and again.train_cfg.max_iters == 10
+    assert again._format_python_code is False

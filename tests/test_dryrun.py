@@ -3,6 +3,8 @@ checkpoint loaded, one iteration trained here at the real input sizes with the p
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from benchmarks.commands.dryrun import STEPPED_WORLD_SIZE, markdown, rows_for, step_protocol
@@ -18,7 +20,10 @@ def resnet18(tmp_path_factory):
 @pytest.mark.parametrize("framework", ["detectron2", "mmdet"])
 def test_coco_1x_protocol_builds_loads_and_steps_at_real_sizes(framework, resnet18, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the embedded data is generated under ./data/generated
+    gc.freeze()  # as this process's conftest does before each test
     record = step_protocol("coco", framework, "1x", resnet18, tmp_path / "dry", iters=1)
+    if framework == "mmdet":  # the run kept what was alive out of the collector's way, and handed it all back
+        assert gc.get_freeze_count() == 0
     assert record["global_batch"] == 16 and record["lr"] == pytest.approx(0.02)
     assert record["per_process_batch"] == 16 // STEPPED_WORLD_SIZE == 2 and record["world_size"] == 8
     assert len(record["seconds_per_iter"]) == 1 and record["seconds_per_iter"][0] > 0
