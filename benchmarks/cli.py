@@ -33,14 +33,17 @@ def _seeds(args: argparse.Namespace, task: str) -> list[int]:
 def _run(args: argparse.Namespace) -> int:
     """Every (task, checkpoint, seed) asked, one after the other in this process (imports and framework
     set-up paid once); each is an ordinary run with its own directory and records."""
-    from benchmarks.runner import resolve_run, run_benchmark
-    from pretrain.distributed import is_main_process, leave_group
+    from pretrain.process_start import imports_without_collection
 
-    groups = [(task, ckpt, _seeds(args, task)) for task in args.task for ckpt in args.ckpt]
-    for task, ckpt, seeds in groups:  # every refusal before anything runs
-        for seed in seeds:
-            resolve_run(task, ckpt, args.framework, args.schedule, seed, args.data, args.out, args.procs,
-                        args.device, args.opts)
+    with imports_without_collection():  # the imports are most of what the checks do the first time
+        from benchmarks.runner import resolve_run, run_benchmark
+        from pretrain.distributed import is_main_process, leave_group
+
+        groups = [(task, ckpt, _seeds(args, task)) for task in args.task for ckpt in args.ckpt]
+        for task, ckpt, seeds in groups:  # every refusal before anything runs
+            for seed in seeds:
+                resolve_run(task, ckpt, args.framework, args.schedule, seed, args.data, args.out, args.procs,
+                            args.device, args.opts)
     for task, ckpt, seeds in groups:
         run_dirs = []
         for seed in seeds:  # one after the other; a failing run stops here, the finished ones stay recorded

@@ -23,7 +23,10 @@ def _config(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from pretrain.trainer import train
+    from pretrain.process_start import imports_without_collection
+
+    with imports_without_collection():
+        from pretrain.trainer import train
 
     train(_config(args), resume_from=args.resume)
     return 0

@@ -194,3 +194,34 @@ exit_now(3)
     result = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 3 and result.stdout == "no newline: still in the buffer", result
     assert (tmp_path / "atexit").read_text() == "ran" and (tmp_path / "thread").read_text() == "done"
+
+
+def test_a_programs_imports_run_without_cyclic_collections_and_are_frozen_after():
+    """`imports_without_collection` (the start of `pretrain train` and `benchmarks run`): no full collection
+    scans the libraries while they are imported; after the block the collector is on again (also after an
+    error) and what the block left alive is frozen."""
+    import gc
+
+    from pretrain.process_start import imports_without_collection
+
+    class Node:  # an object in a reference cycle: only the cyclic collector frees it
+        pass
+
+    gc.unfreeze()
+    with imports_without_collection():
+        assert not gc.isenabled()
+        kept = Node()
+        kept.self = kept
+    assert gc.isenabled() and gc.get_freeze_count() > 0
+    assert not any(o is kept for o in gc.get_objects())  # frozen: out of the collector's lists
+    gc.unfreeze()
+    with pytest.raises(RuntimeError), imports_without_collection():
+        raise RuntimeError("an import failed")
+    assert gc.isenabled()
+    gc.disable()  # a program that runs without the collector keeps it off
+    try:
+        with imports_without_collection():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
