@@ -33,7 +33,7 @@ def _seeds(args: argparse.Namespace, task: str) -> list[int]:
 def _run(args: argparse.Namespace) -> int:
     """Every (task, checkpoint, seed) asked, one after the other in this process (imports and framework
     set-up paid once); each is an ordinary run with its own directory and records."""
-    from pretrain.process_start import imports_without_collection
+    from pretrain.collector import imports_without_collection
 
     with imports_without_collection():  # the imports are most of what the checks do the first time
         from benchmarks.runner import resolve_run, run_benchmark

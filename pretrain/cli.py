@@ -23,7 +23,7 @@ def _config(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from pretrain.process_start import imports_without_collection
+    from pretrain.collector import imports_without_collection
 
     with imports_without_collection():
         from pretrain.trainer import train

@@ -202,7 +202,7 @@ def test_a_programs_imports_run_without_cyclic_collections_and_are_frozen_after(
     error) and what the block left alive is frozen."""
     import gc
 
-    from pretrain.process_start import imports_without_collection
+    from pretrain.collector import imports_without_collection
 
     class Node:  # an object in a reference cycle: only the cyclic collector frees it
         pass
