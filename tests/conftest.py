@@ -5,9 +5,12 @@ import gc
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.background import BACKGROUND_ENV, Background, background_command, readers_last
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,8 +43,10 @@ def tiny_overrides(generated_dir, tmp_path) -> list[str]:
 
 
 def run_cli(*args: str, timeout: float = 300, env_extra: dict[str, str] | None = None, cwd: Path = REPO,
-            **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2", **(env_extra or {})}
+            environ: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """`python *args` to its end; the environment is this process's (or `environ`, a copy of it taken earlier,
+    in the background thread: tests change os.environ) with `env_extra`. OMP_NUM_THREADS: tests/background.py."""
+    env = {**(os.environ if environ is None else environ), "PYTHONUNBUFFERED": "1", **(env_extra or {})}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout, **kwargs)
 
@@ -172,22 +177,20 @@ def smoke_backbone(tmp_path_factory) -> Path:
                            input_convention=SMOKE_INPUT)
 
 
-@pytest.fixture(scope="session")
-def two_process_runs(tmp_path_factory, smoke_backbone):
+def _two_process_runs(ckpt: Path, out: Path, environ: dict[str, str]) -> dict:
     """One command per framework: its benchmarks one after the other (MMSegmentation's two in one command,
     under torchrun in the same 2 processes: the second run must not inherit the first one's framework state)."""
-    out = tmp_path_factory.mktemp("multiprocess") / "bench"
     results = {}
     for framework in dict.fromkeys(f for _, f in TWO_PROCESS_BENCHMARKS):
         tasks = [t for t, f in TWO_PROCESS_BENCHMARKS if f == framework]
         # a hang (a rank left waiting in a collective) ends as a timeout, i.e. a failed test
         torchrun = any((t, framework) in UNDER_TORCHRUN for t in tasks)
         result = run_cli(
-            *(TORCHRUN_2 if torchrun else ()), "-m", "benchmarks", "run", *tasks, "--ckpt", str(smoke_backbone),
+            *(TORCHRUN_2 if torchrun else ()), "-m", "benchmarks", "run", *tasks, "--ckpt", str(ckpt),
             "--framework", framework, "--schedule", "smoke", "--device", "cpu", *(() if torchrun else ("--procs", "2")),
-            "--out", str(out), "--opts", *SHORTER[framework], timeout=600)
+            "--out", str(out), "--opts", *SHORTER[framework], timeout=600, environ=environ, env_extra=BACKGROUND_ENV)
         results.update({(task, framework): result for task in tasks})
-    return {"ckpt": smoke_backbone, "out": out, "results": results, "work_files": drop_checkpoints(out)}
+    return {"ckpt": ckpt, "out": out, "results": results, "work_files": drop_checkpoints(out)}
 
 
 # Detectron2's two smoke benchmarks in one process, one after the other (`benchmarks run coco voc-det`), 4 of
@@ -196,15 +199,89 @@ def two_process_runs(tmp_path_factory, smoke_backbone):
 DETECTRON2_SHORTER = SHORTER["detectron2"]
 
 
-@pytest.fixture(scope="session")
-def detectron2_runs(tmp_path_factory) -> dict:
-    home = tmp_path_factory.mktemp("detectron2_runs")  # its embedded data is generated under home/data/generated
-    ckpt = random_backbone(home / "ckpt")
-    out = home / "bench"
+def _detectron2_runs(home: Path, ckpt: Path, environ: dict[str, str]) -> dict:
+    out = home / "bench"  # its embedded data is generated under home/data/generated
     result = run_cli("-m", "benchmarks", "run", "coco", "voc-det", "--ckpt", str(ckpt), "--framework", "detectron2",
                      "--schedule", "smoke", "--seed", "0", "--out", str(out), "--opts", *DETECTRON2_SHORTER,
-                     timeout=900, cwd=home)
+                     timeout=900, cwd=home, environ=environ, env_extra=BACKGROUND_ENV)
     return {"home": home, "ckpt": ckpt, "out": out, "result": result, "work_files": drop_checkpoints(out)}
+
+
+def _openmmlab_runs(ckpt: Path, out: Path, environ: dict[str, str]) -> dict:
+    """A VOC smoke run in MMSegmentation, killed after its first checkpoint and resumed by rerunning the same
+    command. (Each OpenMMLab benchmark also runs in 2 processes: `two_process_runs`.)"""
+    import signal
+    import time
+
+    command = ["-m", "benchmarks", "run", "voc", "--ckpt", str(ckpt), "--framework", "mmseg", "--schedule", "smoke",
+               "--out", str(out)]
+    voc_dir = out / "voc" / "mmseg" / "smoke" / ckpt.name.split(".")[0] / "seed0"
+    process = subprocess.Popen([sys.executable, *command], cwd=REPO, env={**environ, **BACKGROUND_ENV},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    # mmengine names the checkpoint in last_checkpoint once it is completely written
+    while not (voc_dir / "work" / "last_checkpoint").is_file() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at_5 = not (voc_dir / "result.json").exists()
+    resumed = run_cli(*command, timeout=600, environ=environ, env_extra=BACKGROUND_ENV)
+    return {"ckpt": ckpt, "out": out, "resumed": resumed, "killed_at_5": killed_at_5,
+            "work_files": drop_checkpoints(out)}
+
+
+@background_command("openmmlab_runs")
+def _start_openmmlab_runs(request: pytest.FixtureRequest, factory: pytest.TempPathFactory) -> Callable[[], dict]:
+    ckpt, out = request.getfixturevalue("smoke_backbone"), factory.mktemp("openmmlab") / "bench"
+    environ = dict(os.environ)
+    return lambda: _openmmlab_runs(ckpt, out, environ)
+
+
+@background_command("two_process_runs")
+def _start_two_process_runs(request: pytest.FixtureRequest, factory: pytest.TempPathFactory) -> Callable[[], dict]:
+    ckpt, out = request.getfixturevalue("smoke_backbone"), factory.mktemp("multiprocess") / "bench"
+    environ = dict(os.environ)
+    return lambda: _two_process_runs(ckpt, out, environ)
+
+
+@background_command("detectron2_runs")
+def _start_detectron2_runs(request: pytest.FixtureRequest, factory: pytest.TempPathFactory) -> Callable[[], dict]:
+    home = factory.mktemp("detectron2_runs")
+    ckpt = random_backbone(home / "ckpt")
+    environ = dict(os.environ)
+    return lambda: _detectron2_runs(home, ckpt, environ)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    readers_last(items)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background(request, tmp_path_factory) -> Iterator[Background]:
+    """The session's long benchmark commands (tests/background.py), started when its first test starts."""
+    with Background(request, tmp_path_factory) as commands:
+        commands.start_what_is_read()
+        yield commands
+
+
+@pytest.fixture(autouse=True)
+def _threads_for_this_test(background) -> None:
+    background.threads_for_one_test()
+
+
+@pytest.fixture(scope="session")
+def two_process_runs(background) -> dict:
+    return background.result("two_process_runs")
+
+
+@pytest.fixture(scope="session")
+def detectron2_runs(background) -> dict:
+    return background.result("detectron2_runs")
+
+
+@pytest.fixture(scope="session")
+def openmmlab_runs(background) -> dict:
+    return background.result("openmmlab_runs")
 
 
 def detectron2_run_dir(runs: dict, task: str) -> Path:

@@ -7,7 +7,6 @@ import dataclasses
 import io
 import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -25,7 +24,6 @@ from pretrain.errors import UserError
 from tests.conftest import (
     DETECTRON2_SHORTER,
     detectron2_run_dir,
-    drop_checkpoints,
     random_backbone,
     run_cli,
     run_main,
@@ -180,35 +178,6 @@ def test_generated_voc_and_ade20k_are_read_by_mmsegs_own_datasets(tmp_path):
     sample = DATASETS.build(cfg.val_dataloader.dataset)[0]["data_samples"].gt_sem_seg.data
     assert set(sample.unique().tolist()) <= {0, 1, 2, 3, 255} and 255 in sample  # 0 -> ignore, 1..4 -> 0..3
     assert torch.equal(sample[0] == 255, torch.from_numpy(raw == 0))
-
-
-@pytest.fixture(scope="module")
-def openmmlab_runs(smoke_backbone, tmp_path_factory):
-    """A VOC smoke run in MMSegmentation, killed after its first checkpoint and resumed by rerunning the same
-    command. (Each OpenMMLab benchmark also runs in 2 processes: the `two_process_runs` fixture.)"""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from tests.conftest import REPO
-
-    ckpt, out = smoke_backbone, tmp_path_factory.mktemp("openmmlab") / "bench"
-    command = ["-m", "benchmarks", "run", "voc", "--ckpt", str(ckpt), "--framework", "mmseg", "--schedule", "smoke",
-               "--out", str(out)]
-    voc_dir = out / "voc" / "mmseg" / "smoke" / ckpt.name.split(".")[0] / "seed0"
-    process = subprocess.Popen([sys.executable, *command], cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    # mmengine names the checkpoint in last_checkpoint once it is completely written
-    while not (voc_dir / "work" / "last_checkpoint").is_file() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    killed_at_5 = not (voc_dir / "result.json").exists()
-    resumed = run_cli(*command, timeout=600)
-    return {"ckpt": ckpt, "out": out, "resumed": resumed, "killed_at_5": killed_at_5,
-            "work_files": drop_checkpoints(out)}
 
 
 def _run_dir(runs, task, framework):

@@ -8,12 +8,14 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from benchmarks.cli import main as benchmarks_main
 from benchmarks.environ import temporary_environ
+from tests.background import BACKGROUND_ENV, background_command
 from tests.conftest import IMAGENET_INPUT, random_backbone, run_cli, run_main
 
 # submitit configures logging when imported (logging.config.dictConfig), which closes every logging handler
@@ -23,14 +25,17 @@ with temporary_environ(SUBMITIT_LOG_LEVEL="NOCONFIG"):
     import submitit
 
 
-@pytest.fixture(scope="module")
-def two_backbones(tmp_path_factory) -> list[Path]:
-    out = tmp_path_factory.mktemp("sweep_ckpts")
+def _two_backbones(out: Path) -> list[Path]:
     # the probe reads images at the backbone's own size: 32 px (a probe of the generated data in a lane, one
     # thread: 5.2 s against 7.5 s at 64 px)
     small = {**IMAGENET_INPUT, "image_size": 32}
     return [random_backbone(out / "a", seed=1, input_convention=small),
             random_backbone(out / "b", method="look", seed=2, input_convention=small)]
+
+
+@pytest.fixture(scope="module")
+def two_backbones(tmp_path_factory) -> list[Path]:
+    return _two_backbones(tmp_path_factory.mktemp("sweep_ckpts"))
 
 
 def _sweep_file(path: Path, ckpts: list[Path], benchmarks: str, extra: str = "") -> Path:
@@ -120,16 +125,33 @@ def test_the_sbatch_script_asks_for_the_requested_resources(tmp_path, monkeypatc
         assert f"#SBATCH {line}\n" in script, line
 
 
-@pytest.mark.slow
-def test_a_local_sweep_runs_the_grid_and_collect_shows_its_table(two_backbones, tmp_path):
+@background_command("local_sweep")
+def _start_local_sweep(request: pytest.FixtureRequest, factory: pytest.TempPathFactory) -> Callable[[], dict]:
     """2 checkpoints x 2 benchmarks (the probe and the cheapest smoke, VOC segmentation in MMSegmentation,
-    cut to 4 iterations) x 2 seeds, 2 at a time, through submitit's LocalExecutor; then one table each."""
-    sweep_file = _sweep_file(tmp_path / "sweep.yaml", two_backbones,
+    cut to 4 iterations) x 2 seeds, 2 at a time, through submitit's LocalExecutor."""
+    folder = factory.mktemp("local_sweep")
+    backbones = _two_backbones(folder / "ckpts")
+    sweep_file = _sweep_file(folder / "sweep.yaml", backbones,
                              "  - {task: probe, framework: frozen, schedule: standard}\n"
                              "  - {task: voc, framework: mmseg, schedule: smoke,\n"
                              "     opts: [train_cfg.max_iters=4, train_cfg.val_interval=4]}\n",
                              "seeds: 2\ndevice: cpu\n")
-    result = run_cli("-m", "benchmarks", "sweep", str(sweep_file), "--parallel", "2", timeout=1200)
+    environ = dict(os.environ)
+    return lambda: {"folder": folder, "sweep_file": sweep_file, "two_backbones": backbones,
+                    "result": run_cli("-m", "benchmarks", "sweep", str(sweep_file), "--parallel", "2",
+                                      timeout=1200, environ=environ, env_extra=BACKGROUND_ENV)}
+
+
+@pytest.fixture(scope="session")
+def local_sweep(background) -> dict:
+    return background.result("local_sweep")
+
+
+@pytest.mark.slow
+def test_a_local_sweep_runs_the_grid_and_collect_shows_its_table(local_sweep, tmp_path):
+    """The sweep above (run while the other tests run); then one table each."""
+    result, sweep_file, bench = local_sweep["result"], local_sweep["sweep_file"], local_sweep["folder"] / "bench"
+    two_backbones = local_sweep["two_backbones"]
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
     assert "8 runs: 8 new" in result.stdout and "all 8 run(s) finished" in result.stdout
     # CPU runs: 2 lanes of 4 runs, each lane one process (imports and set-up once), every run reported done
@@ -139,9 +161,9 @@ def test_a_local_sweep_runs_the_grid_and_collect_shows_its_table(two_backbones, 
     assert again.returncode == 0 and "all runs finished; nothing to do" in again.stdout
     assert "8 runs: 8 finished" in again.stdout
     # without the sweep file, status reads every run directory under the output folder
-    status = run_main(benchmarks_main, ["status", "--runs", str(tmp_path / "bench")])
+    status = run_main(benchmarks_main, ["status", "--runs", str(bench)])
     assert status.returncode == 0 and status.stdout.count("| 2/2 | 0 | 0 | 0 |") == 4, status.stdout
-    collected = run_main(benchmarks_main, ["collect", "--runs", str(tmp_path / "bench"), "--out",
+    collected = run_main(benchmarks_main, ["collect", "--runs", str(bench), "--out",
                                            str(tmp_path / "results")])
     assert collected.returncode == 0, collected.stderr[-2000:]
     for table in ("probe.md", "voc.md"):
