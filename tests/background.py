@@ -1,14 +1,13 @@
-"""The test session's long benchmark commands, run in a background thread while the other tests run.
+"""The test session's long commands, run in a background thread on the cores the other tests leave idle.
 
-On 2 cores the tests in this process leave one core idle much of the time (a test's own torch work uses 2
-threads at about 1.5 cores' worth; interpreter start-ups and imports use one). The commands that several
-tests read (each benchmark in 2 processes, Detectron2's two smoke runs) are started when the session starts,
-one after the other in one thread, and their readers run last (conftest.py orders them).
-
-While one runs, the tests use 1 thread, in this process and in the commands they start: 2 OpenMP threads on
-2 cores of which another process holds one wait for each other at every parallel region (a small convolution
-loop: 0.82 s with 2 threads against 0.37 s with 1 when a busy process shares the cores). The thread count is
-chosen when a test starts and kept for the whole test (its results may be compared to the bit).
+On 2 cores the tests in this process leave one core idle much of the time (interpreter start-ups, imports,
+single-threaded framework code, waiting on subprocesses). The commands that tests read (every benchmark in 2
+processes, Detectron2's two smoke runs, MMSegmentation's kill-and-resume, the local sweep, the pretraining
+kill -9 and rerun) are started when the session's first test starts, one after the other in one thread, at
+the lowest priority (nice 19), with one thread each; the tests that read them run last (conftest.py orders
+them). The scheduler gives a nice-19 process a core only when nothing else wants it, so the other tests run
+as fast as alone (a 2-thread convolution loop: 0.25 s beside a busy nice-19 process, 0.82 s beside a busy
+one at the same priority, whose core its second OpenMP thread waits for at every parallel region).
 """
 
 from __future__ import annotations
@@ -19,9 +18,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
-# what the background commands run with: they always share the cores with a test
+# one thread each: a background process gets a core only while the tests leave one idle
 BACKGROUND_ENV = {"OMP_NUM_THREADS": "1"}
-CHILD_THREADS = "2"  # what a command a test starts runs with when nothing runs in the background
 
 # A command prepares in the test process (directories, checkpoints, a copy of the environment: tests change
 # os.environ while the background thread runs) and returns what the background thread calls.
@@ -46,20 +44,16 @@ class Background:
     """Started by the session's autouse fixture: the commands some collected test reads, in one thread."""
 
     def __init__(self, request: pytest.FixtureRequest, factory: pytest.TempPathFactory) -> None:
-        import torch
-
         self._request, self._factory = request, factory
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="background-commands")
+        # Linux: a thread's nice value is its own, and a process it starts inherits it
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="background-commands",
+                                        initializer=os.nice, initargs=(19,))
         self._runs: dict[str, Future] = {}
-        self._threads = torch.get_num_threads()  # this process's own, when nothing runs in the background
 
     def start_what_is_read(self) -> None:
         for name, prepare in COMMANDS.items():
             if any(name in item.fixturenames for item in self._request.session.items):
                 self._runs[name] = self._pool.submit(prepare(self._request, self._factory))
-
-    def busy(self) -> bool:
-        return any(not run.done() for run in self._runs.values())
 
     def result(self, name: str) -> object:
         """The command's result once it has finished (started now if no collected test was known to read it)."""
@@ -67,27 +61,8 @@ class Background:
             self._runs[name] = self._pool.submit(COMMANDS[name](self._request, self._factory))
         return self._runs[name].result()
 
-    def threads_for_one_test(self) -> int:
-        """Set this process's threads and those of the commands a test starts (OMP_NUM_THREADS, set since the
-        session started: only its value changes while the background thread may copy the environment)."""
-        import torch
-
-        busy = self.busy()
-        torch.set_num_threads(1 if busy else self._threads)
-        os.environ["OMP_NUM_THREADS"] = BACKGROUND_ENV["OMP_NUM_THREADS"] if busy else CHILD_THREADS
-        return torch.get_num_threads()
-
     def __enter__(self) -> Background:
-        self._environ = os.environ.get("OMP_NUM_THREADS")
-        os.environ["OMP_NUM_THREADS"] = CHILD_THREADS
         return self
 
     def __exit__(self, *exc: object) -> None:
-        import torch
-
         self._pool.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(self._threads)
-        if self._environ is None:
-            os.environ.pop("OMP_NUM_THREADS")
-        else:
-            os.environ["OMP_NUM_THREADS"] = self._environ

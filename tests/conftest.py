@@ -45,8 +45,9 @@ def tiny_overrides(generated_dir, tmp_path) -> list[str]:
 def run_cli(*args: str, timeout: float = 300, env_extra: dict[str, str] | None = None, cwd: Path = REPO,
             environ: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
     """`python *args` to its end; the environment is this process's (or `environ`, a copy of it taken earlier,
-    in the background thread: tests change os.environ) with `env_extra`. OMP_NUM_THREADS: tests/background.py."""
-    env = {**(os.environ if environ is None else environ), "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    in the background thread: tests change os.environ) with `env_extra`."""
+    env = {**(os.environ if environ is None else environ), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2",
+           **(env_extra or {})}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout, **kwargs)
 
@@ -218,7 +219,7 @@ def _openmmlab_runs(ckpt: Path, out: Path, environ: dict[str, str]) -> dict:
     voc_dir = out / "voc" / "mmseg" / "smoke" / ckpt.name.split(".")[0] / "seed0"
     process = subprocess.Popen([sys.executable, *command], cwd=REPO, env={**environ, **BACKGROUND_ENV},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
+    deadline = time.time() + 900  # against a hang (a background command gets the cores the tests leave idle)
     # mmengine names the checkpoint in last_checkpoint once it is completely written
     while not (voc_dir / "work" / "last_checkpoint").is_file() and process.poll() is None and time.time() < deadline:
         time.sleep(0.2)
@@ -262,11 +263,6 @@ def background(request, tmp_path_factory) -> Iterator[Background]:
     with Background(request, tmp_path_factory) as commands:
         commands.start_what_is_read()
         yield commands
-
-
-@pytest.fixture(autouse=True)
-def _threads_for_this_test(background) -> None:
-    background.threads_for_one_test()
 
 
 @pytest.fixture(scope="session")
