@@ -181,7 +181,7 @@ def smoke_backbone(tmp_path_factory) -> Path:
 def _two_process_runs(ckpt: Path, out: Path, environ: dict[str, str]) -> dict:
     """One command per framework: its benchmarks one after the other (MMSegmentation's two in one command,
     under torchrun in the same 2 processes: the second run must not inherit the first one's framework state)."""
-    results = {}
+    results, work_files = {}, {}
     for framework in dict.fromkeys(f for _, f in TWO_PROCESS_BENCHMARKS):
         tasks = [t for t, f in TWO_PROCESS_BENCHMARKS if f == framework]
         # a hang (a rank left waiting in a collective) ends as a timeout, i.e. a failed test
@@ -191,7 +191,9 @@ def _two_process_runs(ckpt: Path, out: Path, environ: dict[str, str]) -> dict:
             "--framework", framework, "--schedule", "smoke", "--device", "cpu", *(() if torchrun else ("--procs", "2")),
             "--out", str(out), "--opts", *SHORTER[framework], timeout=600, environ=environ, env_extra=BACKGROUND_ENV)
         results.update({(task, framework): result for task in tasks})
-    return {"ckpt": ckpt, "out": out, "results": results, "work_files": drop_checkpoints(out)}
+        for work, names in drop_checkpoints(out).items():  # after each command: the tests beside it need disk
+            work_files.setdefault(work, names)  # as the run left it
+    return {"ckpt": ckpt, "out": out, "results": results, "work_files": work_files}
 
 
 # Detectron2's two smoke benchmarks in one process, one after the other (`benchmarks run coco voc-det`), 4 of

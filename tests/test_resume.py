@@ -43,6 +43,8 @@ def _start_killed_and_rerun(request: pytest.FixtureRequest, factory: pytest.Temp
         # Whatever instant the kill hit, the checkpoint on disk is whole and loadable.
         killed_at = torch.load(last, weights_only=True)["step"]
         rerun = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        for checkpoint in last.parent.glob("epoch_*.pt"):  # not read; the disk is freed before the session ends
+            checkpoint.unlink()
         return {"run_dir": run_dir, "ran_until_killed": ran_until_killed, "log_when_killed": log,
                 "killed_at": killed_at, "rerun": rerun}
 
