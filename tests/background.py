@@ -3,11 +3,12 @@
 On 2 cores the tests in this process leave one core idle much of the time (interpreter start-ups, imports,
 single-threaded framework code, waiting on subprocesses). The commands that tests read (every benchmark in 2
 processes, Detectron2's two smoke runs, MMSegmentation's kill-and-resume, the local sweep, the pretraining
-kill -9 and rerun) are started when the session's first test starts, one after the other in one thread, at
-the lowest priority (nice 19), with one thread each; the tests that read them run last (conftest.py orders
-them). The scheduler gives a nice-19 process a core only when nothing else wants it, so the other tests run
-as fast as alone (a 2-thread convolution loop: 0.25 s beside a busy nice-19 process, 0.82 s beside a busy
-one at the same priority, whose core its second OpenMP thread waits for at every parallel region).
+kill -9 and rerun, the torchrun pretrainings, the fused search under Triton's interpreter) are started when
+the session's first test starts, one after the other in one thread, at the lowest priority (nice 19), with
+one thread each; the tests that read them run last (conftest.py orders them). The scheduler gives a nice-19
+process a core only when nothing else wants it, so the other tests run as fast as alone (a 2-thread
+convolution loop: 0.25 s beside a busy nice-19 process, 0.82 s beside a busy one at the same priority, whose
+core its second OpenMP thread waits for at every parallel region).
 """
 
 from __future__ import annotations
@@ -21,18 +22,31 @@ import pytest
 # one thread each: a background process gets a core only while the tests leave one idle
 BACKGROUND_ENV = {"OMP_NUM_THREADS": "1"}
 
-# A command prepares in the test process (directories, checkpoints, a copy of the environment: tests change
-# os.environ while the background thread runs) and returns what the background thread calls.
-Prepare = Callable[[pytest.FixtureRequest, pytest.TempPathFactory], Callable[[], object]]
+# A command prepares in the test process (directories, checkpoints) and returns what the background thread
+# calls. It is given the environment its processes get: this process's when the session started, with
+# BACKGROUND_ENV (tests change os.environ while the background thread runs).
+Prepare = Callable[[pytest.FixtureRequest, pytest.TempPathFactory, dict[str, str]], Callable[[], object]]
 COMMANDS: dict[str, Prepare] = {}  # by the name of the session fixture that returns the command's result
+PROCESSES: dict[str, int] = {}  # how many processes each runs at once
 
 
-def background_command(name: str) -> Callable[[Prepare], Prepare]:
+def background_command(name: str, processes: int = 1) -> Callable[[Prepare], Prepare]:
+    """Registers a command's preparation; `name = background_result("name")` beside it makes its fixture.
+    The commands that run one process at a time go first: while the tests run, at most one core is idle at a
+    time; the commands in 2 processes go last, when the tests have ended and both cores are free."""
     def register(prepare: Prepare) -> Prepare:
-        COMMANDS[name] = prepare
+        COMMANDS[name], PROCESSES[name] = prepare, processes
         return prepare
 
     return register
+
+
+def background_result(name: str) -> object:  # a pytest fixture definition
+    """The session fixture `name`: the command's result once it has finished (its readers run last)."""
+    def result(background: Background) -> object:
+        return background.result(name)
+
+    return pytest.fixture(scope="session", name=name)(result)
 
 
 def readers_last(items: list[pytest.Item]) -> None:
@@ -51,15 +65,18 @@ class Background:
         self._runs: dict[str, Future] = {}
 
     def start_what_is_read(self) -> None:
-        for name, prepare in COMMANDS.items():
+        for name in sorted(COMMANDS, key=PROCESSES.__getitem__):  # stable: in their order otherwise
             if any(name in item.fixturenames for item in self._request.session.items):
-                self._runs[name] = self._pool.submit(prepare(self._request, self._factory))
+                self._runs[name] = self._pool.submit(self._prepared(COMMANDS[name]))
 
     def result(self, name: str) -> object:
         """The command's result once it has finished (started now if no collected test was known to read it)."""
         if name not in self._runs:
-            self._runs[name] = self._pool.submit(COMMANDS[name](self._request, self._factory))
+            self._runs[name] = self._pool.submit(self._prepared(COMMANDS[name]))
         return self._runs[name].result()
+
+    def _prepared(self, prepare: Prepare) -> Callable[[], object]:
+        return prepare(self._request, self._factory, {**os.environ, **BACKGROUND_ENV})
 
     def __enter__(self) -> Background:
         return self

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.background import BACKGROUND_ENV, Background, background_command, readers_last
+from tests.background import Background, background_command, background_result, readers_last
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,10 +44,10 @@ def tiny_overrides(generated_dir, tmp_path) -> list[str]:
 
 def run_cli(*args: str, timeout: float = 300, env_extra: dict[str, str] | None = None, cwd: Path = REPO,
             environ: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
-    """`python *args` to its end; the environment is this process's (or `environ`, a copy of it taken earlier,
-    in the background thread: tests change os.environ) with `env_extra`."""
-    env = {**(os.environ if environ is None else environ), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2",
-           **(env_extra or {})}
+    """`python *args` to its end; the environment is this process's with 2 OpenMP threads (or `environ`: a
+    background command's), with `env_extra`."""
+    base = {**os.environ, "OMP_NUM_THREADS": "2"} if environ is None else environ
+    env = {**base, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout, **kwargs)
 
@@ -189,7 +189,7 @@ def _two_process_runs(ckpt: Path, out: Path, environ: dict[str, str]) -> dict:
         result = run_cli(
             *(TORCHRUN_2 if torchrun else ()), "-m", "benchmarks", "run", *tasks, "--ckpt", str(ckpt),
             "--framework", framework, "--schedule", "smoke", "--device", "cpu", *(() if torchrun else ("--procs", "2")),
-            "--out", str(out), "--opts", *SHORTER[framework], timeout=600, environ=environ, env_extra=BACKGROUND_ENV)
+            "--out", str(out), "--opts", *SHORTER[framework], timeout=600, environ=environ)
         results.update({(task, framework): result for task in tasks})
         for work, names in drop_checkpoints(out).items():  # after each command: the tests beside it need disk
             work_files.setdefault(work, names)  # as the run left it
@@ -206,7 +206,7 @@ def _detectron2_runs(home: Path, ckpt: Path, environ: dict[str, str]) -> dict:
     out = home / "bench"  # its embedded data is generated under home/data/generated
     result = run_cli("-m", "benchmarks", "run", "coco", "voc-det", "--ckpt", str(ckpt), "--framework", "detectron2",
                      "--schedule", "smoke", "--seed", "0", "--out", str(out), "--opts", *DETECTRON2_SHORTER,
-                     timeout=900, cwd=home, environ=environ, env_extra=BACKGROUND_ENV)
+                     timeout=900, cwd=home, environ=environ)
     return {"home": home, "ckpt": ckpt, "out": out, "result": result, "work_files": drop_checkpoints(out)}
 
 
@@ -219,7 +219,7 @@ def _openmmlab_runs(ckpt: Path, out: Path, environ: dict[str, str]) -> dict:
     command = ["-m", "benchmarks", "run", "voc", "--ckpt", str(ckpt), "--framework", "mmseg", "--schedule", "smoke",
                "--out", str(out)]
     voc_dir = out / "voc" / "mmseg" / "smoke" / ckpt.name.split(".")[0] / "seed0"
-    process = subprocess.Popen([sys.executable, *command], cwd=REPO, env={**environ, **BACKGROUND_ENV},
+    process = subprocess.Popen([sys.executable, *command], cwd=REPO, env=environ,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 900  # against a hang (a background command gets the cores the tests leave idle)
     # mmengine names the checkpoint in last_checkpoint once it is completely written
@@ -228,31 +228,40 @@ def _openmmlab_runs(ckpt: Path, out: Path, environ: dict[str, str]) -> dict:
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     killed_at_5 = not (voc_dir / "result.json").exists()
-    resumed = run_cli(*command, timeout=600, environ=environ, env_extra=BACKGROUND_ENV)
+    resumed = run_cli(*command, timeout=600, environ=environ)
     return {"ckpt": ckpt, "out": out, "resumed": resumed, "killed_at_5": killed_at_5,
             "work_files": drop_checkpoints(out)}
 
 
 @background_command("openmmlab_runs")
-def _start_openmmlab_runs(request: pytest.FixtureRequest, factory: pytest.TempPathFactory) -> Callable[[], dict]:
+def _start_openmmlab_runs(request: pytest.FixtureRequest, factory: pytest.TempPathFactory,
+                           environ: dict[str, str]) -> Callable[[], dict]:
     ckpt, out = request.getfixturevalue("smoke_backbone"), factory.mktemp("openmmlab") / "bench"
-    environ = dict(os.environ)
     return lambda: _openmmlab_runs(ckpt, out, environ)
 
 
-@background_command("two_process_runs")
-def _start_two_process_runs(request: pytest.FixtureRequest, factory: pytest.TempPathFactory) -> Callable[[], dict]:
+openmmlab_runs = background_result("openmmlab_runs")
+
+
+@background_command("two_process_runs", processes=2)
+def _start_two_process_runs(request: pytest.FixtureRequest, factory: pytest.TempPathFactory,
+                           environ: dict[str, str]) -> Callable[[], dict]:
     ckpt, out = request.getfixturevalue("smoke_backbone"), factory.mktemp("multiprocess") / "bench"
-    environ = dict(os.environ)
     return lambda: _two_process_runs(ckpt, out, environ)
 
 
+two_process_runs = background_result("two_process_runs")
+
+
 @background_command("detectron2_runs")
-def _start_detectron2_runs(request: pytest.FixtureRequest, factory: pytest.TempPathFactory) -> Callable[[], dict]:
+def _start_detectron2_runs(request: pytest.FixtureRequest, factory: pytest.TempPathFactory,
+                           environ: dict[str, str]) -> Callable[[], dict]:
     home = factory.mktemp("detectron2_runs")
     ckpt = random_backbone(home / "ckpt")
-    environ = dict(os.environ)
     return lambda: _detectron2_runs(home, ckpt, environ)
+
+
+detectron2_runs = background_result("detectron2_runs")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -265,21 +274,6 @@ def background(request, tmp_path_factory) -> Iterator[Background]:
     with Background(request, tmp_path_factory) as commands:
         commands.start_what_is_read()
         yield commands
-
-
-@pytest.fixture(scope="session")
-def two_process_runs(background) -> dict:
-    return background.result("two_process_runs")
-
-
-@pytest.fixture(scope="session")
-def detectron2_runs(background) -> dict:
-    return background.result("detectron2_runs")
-
-
-@pytest.fixture(scope="session")
-def openmmlab_runs(background) -> dict:
-    return background.result("openmmlab_runs")
 
 
 def detectron2_run_dir(runs: dict, task: str) -> Path:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +17,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from pretrain.methods.look import LeaveOneOutKNN
+from tests.background import background_command, background_result
 from tests.conftest import REPO, TINY_DATA, TORCHRUN_2, run_cli, set_args
 
 NUM_SAMPLES, GLOBAL_BATCH, STEPS, DIM = 48, 8, 4, 12
@@ -93,25 +97,42 @@ def test_ddp_memories_identical_and_equal_to_single_process(tmp_path):
     assert torch.load(tmp_path / "detected0.pt") and torch.load(tmp_path / "detected1.pt")
 
 
+@background_command("torchrun_look_runs", processes=2)
+def _start_torchrun_look_runs(request: pytest.FixtureRequest, factory: pytest.TempPathFactory,
+                              environ: dict[str, str]) -> Callable[[], dict]:
+    """LOOK pretraining under torchrun in 2 processes, from image files and with the images on the device."""
+    generated_dir, home = request.getfixturevalue("generated_dir"), factory.mktemp("torchrun_look")
+
+    def run(in_memory: bool) -> tuple[Path, subprocess.CompletedProcess]:
+        run_dir = home / f"in_memory_{in_memory}" / "run"
+        overrides = [*TINY_DATA, f"data.generated_dir={generated_dir}", f"out_dir={run_dir}",
+                     "train.batch_size=32", "data.workers=0", "schedule.epochs=2", "method.k=5",
+                     "monitor.knn_every_epochs=1", "monitor.batch_size=7", "monitor.max_queries=15",  # 8 + 7 a rank
+                     f"data.in_memory={str(in_memory).lower()}"]
+        return run_dir, run_cli(*TORCHRUN_2, "-m", "pretrain", "train", "--config",
+                                str(REPO / "pretrain/configs/look_cpu.yaml"), *set_args(overrides), timeout=900,
+                                environ=environ)
+
+    return lambda: {in_memory: run(in_memory) for in_memory in (False, True)}
+
+
+torchrun_look_runs = background_result("torchrun_look_runs")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("in_memory", [False, True], ids=["image files", "images on the device"])
-def test_torchrun_two_processes_trains_look_end_to_end(tmp_path, generated_dir, in_memory):
-    overrides = [*TINY_DATA, f"data.generated_dir={generated_dir}", f"out_dir={tmp_path / 'run'}",
-                 "train.batch_size=32", "data.workers=0", "schedule.epochs=2", "method.k=5",
-                 "monitor.knn_every_epochs=1", "monitor.batch_size=7", "monitor.max_queries=15",  # 8 + 7 a rank
-                 f"data.in_memory={str(in_memory).lower()}"]
-    result = run_cli(*TORCHRUN_2, "-m", "pretrain", "train", "--config", str(REPO / "pretrain/configs/look_cpu.yaml"),
-                     *set_args(overrides), timeout=600)
+def test_torchrun_two_processes_trains_look_end_to_end(torchrun_look_runs, in_memory):
+    run_dir, result = torchrun_look_runs[in_memory]
     assert result.returncode == 0, result.stderr[-3000:]
-    log = (tmp_path / "run" / "log.jsonl").read_text()
+    log = (run_dir / "log.jsonl").read_text()
     assert '"world_size": 2' in log and '"event": "done"' in log
-    assert list((tmp_path / "run" / "export").glob("look_resnet18_generated_ep2-*.pth"))
+    assert list((run_dir / "export").glob("look_resnet18_generated_ep2-*.pth"))
     # The run checked memory consistency across ranks at each epoch end (it raises otherwise);
     # the saved memory holds every slot the two ranks wrote.
-    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert int(ckpt["model"]["_extra_state"]["visited"].sum()) == 128
 
-    knn = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    knn = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()
            if '"knn_monitor"' in line]
     assert [(row["epoch"], row["bank"], row["queries"]) for row in knn] == [(1, 128, 15), (2, 128, 15)]
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import timm
@@ -15,6 +18,7 @@ from pretrain.config import load_config
 from pretrain.errors import UserError
 from pretrain.models import build_backbone, conv_input_sizes, strided_convs_on_one_pixel
 from pretrain.trainer import choose_precision, convert_sync_batchnorm, train
+from tests.background import background_command, background_result
 from tests.conftest import (
     REPO,
     TINY_DATA,
@@ -65,8 +69,11 @@ def test_amp_auto_is_bf16_only_where_the_card_has_it(monkeypatch):
 
 # ResNet-18's smallest map at 40 px is layer4's 2x2: no convolution sees a 1x1 map (where a strided one makes
 # torch's CPU bfloat16 kernels unsound: check_cpu_bf16_is_sound refuses that case, tested below). 32 training
-# images in batches of 16, 2 steps an epoch: CPU fp16 steps take seconds.
+# images in batches of 16, 2 steps an epoch.
 PRECISION_IMAGE_SIZE = 40
+# fp16 on a CPU runs torch's reference convolutions (_slow_conv2d: no oneDNN fp16 kernels on this CPU): 0.9 s a
+# step at 40 px, 0.4 s at 32 px, where layer4's strided convolutions still see 2x2 maps
+FP16_IMAGE_SIZE = 32
 
 
 def _tiny_config(method: str, generated_dir, out_dir, extra: list[str]):
@@ -125,7 +132,8 @@ def test_the_determinism_check_reports_runs_that_differ(generated_dir, tmp_path,
 @pytest.mark.slow
 @pytest.mark.parametrize("method,amp", [("sl", "bf16"), ("sl-mlp", "bf16"), ("look", "bf16"), ("sl", "fp16")])
 def test_mixed_precision_channels_last_trains_and_resumes_exactly(method, amp, generated_dir, tmp_path):
-    extra = [f"train.amp={amp}", "train.channels_last=on"]
+    size = FP16_IMAGE_SIZE if amp == "fp16" else PRECISION_IMAGE_SIZE
+    extra = [f"train.amp={amp}", "train.channels_last=on", f"data.image_size={size}"]
     final = _trained_state(_tiny_config(method, generated_dir, tmp_path / "whole", extra))
     rows = [json.loads(line) for line in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]
     start = next(r for r in rows if r.get("event") == "start")
@@ -136,7 +144,7 @@ def test_mixed_precision_channels_last_trains_and_resumes_exactly(method, amp, g
 
     # A second uninterrupted run must agree to the bit first: otherwise the kernels, not the resume, differ.
     twin = _trained_state(_tiny_config(method, generated_dir, tmp_path / "twin", extra))
-    require_deterministic(final["model"], twin["model"], f"{method} with amp {amp} at {PRECISION_IMAGE_SIZE} px")
+    require_deterministic(final["model"], twin["model"], f"{method} with amp {amp} at {size} px")
 
     # Resume from the end of epoch 1 in another directory: the end state is the same to the bit.
     resumed_dir = tmp_path / "resumed" / "checkpoints"
@@ -161,16 +169,31 @@ def test_device_cuda_without_a_gpu_is_one_error_and_writes_nothing(generated_dir
     assert not out.exists()
 
 
+@background_command("nan_on_rank_1_runs", processes=2)
+def _start_nan_on_rank_1_runs(request: pytest.FixtureRequest, factory: pytest.TempPathFactory,
+                              environ: dict[str, str]) -> Callable[[], dict]:
+    """SL and SL-MLP under torchrun in 2 processes, rank 1 given NaN images at step 6."""
+    generated_dir, home = request.getfixturevalue("generated_dir"), factory.mktemp("nan_on_rank_1")
+
+    def run(method: str) -> tuple[Path, subprocess.CompletedProcess]:
+        out = home / method / "run"
+        overrides = [*TINY_DATA, f"data.generated_dir={generated_dir}", f"out_dir={out}", "train.batch_size=32",
+                     "data.workers=0", "schedule.epochs=2", "train.log_every=3", "schedule.warmup_epochs=0"]
+        config = REPO / "pretrain/configs" / CONFIGS[method]
+        return out, run_cli(*TORCHRUN_2, "-m", "pretrain", "train", "--config", str(config), *set_args(overrides),
+                            timeout=900, environ=environ, env_extra={"PRETRAIN_INJECT_NAN": "1:6"})
+
+    return lambda: {method: run(method) for method in ("sl", "sl-mlp")}
+
+
+nan_on_rank_1_runs = background_result("nan_on_rank_1_runs")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["sl", "sl-mlp"])
-def test_torchrun_two_processes_and_a_nan_on_rank_1_stops_every_rank(method, generated_dir, tmp_path):
+def test_torchrun_two_processes_and_a_nan_on_rank_1_stops_every_rank(method, nan_on_rank_1_runs):
     """Epoch 1 trains and saves; at step 6 rank 1 alone sees NaN images: both ranks stop, last.pt stays."""
-    out = tmp_path / "run"
-    overrides = [*TINY_DATA, f"data.generated_dir={generated_dir}", f"out_dir={out}", "train.batch_size=32",
-                 "data.workers=0", "schedule.epochs=2", "train.log_every=3", "schedule.warmup_epochs=0"]
-    config = REPO / "pretrain/configs" / CONFIGS[method]
-    result = run_cli(*TORCHRUN_2, "-m", "pretrain", "train", "--config", str(config),
-                     *set_args(overrides), timeout=600, env_extra={"PRETRAIN_INJECT_NAN": "1:6"})
+    out, result = nan_on_rank_1_runs[method]
     assert result.returncode != 0
     # Both ranks stop at the same step with the same reason: rank 1 (which saw the NaN) prints it and exits
     # with status 2; rank 0 (which saw finite losses) logs it (torchrun may kill it before it prints).

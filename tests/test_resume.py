@@ -13,12 +13,13 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from tests.background import BACKGROUND_ENV, background_command
+from tests.background import background_command, background_result
 from tests.conftest import REPO, TINY_DATA, TINY_TRAIN, set_args
 
 
 @background_command("killed_and_rerun")
-def _start_killed_and_rerun(request: pytest.FixtureRequest, factory: pytest.TempPathFactory) -> Callable[[], dict]:
+def _start_killed_and_rerun(request: pytest.FixtureRequest, factory: pytest.TempPathFactory,
+                            environ: dict[str, str]) -> Callable[[], dict]:
     """A LOOK pretraining killed with SIGKILL once its checkpoint has reached step 6, then the same command
     again (run while the other tests run: tests/background.py)."""
     run_dir = factory.mktemp("kill_9") / "run"
@@ -26,7 +27,7 @@ def _start_killed_and_rerun(request: pytest.FixtureRequest, factory: pytest.Temp
                  f"out_dir={run_dir}", "schedule.epochs=6", "train.save_every_steps=2", "method.k=5"]
     args = [sys.executable, "-m", "pretrain", "train", "--config", str(REPO / "pretrain/configs/look_cpu.yaml"),
             *set_args(overrides)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **BACKGROUND_ENV}
+    env = {**environ, "PYTHONUNBUFFERED": "1"}
 
     def kill_and_rerun() -> dict:
         proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -51,9 +52,7 @@ def _start_killed_and_rerun(request: pytest.FixtureRequest, factory: pytest.Temp
     return kill_and_rerun
 
 
-@pytest.fixture(scope="session")
-def killed_and_rerun(background) -> dict:
-    return background.result("killed_and_rerun")
+killed_and_rerun = background_result("killed_and_rerun")
 
 
 def test_kill_9_then_rerun_resumes_from_last_checkpoint(killed_and_rerun):

@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks.cli import main as benchmarks_main
 from benchmarks.environ import temporary_environ
-from tests.background import BACKGROUND_ENV, background_command
+from tests.background import background_command, background_result
 from tests.conftest import IMAGENET_INPUT, random_backbone, run_cli, run_main
 
 # submitit configures logging when imported (logging.config.dictConfig), which closes every logging handler
@@ -125,8 +125,9 @@ def test_the_sbatch_script_asks_for_the_requested_resources(tmp_path, monkeypatc
         assert f"#SBATCH {line}\n" in script, line
 
 
-@background_command("local_sweep")
-def _start_local_sweep(request: pytest.FixtureRequest, factory: pytest.TempPathFactory) -> Callable[[], dict]:
+@background_command("local_sweep", processes=2)
+def _start_local_sweep(request: pytest.FixtureRequest, factory: pytest.TempPathFactory,
+                       environ: dict[str, str]) -> Callable[[], dict]:
     """2 checkpoints x 2 benchmarks (the probe and the cheapest smoke, VOC segmentation in MMSegmentation,
     cut to 4 iterations, without a training checkpoint) x 2 seeds, 2 at a time, through submitit's
     LocalExecutor."""
@@ -138,15 +139,12 @@ def _start_local_sweep(request: pytest.FixtureRequest, factory: pytest.TempPathF
                              "     opts: [train_cfg.max_iters=4, train_cfg.val_interval=4,\n"
                              "            default_hooks.checkpoint.save_last=False]}\n",  # 4 x 160 MB nobody reads
                              "seeds: 2\ndevice: cpu\n")
-    environ = dict(os.environ)
     return lambda: {"folder": folder, "sweep_file": sweep_file, "two_backbones": backbones,
                     "result": run_cli("-m", "benchmarks", "sweep", str(sweep_file), "--parallel", "2",
-                                      timeout=1200, environ=environ, env_extra=BACKGROUND_ENV)}
+                                      timeout=1200, environ=environ)}
 
 
-@pytest.fixture(scope="session")
-def local_sweep(background) -> dict:
-    return background.result("local_sweep")
+local_sweep = background_result("local_sweep")
 
 
 @pytest.mark.slow
