@@ -8,14 +8,17 @@ the session's first test starts, one after the other in one thread, at the lowes
 one thread each; the tests that read them run last (conftest.py orders them). The scheduler gives a nice-19
 process a core only when nothing else wants it, so the other tests run as fast as alone (a 2-thread
 convolution loop: 0.25 s beside a busy nice-19 process, 0.82 s beside a busy one at the same priority, whose
-core its second OpenMP thread waits for at every parallel region).
+core its second OpenMP thread waits for at every parallel region). That holds inside one autogroup (one
+session): `lower_new_sessions` gives the sessions that torchrun's workers start the same nice value.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -54,6 +57,49 @@ def readers_last(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: not COMMANDS.keys().isdisjoint(item.fixturenames))
 
 
+def _descendants(pid: int) -> Iterator[int]:
+    """The processes below `pid` (/proc/PID/task/TID/children: each thread lists the processes it started)."""
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:  # the thread or process has ended
+            continue
+        for child in map(int, children):
+            yield child
+            yield from _descendants(child)
+
+
+def _autogroup(pid: int) -> tuple[str, int] | None:
+    """The process's autogroup and its nice value, e.g. ("/autogroup-1071", 0); None without autogroups."""
+    try:
+        group, _, nice = Path(f"/proc/{pid}/autogroup").read_text().split()
+    except (OSError, ValueError):
+        return None
+    return group, int(nice)
+
+
+def lower_new_sessions(stop: threading.Event, interval: float = 0.25) -> None:
+    """Until `stop`: nice 19 for the autogroup of every background process in a session of its own.
+
+    With autogroup scheduling (Linux's CONFIG_SCHED_AUTOGROUP, on here and on CI), each session is one
+    group, and a process's nice value ranks it only inside its group; the groups share the cores fairly.
+    torchrun starts each worker in a new session, so the background's torchrun workers took a fair share of
+    the cores beside all the tests together (test_training.py's 3 training tests, 20 s alone: 91 s beside a
+    2-process torchrun pretraining at nice 19, 22 s once its workers' groups were at nice 19 too)."""
+    own = _autogroup(os.getpid())
+    if own is None:
+        return
+    while not stop.wait(interval):
+        for pid in _descendants(os.getpid()):
+            group = _autogroup(pid)
+            try:
+                mine = os.getpriority(os.PRIO_PROCESS, pid) == 19  # started by the background thread
+                if mine and group is not None and group[0] != own[0] and group[1] != 19:
+                    Path(f"/proc/{pid}/autogroup").write_text("19")
+            except OSError:  # ended meanwhile
+                continue
+
+
 class Background:
     """Started by the session's autouse fixture: the commands some collected test reads, in one thread."""
 
@@ -63,6 +109,10 @@ class Background:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="background-commands",
                                         initializer=os.nice, initargs=(19,))
         self._runs: dict[str, Future] = {}
+        self._stop = threading.Event()
+        self._sessions = threading.Thread(target=lower_new_sessions, args=(self._stop,), daemon=True,
+                                          name="background-sessions")
+        self._sessions.start()
 
     def start_what_is_read(self) -> None:
         for name in sorted(COMMANDS, key=PROCESSES.__getitem__):  # stable: in their order otherwise
@@ -83,3 +133,5 @@ class Background:
 
     def __exit__(self, *exc: object) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._stop.set()
+        self._sessions.join()

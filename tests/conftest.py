@@ -220,7 +220,7 @@ def _openmmlab_runs(ckpt: Path, out: Path, environ: dict[str, str]) -> dict:
                "--out", str(out)]
     voc_dir = out / "voc" / "mmseg" / "smoke" / ckpt.name.split(".")[0] / "seed0"
     process = subprocess.Popen([sys.executable, *command], cwd=REPO, env=environ,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0)
     deadline = time.time() + 900  # against a hang (a background command gets the cores the tests leave idle)
     # mmengine names the checkpoint in last_checkpoint once it is completely written
     while not (voc_dir / "work" / "last_checkpoint").is_file() and process.poll() is None and time.time() < deadline:
