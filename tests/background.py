@@ -5,11 +5,12 @@ single-threaded framework code, waiting on subprocesses). The commands that test
 processes, Detectron2's two smoke runs, MMSegmentation's kill-and-resume, the local sweep, the pretraining
 kill -9 and rerun, the torchrun pretrainings, the fused search under Triton's interpreter) are started when
 the session's first test starts, one after the other in one thread, at the lowest priority (nice 19), with
-one thread each; the tests that read them run last (conftest.py orders them). The scheduler gives a nice-19
-process a core only when nothing else wants it, so the other tests run as fast as alone (a 2-thread
-convolution loop: 0.25 s beside a busy nice-19 process, 0.82 s beside a busy one at the same priority, whose
-core its second OpenMP thread waits for at every parallel region). That holds inside one autogroup (one
-session): `lower_new_sessions` gives the sessions that torchrun's workers start the same nice value.
+one thread each; the tests that read them run last (conftest.py orders them), and while they run the tests
+in this process compute on one thread. The scheduler gives a nice-19 process a core only when nothing else
+wants it (a 2-thread convolution loop: 0.25 s beside a busy nice-19 process, 0.82 s beside a busy one at the
+same priority, whose core its second OpenMP thread waits for at every parallel region). That holds inside
+one autogroup (one session): `lower_new_sessions` gives the sessions that torchrun's workers start the same
+nice value.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 
 # one thread each: a background process gets a core only while the tests leave one idle
 BACKGROUND_ENV = {"OMP_NUM_THREADS": "1"}
@@ -81,8 +83,8 @@ def _autogroup(pid: int) -> tuple[str, int] | None:
 def lower_new_sessions(stop: threading.Event, interval: float = 0.25) -> None:
     """Until `stop`: nice 19 for the autogroup of every background process in a session of its own.
 
-    With autogroup scheduling (Linux's CONFIG_SCHED_AUTOGROUP, on here and on CI), each session is one
-    group, and a process's nice value ranks it only inside its group; the groups share the cores fairly.
+    With autogroup scheduling (Linux's CONFIG_SCHED_AUTOGROUP, enabled on the 2-core machine) each session is
+    one group, and a process's nice value ranks it only inside its group; the groups share the cores fairly.
     torchrun starts each worker in a new session, so the background's torchrun workers took a fair share of
     the cores beside all the tests together (test_training.py's 3 training tests, 20 s alone: 91 s beside a
     2-process torchrun pretraining at nice 19, 22 s once its workers' groups were at nice 19 too)."""
@@ -109,15 +111,23 @@ class Background:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="background-commands",
                                         initializer=os.nice, initargs=(19,))
         self._runs: dict[str, Future] = {}
+        self._threads: int | None = None  # this process's thread count before the commands started
         self._stop = threading.Event()
         self._sessions = threading.Thread(target=lower_new_sessions, args=(self._stop,), daemon=True,
                                           name="background-sessions")
         self._sessions.start()
 
     def start_what_is_read(self) -> None:
+        """Starts the commands the collected tests read; while they run, this process computes on one thread
+        (called from the main thread: torch's thread count is the calling thread's)."""
         for name in sorted(COMMANDS, key=PROCESSES.__getitem__):  # stable: in their order otherwise
             if any(name in item.fixturenames for item in self._request.session.items):
                 self._runs[name] = self._pool.submit(self._prepared(COMMANDS[name]))
+        if self._runs:
+            # the background takes the other core: the tests' own second thread would only compete for it
+            # (the suite 235-247 s -> 224 s; this process 179 -> 159 CPU-s: small tensors gain little from 2)
+            self._threads = torch.get_num_threads()
+            torch.set_num_threads(1)
 
     def result(self, name: str) -> object:
         """The command's result once it has finished (started now if no collected test was known to read it)."""
@@ -135,3 +145,5 @@ class Background:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._stop.set()
         self._sessions.join()
+        if self._threads is not None:
+            torch.set_num_threads(self._threads)
