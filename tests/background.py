@@ -6,7 +6,8 @@ processes, Detectron2's two smoke runs, MMSegmentation's kill-and-resume, the lo
 kill -9 and rerun, the torchrun pretrainings, the fused search under Triton's interpreter) are started when
 the session's first test starts, one after the other in one thread, at the lowest priority (nice 19), with
 one thread each; the tests that read them run last (conftest.py orders them), and while they run the tests
-in this process compute on one thread. The scheduler gives a nice-19 process a core only when nothing else
+in this process compute on one thread (on their own thread count again once the commands have ended, when
+the tests marked `multicore` run). The scheduler gives a nice-19 process a core only when nothing else
 wants it (a 2-thread convolution loop: 0.25 s beside a busy nice-19 process, 0.82 s beside a busy one at the
 same priority, whose core its second OpenMP thread waits for at every parallel region). That holds inside
 one autogroup (one session): `lower_new_sessions` gives the sessions that torchrun's workers start the same
@@ -54,9 +55,13 @@ def background_result(name: str) -> object:  # a pytest fixture definition
     return pytest.fixture(scope="session", name=name)(result)
 
 
-def readers_last(items: list[pytest.Item]) -> None:
-    """The tests that read a background command run after the others (stable: in their order otherwise)."""
-    items.sort(key=lambda item: not COMMANDS.keys().isdisjoint(item.fixturenames))
+def session_order(items: list[pytest.Item]) -> None:
+    """The tests that compute on several threads (marked `multicore`) run after the others, and the tests that
+    read a background command run last (stable: in their order otherwise). Where the background ends first,
+    what is left of the tests then is what gains from the second core (1.2-1.6x faster on 2 threads: trainings
+    at 64 px, the real-size dry runs); until then all tests run on one thread and their order costs nothing."""
+    items.sort(key=lambda item: (not COMMANDS.keys().isdisjoint(item.fixturenames),
+                                 item.get_closest_marker("multicore") is not None))
 
 
 def _descendants(pid: int) -> Iterator[int]:
@@ -128,6 +133,14 @@ class Background:
             # (the suite 235-247 s -> 224 s; this process 179 -> 159 CPU-s: small tensors gain little from 2)
             self._threads = torch.get_num_threads()
             torch.set_num_threads(1)
+
+    def threads_back_when_done(self) -> None:
+        """Once every started command has finished, this process computes on its own thread count again (called
+        from the main thread before each test: where the tests outlast the background, the second core would
+        otherwise sit idle until the session ends; 100 s of a 480 s suite on a machine with slower cores)."""
+        if self._threads is not None and all(run.done() for run in self._runs.values()):
+            torch.set_num_threads(self._threads)
+            self._threads = None
 
     def result(self, name: str) -> object:
         """The command's result once it has finished (started now if no collected test was known to read it)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.background import Background, background_command, background_result, readers_last
+from tests.background import Background, background_command, background_result, session_order
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -265,7 +265,7 @@ detectron2_runs = background_result("detectron2_runs")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    readers_last(items)
+    session_order(items)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -274,6 +274,11 @@ def background(request, tmp_path_factory) -> Iterator[Background]:
     with Background(request, tmp_path_factory) as commands:
         commands.start_what_is_read()
         yield commands
+
+
+@pytest.fixture(autouse=True)
+def threads_back_when_the_background_is_done(background: Background) -> None:
+    background.threads_back_when_done()
 
 
 def detectron2_run_dir(runs: dict, task: str) -> Path:

@@ -20,6 +20,7 @@ TINY_PROXY = ["model.arch=resnet18", "train.batch_size=48", "schedule.epochs=2",
               "data.workers=0", "train.log_every=1", "data.image_size=16"]
 
 
+@pytest.mark.multicore  # six pretrainings and probes: 1.4x faster on 2 threads
 @pytest.mark.slow
 def test_proxy_tier_writes_one_table_from_every_method_and_seed(tmp_path):
     source = tmp_path / "fm"

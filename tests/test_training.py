@@ -14,6 +14,8 @@ from pretrain.config import load_config
 from pretrain.trainer import train
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.multicore  # ResNet-18 trainings at 64 px: 1.5x faster on 2 threads
+
 
 def read_steps(run_dir):
     rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
