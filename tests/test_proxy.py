@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from benchmarks.cli import main as benchmarks_main
 from benchmarks.commands.proxy import load_protocol
 from pretrain.errors import UserError
-from tests.conftest import run_main, set_args
+from tests.background import background_command, background_result
+from tests.conftest import run_cli, run_main, set_args
 from tests.test_proxy_data import write_fmnist
 
 # the fmnist protocol, shrunk to seconds: 10 classes x 12 images, 16 px (the small stem keeps 2 x 2 in its last
@@ -20,22 +23,46 @@ TINY_PROXY = ["model.arch=resnet18", "train.batch_size=48", "schedule.epochs=2",
               "data.workers=0", "train.log_every=1", "data.image_size=16"]
 
 
-@pytest.mark.multicore  # six pretrainings and probes: 1.4x faster on 2 threads
-@pytest.mark.slow
-def test_proxy_tier_writes_one_table_from_every_method_and_seed(tmp_path):
+def _proxy_args(dataset: str, source: Path, folder: Path, overrides: list[str], *extra: str) -> list[str]:
+    return ["proxy", "--dataset", dataset, "--source", str(source), "--out", str(folder / "runs"),
+            "--data-dir", str(folder / "data"), "--results", str(folder / "results"), *extra, *set_args(overrides)]
+
+
+@background_command("proxy_runs")
+def _start_proxy_runs(request: pytest.FixtureRequest, factory: pytest.TempPathFactory,
+                      environ: dict[str, str]) -> Callable[[], dict]:
+    """The fmnist tier, every method and 2 seeds, on 12 / 6 images a class; and the one-GPU protocol
+    (fmnist-full) at a reduced size, one seed (run while the other tests run: tests/background.py)."""
+    tier, full = factory.mktemp("proxy_tier"), factory.mktemp("proxy_full")
+    for folder in (tier, full):
+        (folder / "fm").mkdir()
+    write_fmnist(tier / "fm", train_per_class=12, test_per_class=6)
+    write_fmnist(full / "fm", train_per_class=8, test_per_class=4)
+    tier_args = _proxy_args("fmnist", tier / "fm", tier, TINY_PROXY, "--seeds", "0", "1",
+                            "--train-per-class", "12", "--val-per-class", "6")
+    full_args = _proxy_args("fmnist-full", full / "fm", full, [*TINY_PROXY, "train.batch_size=32"], "--seeds", "0",
+                            "--train-per-class", "8", "--val-per-class", "4")
+    return lambda: {"tier": tier, "tier_args": tier_args, "full": full,
+                    "tier_result": run_cli("-m", "benchmarks", *tier_args, timeout=900, environ=environ),
+                    "full_result": run_cli("-m", "benchmarks", *full_args, timeout=900, environ=environ)}
+
+
+proxy_runs = background_result("proxy_runs")
+
+
+def test_the_proxy_tier_refuses_a_source_with_fewer_images_than_the_protocol_asks_for(tmp_path):
     source = tmp_path / "fm"
     source.mkdir()
     write_fmnist(source, train_per_class=12, test_per_class=6)
-    args = ["-m", "benchmarks", "proxy", "--dataset", "fmnist", "--source", str(source), "--seeds", "0", "1",
-            "--out", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data"),
-            "--results", str(tmp_path / "results"), *set_args(TINY_PROXY)]
     # the protocol asks for 500 / 300 images a class; the tiny files hold 12 / 6
-    too_few = run_main(benchmarks_main, args[2:])  # refusals and the no-op rerun: in this process
+    too_few = run_main(benchmarks_main, _proxy_args("fmnist", source, tmp_path, TINY_PROXY, "--seeds", "0", "1"))
     assert too_few.returncode == 2 and "fewer than the 500 asked for" in too_few.stderr
     assert not (tmp_path / "runs").exists()
 
-    args += ["--train-per-class", "12", "--val-per-class", "6"]
-    result = run_main(benchmarks_main, args[2:])  # the command's own entry point, in this process
+
+@pytest.mark.slow
+def test_proxy_tier_writes_one_table_from_every_method_and_seed(proxy_runs):
+    tmp_path, args, result = proxy_runs["tier"], proxy_runs["tier_args"], proxy_runs["tier_result"]
     assert result.returncode == 0, result.stderr[-3000:]
 
     table = (tmp_path / "results" / "proxy_fmnist.md").read_text()
@@ -62,7 +89,7 @@ def test_proxy_tier_writes_one_table_from_every_method_and_seed(tmp_path):
     # a second call trains and probes nothing again, and writes the same numbers
     (report_file,) = (tmp_path / "runs").glob("fmnist-12-6-*/report.json")
     report = json.loads(report_file.read_text())
-    again = run_main(benchmarks_main, args[2:])
+    again = run_main(benchmarks_main, args)  # in this process
     assert again.returncode == 0, again.stderr[-3000:]
     report2 = json.loads(report_file.read_text())
     assert report2["timings"]["pretrain_runs"] == 0 and report2["timings"]["probe_runs"] == 0
@@ -70,17 +97,11 @@ def test_proxy_tier_writes_one_table_from_every_method_and_seed(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_full_fashion_mnist_protocol_runs_at_a_reduced_size_and_says_how_long_it_would_take(tmp_path):
-    source = tmp_path / "fm"
-    source.mkdir()
-    write_fmnist(source, train_per_class=8, test_per_class=4)
+def test_the_full_fashion_mnist_protocol_runs_at_a_reduced_size_and_says_how_long_it_would_take(proxy_runs):
     protocol = load_protocol("fmnist-full")
     assert protocol.data == "fmnist" and protocol.train_per_class is None and protocol.val_per_class is None
     assert {"model.stem=small", "data.in_memory=true", "schedule.epochs=30"} <= set(protocol.overrides)
-    result = run_main(benchmarks_main, [
-        "proxy", "--dataset", "fmnist-full", "--source", str(source), "--seeds", "0", "--out", str(tmp_path / "runs"),
-        "--data-dir", str(tmp_path / "data"), "--results", str(tmp_path / "results"),
-        "--train-per-class", "8", "--val-per-class", "4", *set_args([*TINY_PROXY, "train.batch_size=32"])])
+    tmp_path, result = proxy_runs["full"], proxy_runs["full_result"]
     assert result.returncode == 0, result.stderr[-3000:]
     estimate = "the protocol as declared (9 runs of 60000 training images x 30 epochs, 10000 test images) " \
                "would take about "
