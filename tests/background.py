@@ -3,11 +3,11 @@
 On 2 cores the tests in this process leave one core idle much of the time (interpreter start-ups, imports,
 single-threaded framework code, waiting on subprocesses). The commands that tests read (every benchmark in 2
 processes, Detectron2's two smoke runs, MMSegmentation's kill-and-resume, the local sweep, the pretraining
-kill -9 and rerun, the torchrun pretrainings, the fused search under Triton's interpreter) are started when
-the session's first test starts, one after the other in one thread, at the lowest priority (nice 19), with
-one thread each; the tests that read them run last (conftest.py orders them), and while they run the tests
-in this process compute on one thread (on their own thread count again once the commands have ended, when
-the tests marked `multicore` run). The scheduler gives a nice-19 process a core only when nothing else
+kill -9 and rerun, the torchrun pretrainings, the fused search under Triton's interpreter, the proxy tier) are
+started when the session's first test starts, one after the other in one thread, at the lowest priority (nice
+19), with one thread each; the tests that read them run last (conftest.py orders them), and while they run the
+tests in this process compute on one thread (on their own thread count again once the commands have ended,
+when the tests marked `multicore` run). The scheduler gives a nice-19 process a core only when nothing else
 wants it (a 2-thread convolution loop: 0.25 s beside a busy nice-19 process, 0.82 s beside a busy one at the
 same priority, whose core its second OpenMP thread waits for at every parallel region). That holds inside
 one autogroup (one session): `lower_new_sessions` gives the sessions that torchrun's workers start the same
