@@ -58,8 +58,9 @@ def background_result(name: str) -> object:  # a pytest fixture definition
 def session_order(items: list[pytest.Item]) -> None:
     """The tests that compute on several threads (marked `multicore`) run after the others, and the tests that
     read a background command run last (stable: in their order otherwise). Where the background ends first,
-    what is left of the tests then is what gains from the second core (1.2-1.6x faster on 2 threads: trainings
-    at 64 px, the real-size dry runs); until then all tests run on one thread and their order costs nothing."""
+    what is left of the tests then is what gains from the second core (1.5-1.6x faster on 2 threads: trainings
+    at 64 px, the real-size dry runs, the mixed-precision runs); until then all tests run on one thread and their
+    order costs nothing."""
     items.sort(key=lambda item: (not COMMANDS.keys().isdisjoint(item.fixturenames),
                                  item.get_closest_marker("multicore") is not None))
 
