@@ -68,19 +68,20 @@ def test_amp_auto_is_bf16_only_where_the_card_has_it(monkeypatch):
 
 
 # ResNet-18's smallest map at 40 px is layer4's 2x2: no convolution sees a 1x1 map (where a strided one makes
-# torch's CPU bfloat16 kernels unsound: check_cpu_bf16_is_sound refuses that case, tested below). 32 training
-# images in batches of 16, 2 steps an epoch.
+# torch's CPU bfloat16 kernels unsound: check_cpu_bf16_is_sound refuses that case, tested below). 16 training
+# images in batches of 8, 2 steps an epoch (without AVX-512 a CPU emulates bfloat16: 10x fp32's time a step,
+# in proportion to the images).
 PRECISION_IMAGE_SIZE = 40
 # fp16 on a CPU runs torch's reference convolutions (_slow_conv2d: no oneDNN fp16 kernels on this CPU): 0.9 s a
-# step at 40 px, 0.4 s at 32 px, where layer4's strided convolutions still see 2x2 maps
+# step of 16 images at 40 px, 0.4 s at 32 px, where layer4's strided convolutions still see 2x2 maps
 FP16_IMAGE_SIZE = 32
 
 
 def _tiny_config(method: str, generated_dir, out_dir, extra: list[str]):
     overrides = [*TINY_DATA, f"data.generated_dir={generated_dir}", f"out_dir={out_dir}", "model.arch=resnet18",
-                 "train.batch_size=16", "data.workers=0", "train.log_every=1", "schedule.epochs=2",
+                 "train.batch_size=8", "data.workers=0", "train.log_every=1", "schedule.epochs=2",
                  "schedule.warmup_epochs=0", "train.keep_every_epochs=1", f"data.image_size={PRECISION_IMAGE_SIZE}",
-                 "data.generated.train_per_mode=4", *extra]
+                 "data.generated.train_per_mode=2", *extra]
     if method == "look":
         overrides.append("method.k=5")
     return load_config(REPO / "pretrain/configs" / CONFIGS[method], overrides)
