@@ -119,16 +119,16 @@ class Background:
         self._runs: dict[str, Future] = {}
         self._threads: int | None = None  # this process's thread count before the commands started
         self._stop = threading.Event()
+        # started with the first command: a selection that reads no background command polls nothing
         self._sessions = threading.Thread(target=lower_new_sessions, args=(self._stop,), daemon=True,
                                           name="background-sessions")
-        self._sessions.start()
 
     def start_what_is_read(self) -> None:
         """Starts the commands the collected tests read; while they run, this process computes on one thread
         (called from the main thread: torch's thread count is the calling thread's)."""
         for name in sorted(COMMANDS, key=PROCESSES.__getitem__):  # stable: in their order otherwise
             if any(name in item.fixturenames for item in self._request.session.items):
-                self._runs[name] = self._pool.submit(self._prepared(COMMANDS[name]))
+                self._submit(name)
         if self._runs:
             # the background takes the other core: the tests' own second thread would only compete for it
             # (the suite 235-247 s -> 224 s; this process 179 -> 159 CPU-s: small tensors gain little from 2)
@@ -146,11 +146,14 @@ class Background:
     def result(self, name: str) -> object:
         """The command's result once it has finished (started now if no collected test was known to read it)."""
         if name not in self._runs:
-            self._runs[name] = self._pool.submit(self._prepared(COMMANDS[name]))
+            self._submit(name)
         return self._runs[name].result()
 
-    def _prepared(self, prepare: Prepare) -> Callable[[], object]:
-        return prepare(self._request, self._factory, {**os.environ, **BACKGROUND_ENV})
+    def _submit(self, name: str) -> None:
+        if self._sessions.ident is None:  # not started yet
+            self._sessions.start()
+        prepared = COMMANDS[name](self._request, self._factory, {**os.environ, **BACKGROUND_ENV})
+        self._runs[name] = self._pool.submit(prepared)
 
     def __enter__(self) -> Background:
         return self
@@ -158,6 +161,7 @@ class Background:
     def __exit__(self, *exc: object) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._stop.set()
-        self._sessions.join()
+        if self._sessions.ident is not None:
+            self._sessions.join()
         if self._threads is not None:
             torch.set_num_threads(self._threads)
