@@ -69,8 +69,8 @@ def test_amp_auto_is_bf16_only_where_the_card_has_it(monkeypatch):
 
 # ResNet-18's smallest map at 40 px is layer4's 2x2: no convolution sees a 1x1 map (where a strided one makes
 # torch's CPU bfloat16 kernels unsound: check_cpu_bf16_is_sound refuses that case, tested below). 16 training
-# images in batches of 8, 2 steps an epoch (without AVX-512 a CPU emulates bfloat16: 10x fp32's time a step,
-# in proportion to the images).
+# images in batches of 8, 2 steps an epoch (a CPU without AVX-512 bfloat16 emulates it: a step's time is in
+# proportion to its images).
 PRECISION_IMAGE_SIZE = 40
 # fp16 on a CPU runs torch's reference convolutions (_slow_conv2d: no oneDNN fp16 kernels on this CPU): 0.9 s a
 # step of 16 images at 40 px, 0.4 s at 32 px, where layer4's strided convolutions still see 2x2 maps
