@@ -37,9 +37,9 @@ pretrain-all: pretrain-sl pretrain-slmlp pretrain-look
 # each backbone, every benchmark its declaration puts in the demo (`python -m benchmarks list --demo`:
 # Mask R-CNN in Detectron2 and MMDetection, Faster R-CNN C4 on VOC07+12 in Detectron2, FCN on VOC and
 # UPerNet on ADE20K in MMSegmentation, each converting and verifying the backbone first, and the
-# frozen-feature probe), one seed each; then the tables in results/ and a table of where the time went
-# (runs/demo/times.md, one log per step beside it). Smoke numbers show the pipeline works; they are not
-# benchmark results.
+# frozen-feature probe), one seed each; then their tables in runs/demo/tables/ (results/ is left alone) and a
+# table of where the time went (runs/demo/times.md, one log per step beside it). Smoke numbers show the
+# pipeline works; they are not benchmark results.
 demo: $(STAMP)
 	$(PY) -m benchmarks demo
 
@@ -52,45 +52,48 @@ export: $(STAMP)
 # Does this install reproduce the literature? The released checkpoints of a task's published references, with
 # the published number of trials, measured against the published values: make bench-reference [TASK=voc-det]
 # [GPUS=8] DATA=... (results/reference_<task>.md); SCHEDULE=smoke runs the pipeline offline on the embedded data.
-# FRAMEWORK / SCHEDULE only when given on the command line (the defaults: every published reference).
+# FRAMEWORK only when given on the command line, SCHEDULE when given (the defaults: every published reference).
 TASK ?= voc-det
 bench-reference: $(STAMP)
 	$(PY) -m benchmarks reference --task $(TASK) $(if $(filter command line,$(origin FRAMEWORK)),--framework $(FRAMEWORK)) \
-	  $(if $(filter command line,$(origin SCHEDULE)),--schedule $(SCHEDULE)) $(if $(DATA),--data $(DATA)) \
+	  $(if $(SCHEDULE),--schedule $(SCHEDULE)) $(if $(DATA),--data $(DATA)) \
 	  --procs $(GPUS) --device $(DEVICE) $(if $(TRIALS),--trials $(TRIALS)) \
-	  --command-line "make bench-reference TASK=$(TASK)$(if $(filter command line,$(origin SCHEDULE)), SCHEDULE=$(SCHEDULE))$(if $(DATA), DATA=$(DATA)) GPUS=$(GPUS)"
+	  --command-line "make bench-reference TASK=$(TASK)$(if $(SCHEDULE), SCHEDULE=$(SCHEDULE))$(if $(DATA), DATA=$(DATA)) GPUS=$(GPUS)"
 
-# Fine-tune and evaluate on COCO: make bench-coco CKPT=... [FRAMEWORK=detectron2] [SCHEDULE=smoke|1x|2x] [DATA=coco/]
-# GPUS=N trains in N processes (one per GPU; with DEVICE=cpu, CPU processes over gloo); the protocol's
-# global batch, lr and length stay the same. OPTS="KEY=VALUE ..." go to the framework's own override
-# mechanism and make another run (directory and table row).
+# Fine-tune and evaluate on COCO: make bench-coco CKPT=... [DATA=coco/] [FRAMEWORK=detectron2|mmdet] [GPUS=8]
+# The schedule follows the data: with DATA, the real protocol of the benchmark's published reference (COCO 1x,
+# VOC07+12 24k, VOC and ADE20K 1x); without, the smoke schedule on the embedded data. SCHEDULE=smoke|1x|2x|24k
+# names another. GPUS=N trains in N processes (one per GPU; with DEVICE=cpu, CPU processes over gloo); the
+# protocol's global batch, lr and length stay the same. OPTS="KEY=VALUE ..." go to the framework's own override
+# mechanism and make another run (directory and table row). PLAN=1 prints what would run and runs nothing.
 # SEED=N runs that one seed; SEEDS=N runs seeds 0..N-1 (default: the benchmark's, 5 for bench-voc-det, else 1).
 FRAMEWORK ?= detectron2
-SCHEDULE  ?= smoke
+SCHEDULE  ?=
 SEED      ?= 0
 GPUS      ?= 1
 DEVICE    ?= auto
+PLAN      ?=
 BENCH_SEEDS = $(if $(filter command line,$(origin SEEDS)),--seeds $(SEEDS),$(if $(filter command line,$(origin SEED)),--seed $(SEED)))
-BENCH_RUN_ARGS = $(BENCH_SEEDS) --procs $(GPUS) --device $(DEVICE) $(if $(DATA),--data $(DATA)) \
-  $(if $(OPTS),--opts $(OPTS))
+BENCH_RUN_ARGS = $(if $(SCHEDULE),--schedule $(SCHEDULE)) $(BENCH_SEEDS) --procs $(GPUS) --device $(DEVICE) \
+  $(if $(DATA),--data $(DATA)) $(if $(OPTS),--opts $(OPTS)) $(if $(PLAN),--plan)
 bench-coco: $(STAMP)
-	@test -n "$(CKPT)" || { echo "usage: make bench-coco CKPT=path [FRAMEWORK=detectron2|mmdet] [SCHEDULE=smoke|1x|2x] [DATA=dir] [GPUS=8]"; exit 2; }
-	$(PY) -m benchmarks run coco --ckpt $(CKPT) --framework $(FRAMEWORK) --schedule $(SCHEDULE) $(BENCH_RUN_ARGS)
+	@test -n "$(CKPT)" || { echo "usage: make bench-coco CKPT=path [DATA=dir] [FRAMEWORK=detectron2|mmdet] [SCHEDULE=1x|2x|smoke] [GPUS=8] [PLAN=1]"; exit 2; }
+	$(PY) -m benchmarks run coco --ckpt $(CKPT) --framework $(FRAMEWORK) $(BENCH_RUN_ARGS)
 
 # PASCAL VOC07+12 detection, Faster R-CNN R50-C4 in Detectron2, 5 seeds unless SEEDS/SEED says otherwise:
-# make bench-voc-det CKPT=... [SCHEDULE=smoke|24k] [SEEDS=5] [DATA=VOCdevkit] [GPUS=8]
+# make bench-voc-det CKPT=... [DATA=VOCdevkit] [SCHEDULE=24k|smoke] [SEEDS=5] [GPUS=8]
 bench-voc-det: $(STAMP)
-	@test -n "$(CKPT)" || { echo "usage: make bench-voc-det CKPT=path [SCHEDULE=smoke|24k] [SEEDS=5] [DATA=VOCdevkit] [GPUS=8]"; exit 2; }
-	$(PY) -m benchmarks run voc-det --ckpt $(CKPT) --framework detectron2 --schedule $(SCHEDULE) $(BENCH_RUN_ARGS)
+	@test -n "$(CKPT)" || { echo "usage: make bench-voc-det CKPT=path [DATA=VOCdevkit] [SCHEDULE=24k|smoke] [SEEDS=5] [GPUS=8] [PLAN=1]"; exit 2; }
+	$(PY) -m benchmarks run voc-det --ckpt $(CKPT) --framework detectron2 $(BENCH_RUN_ARGS)
 
-# Semantic segmentation in MMSegmentation: make bench-voc CKPT=... [SCHEDULE=smoke|1x|2x] [DATA=VOCdevkit/VOC2012]
+# Semantic segmentation in MMSegmentation: make bench-voc CKPT=... [DATA=VOCdevkit/VOC2012] [SCHEDULE=1x|2x|smoke]
 bench-voc: $(STAMP)
-	@test -n "$(CKPT)" || { echo "usage: make bench-voc CKPT=path [SCHEDULE=smoke|1x|2x] [DATA=VOCdevkit/VOC2012] [GPUS=4]"; exit 2; }
-	$(PY) -m benchmarks run voc --ckpt $(CKPT) --framework mmseg --schedule $(SCHEDULE) $(BENCH_RUN_ARGS)
+	@test -n "$(CKPT)" || { echo "usage: make bench-voc CKPT=path [DATA=VOCdevkit/VOC2012] [SCHEDULE=1x|2x|smoke] [GPUS=4] [PLAN=1]"; exit 2; }
+	$(PY) -m benchmarks run voc --ckpt $(CKPT) --framework mmseg $(BENCH_RUN_ARGS)
 
 bench-ade: $(STAMP)
-	@test -n "$(CKPT)" || { echo "usage: make bench-ade CKPT=path [SCHEDULE=smoke|1x|2x] [DATA=ADEChallengeData2016] [GPUS=4]"; exit 2; }
-	$(PY) -m benchmarks run ade20k --ckpt $(CKPT) --framework mmseg --schedule $(SCHEDULE) $(BENCH_RUN_ARGS)
+	@test -n "$(CKPT)" || { echo "usage: make bench-ade CKPT=path [DATA=ADEChallengeData2016] [SCHEDULE=1x|2x|smoke] [GPUS=4] [PLAN=1]"; exit 2; }
+	$(PY) -m benchmarks run ade20k --ckpt $(CKPT) --framework mmseg $(BENCH_RUN_ARGS)
 
 # Frozen-feature probe of a backbone on an ImageFolder train/val pair (default: the embedded data by
 # sub-mode, i.e. coarse-to-fine): make bench-probe CKPT=... [DATA=dir with train/ val/ [coarse_map.csv]]

@@ -1,4 +1,4 @@
-"""`python -m benchmarks run TASK --ckpt X --framework F --schedule 1x|2x|24k|smoke [--seed N | --seeds N]`,
+"""`python -m benchmarks run TASK --ckpt X --framework F [--data DIR] [--schedule 1x|2x|24k|smoke] [--seed N]`,
 `python -m benchmarks sweep FILE [--dry-run] [--executor local|slurm]`, `python -m benchmarks status FILE`,
 `python -m benchmarks collect [--runs runs/bench] [--out results]`, `python -m benchmarks demo`, and the tools
 (proxy, dryrun, protocols, list)."""
@@ -36,14 +36,17 @@ def _run(args: argparse.Namespace) -> int:
     from pretrain.collector import imports_without_collection
 
     with imports_without_collection():  # the imports are most of what the checks do the first time
-        from benchmarks.runner import resolve_run, run_benchmark
+        from benchmarks.runner import describe_plan, run_benchmark
         from pretrain.distributed import is_main_process, leave_group
 
         groups = [(task, ckpt, _seeds(args, task)) for task in args.task for ckpt in args.ckpt]
-        for task, ckpt, seeds in groups:  # every refusal before anything runs
-            for seed in seeds:
-                resolve_run(task, ckpt, args.framework, args.schedule, seed, args.data, args.out, args.procs,
-                            args.device, args.opts)
+        plans = resolve_plans(args)  # every refusal before anything runs
+    if is_main_process():  # first: which schedule each run takes and why, the protocol as it will run
+        for seeds in plans:
+            print(f"{describe_plan(seeds[0])}; {Path(seeds[0].ckpt).name}, seed(s) "
+                  f"{', '.join(str(p.seed) for p in seeds)}", flush=True)
+    if args.plan:
+        return 0
     for task, ckpt, seeds in groups:
         run_dirs = []
         for seed in seeds:  # one after the other; a failing run stops here, the finished ones stay recorded
@@ -63,6 +66,16 @@ def _run(args: argparse.Namespace) -> int:
             print(_seeds_summary(run_dirs))
     leave_group()  # under torchrun: close the group this process joined, as the suite's own workers do
     return 0
+
+
+def resolve_plans(args: argparse.Namespace) -> list[list]:
+    """`run`'s resolved runs, one list of `benchmarks.runner.Plan` (one per seed) for each task and checkpoint,
+    in the order they run: every refusal comes from here, before anything is written."""
+    from benchmarks.runner import resolve_run
+
+    return [[resolve_run(task, ckpt, args.framework, args.schedule, seed, args.data, args.out, args.procs,
+                         args.device, args.opts) for seed in _seeds(args, task)]
+            for task in args.task for ckpt in args.ckpt]
 
 
 def _seeds_summary(run_dirs: list[Path]) -> str:
@@ -197,6 +210,12 @@ def _protocols(args: argparse.Namespace) -> int:
     return 0
 
 
+def _protocol_schedules() -> dict[str, str]:
+    from benchmarks.tasks import all_benchmarks
+
+    return {b.name: b.protocol_schedule for b in all_benchmarks() if b.real_schedules}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -213,7 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "released checkpoint's name (moco-v2-800ep, swav-800ep, torchvision://resnet50, "
                         "timm://resnet50.a1_in1k, ...: transfer/named.py)")
     p.add_argument("--framework", default="detectron2")
-    p.add_argument("--schedule", default="smoke", help="1x, 2x or smoke (embedded data, CPU, minutes)")
+    p.add_argument("--schedule", help="1x, 2x, 24k or smoke (embedded data, CPU, minutes); default: with --data "
+                                      "the real protocol its published reference uses (" + ", ".join(
+                                          f"{name} {schedule}" for name, schedule in _protocol_schedules().items())
+                   + "), without --data smoke on the embedded data")
     p.add_argument("--seed", type=int, help="run this one seed")
     p.add_argument("--seeds", type=int, help="run seeds 0..N-1, one run directory each, one after the other "
                                              "(default: the benchmark's: " + ", ".join(
@@ -226,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "--device cpu, CPU processes over gloo. A run may instead be started by torchrun (on one "
                         "machine or several). The protocol's global batch is split over them")
     p.add_argument("--device", default="auto", help="auto (cuda when torch sees a GPU), cuda or cpu")
+    p.add_argument("--plan", action="store_true", help="print what would run (schedule and why, processes, "
+                                                       "batches, lr, length, data, run directory); run nothing")
     p.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE",
                    help="overrides through the framework's own mechanism (Detectron2 merge_from_list, mmengine "
                         "merge_from_dict), e.g. SOLVER.BASE_LR=0.01 or optim_wrapper.optimizer.lr=0.01; a run "

@@ -36,15 +36,17 @@ class Benchmark:
     columns: tuple[Column, ...]  # what the tables show, in order
     required: tuple[tuple[str, str], ...]  # (group, metric) that must be finite for the run to count
     headline: tuple[str, ...]  # column names shown in the charts and the printed summary
+    # the first real schedule is the one a run on the user's data runs when none is named (its reference's)
     schedules: tuple[str, ...] = ("1x", "2x", "smoke")
     embedded_schedules: tuple[str, ...] = ("smoke",)  # schedules that may run on the embedded data
     demo_schedule: str | None = "smoke"  # what `make demo` runs (None: not in the demo)
     default_seeds: int = 1  # seeds run when the user names none (noisy benchmarks report a mean over several)
     converts: bool = True  # False: the task reads the checkpoint itself (frozen features)
     multi_process: bool = True  # False: one process whatever --procs says (the probe)
-    # (schedule, opts, processes): refuse bad --opts, or a process count that does not divide the protocol's
-    # global batch, before anything is written
-    check_protocol: Callable[[str, tuple[str, ...], int], None] | None = None
+    # (schedule, opts, processes) -> the protocol as it will run (global and per-process batch, lr, length);
+    # refuses bad --opts, or a process count that does not divide the protocol's global batch, before anything
+    # is written
+    check_protocol: Callable[[str, tuple[str, ...], int], dict[str, Any]] | None = None
     note: str = ""  # printed under the task's table title
     schedule_length: Callable[[str], str] | None = None  # schedule -> its real length, from the framework config
     by_method: bool = False  # the table also averages each method's checkpoints (e.g. pretraining seeds)
@@ -58,6 +60,17 @@ class Benchmark:
     @property
     def real_schedules(self) -> tuple[str, ...]:
         return tuple(s for s in self.schedules if s not in self.embedded_schedules)
+
+    @property
+    def protocol_schedule(self) -> str:
+        """What a run on the user's data runs when no schedule is named: the first real schedule, the one the
+        published reference uses (a task whose one schedule reads any data: that one)."""
+        return (self.real_schedules or self.schedules)[0]
+
+    @property
+    def embedded_schedule(self) -> str:
+        """What a run on the embedded data runs when no schedule is named (smoke)."""
+        return self.embedded_schedules[0]
 
     @property
     def key(self) -> tuple[str, str]:

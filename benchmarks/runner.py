@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,23 @@ def run_state(run_dir: Path) -> str:
     return "unfinished" if (run_dir / "run.json").is_file() else "new"
 
 
+def choose_schedule(benchmark: Benchmark, schedule: str | None, data: str | Path | None) -> tuple[str, str]:
+    """(schedule, why): the one named; else, on the user's data, the real protocol its published reference
+    uses; else, on the embedded data, the smoke schedule."""
+    if schedule is not None:
+        if data is not None and schedule in benchmark.embedded_schedules and benchmark.real_schedules:
+            return schedule, (f"asked for by name, on the data under {data}: a {schedule} run, not a benchmark "
+                              f"result (its table row says {schedule})")
+        return schedule, "asked for by name"
+    if not benchmark.real_schedules:
+        return benchmark.schedules[0], f"the one schedule of {benchmark.name}, for any data"
+    if data is not None:
+        return benchmark.protocol_schedule, ("the real protocol, because the data is given and no schedule is named "
+                                             f"(SCHEDULE= or --schedule names one of {', '.join(benchmark.schedules)})")
+    return benchmark.embedded_schedule, ("the embedded data, because no data is given (DATA= or --data runs the "
+                                         f"real protocol, {benchmark.protocol_schedule})")
+
+
 @dataclass(frozen=True)
 class Plan:
     """A resolved run: what it is, where it lives, and how many processes train it."""
@@ -95,17 +112,21 @@ class Plan:
     device: str
     world_size: int
     opts: tuple[str, ...]
+    protocol: dict[str, Any] = field(default_factory=dict)  # global / per-process batch, lr, length
+    schedule_reason: str = ""  # why this schedule: named, or chosen by the data (choose_schedule)
 
     @property
     def finished(self) -> bool:
         return run_state(self.run_dir) == "finished"
 
 
-def resolve_run(task: str, ckpt: str | Path, framework: str, schedule: str, seed: int = 0,
+def resolve_run(task: str, ckpt: str | Path, framework: str, schedule: str | None, seed: int = 0,
                 data: str | Path | None = None, out: str | Path = "runs/bench", procs: int = 1,
                 device: str = "auto", opts: tuple[str, ...] | list[str] = ()) -> Plan:
-    """Check everything that can refuse the run, before anything is written."""
+    """Check everything that can refuse the run, before anything is written. `schedule` None: chosen by the
+    data (`choose_schedule`)."""
     spec = get_benchmark(task, framework)
+    schedule, reason = choose_schedule(spec, schedule, data)
     if schedule not in spec.schedules:
         raise UserError(f"unknown schedule '{schedule}' for {task}; choose from {', '.join(spec.schedules)}")
     opts = tuple(opts)
@@ -127,8 +148,7 @@ def resolve_run(task: str, ckpt: str | Path, framework: str, schedule: str, seed
 
         if procs > torch.cuda.device_count():
             raise UserError(f"--procs {procs}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-    if spec.check_protocol is not None:
-        spec.check_protocol(schedule, opts, procs)
+    protocol = {} if spec.check_protocol is None else spec.check_protocol(schedule, opts, procs)
     ckpt = resolve_checkpoint(ckpt)  # a released checkpoint's name is its file in torch's hub cache
     if not ckpt.is_file():
         raise UserError(f"checkpoint not found: {ckpt}")
@@ -141,9 +161,21 @@ def resolve_run(task: str, ckpt: str | Path, framework: str, schedule: str, seed
         check_data(spec, data_root)
     run_dir = run_directory(out, task, framework, schedule, ckpt, seed, opts)
     plan = Plan(spec, schedule, seed, ckpt, None if data is None else Path(data), data_root, run_dir, device,
-                procs, opts)
+                procs, opts, protocol, reason)
     _check_resume(plan)
     return plan
+
+
+def describe_plan(plan: Plan) -> str:
+    """One line: the task, the schedule and why, the protocol as it will run, the data and the run directory."""
+    task = plan.task
+    line = f"{task.name}/{task.framework}: schedule {plan.schedule} ({plan.schedule_reason})"
+    if plan.protocol:
+        p = plan.protocol
+        line += (f"; {plan.world_size} process(es) x {p['per_process_batch']} images = global batch "
+                 f"{p['global_batch']}, lr {p['lr']:g}, {p['length']}")
+    where = "the embedded data" if plan.data is None else str(plan.data)
+    return f"{line}; data: {where}; device {plan.device}; run directory {plan.run_dir.parent}"
 
 
 def _check_resume(plan: Plan) -> None:
@@ -178,7 +210,8 @@ def _provenance(plan: Plan, source: dict[str, Any], seeds_asked: int) -> dict[st
     task = plan.task
     return {
         "task": task.name, "framework": task.framework, "framework_version": framework_version(task.framework),
-        "schedule": plan.schedule, "seed": plan.seed, "seeds_asked": seeds_asked, "data": str(plan.data_root.resolve()),
+        "schedule": plan.schedule, "schedule_reason": plan.schedule_reason, "seed": plan.seed,
+        "seeds_asked": seeds_asked, "data": str(plan.data_root.resolve()),
         "embedded_data": plan.data is None, "checkpoint": str(plan.ckpt.resolve()),
         "checkpoint_sha256": source["sha256"], "method": source["method"], "arch": source["arch"],
         "recipe": source["recipe"], "device": plan.device, "world_size": plan.world_size, "opts": list(plan.opts),
@@ -208,7 +241,7 @@ def record(plan: Plan, provenance: dict[str, Any], result: TrainResult) -> None:
                       {**provenance, "status": "finished", "finished": utc_now(), "metrics": result.metrics})
 
 
-def run_benchmark(task: str, ckpt: str | Path, framework: str, schedule: str, seed: int = 0,
+def run_benchmark(task: str, ckpt: str | Path, framework: str, schedule: str | None, seed: int = 0,
                   data: str | Path | None = None, out: str | Path = "runs/bench", procs: int = 1,
                   device: str = "auto", opts: tuple[str, ...] | list[str] = (), seeds_asked: int = 1) -> Path:
     """Run (or skip, or resume) one benchmark in `procs` processes; returns its run directory.

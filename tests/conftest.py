@@ -188,7 +188,7 @@ def _two_process_runs(ckpt: Path, out: Path, environ: dict[str, str]) -> dict:
         torchrun = any((t, framework) in UNDER_TORCHRUN for t in tasks)
         result = run_cli(
             *(TORCHRUN_2 if torchrun else ()), "-m", "benchmarks", "run", *tasks, "--ckpt", str(ckpt),
-            "--framework", framework, "--schedule", "smoke", "--device", "cpu", *(() if torchrun else ("--procs", "2")),
+            "--framework", framework, "--device", "cpu", *(() if torchrun else ("--procs", "2")),  # no data: smoke
             "--out", str(out), "--opts", *SHORTER[framework], timeout=600, environ=environ)
         results.update({(task, framework): result for task in tasks})
         for work, names in drop_checkpoints(out).items():  # after each command: the tests beside it need disk

@@ -44,6 +44,9 @@ def test_benchmark_runs_in_two_processes_with_the_protocols_global_batch(two_pro
         assert len(list((directory / "weights").glob(f"*.{framework}.pth"))) == 1
     record = json.loads((directory / "result.json").read_text())
     assert record["status"] == "finished" and record["world_size"] == 2 and record["device"] == "cpu"
+    # no schedule named and no data: the smoke schedule on the embedded data, said first and recorded
+    assert record["schedule"] == "smoke" and record["schedule_reason"].startswith("the embedded data, because")
+    assert result.stdout.count(f"{task}/{framework}: schedule smoke (the embedded data, because no data") == 1
     protocol = record["protocol"]
     # the smoke protocol's global batch of 2 images, one per process
     assert (protocol["world_size"], protocol["global_batch"], protocol["per_process_batch"]) == (2, 2, 1)

@@ -3,16 +3,17 @@
     python -m benchmarks sweep FILE [--dry-run] [--executor local|slurm] [--parallel N]
     python -m benchmarks status FILE
 
-A sweep file names checkpoints (paths or globs), benchmarks (task, framework, schedule, and optionally
-data, seeds, gpus, nodes, opts), defaults for seeds / gpus / nodes / device, and the SLURM resources. Each cell of the
-grid is one ordinary run directory of `benchmarks run` (same identity, same resume), so a sweep adds no
-state of its own: `status` and `--dry-run` read the run directories, and rerunning a sweep runs only
-what is not finished. Every run is a submitit job (`BenchmarkJob`): on SLURM, preempted or timed out,
-it is requeued and resumes from the framework's last checkpoint in its run directory; locally, submitit's
-own LocalExecutor runs the same code path in real processes, N at a time (one GPU set each; CPU runs in
-N lanes, each lane one process that runs its runs one after the other: `BenchmarkLane`).
-A run on one node is one task that starts its own processes (as `benchmarks run --procs`); a run over
-`nodes` > 1 (SLURM only) is one task per GPU with torchrun's environment, so that each task is one rank.
+A sweep file names checkpoints (paths or globs), benchmarks (task, framework, and optionally schedule, data,
+seeds, gpus, nodes, opts; the schedule follows the data as in `benchmarks run`), defaults for seeds / gpus /
+nodes / device, and the SLURM resources. Each cell of the grid is one ordinary run directory of `benchmarks
+run` (same identity, same resume), so a sweep adds no state of its own: `status` and `--dry-run` read the run
+directories, and rerunning a sweep runs only what is not finished. Every run is a submitit job
+(`BenchmarkJob`): on SLURM, preempted or timed out, it is requeued and resumes from the framework's last
+checkpoint in its run directory; locally, submitit's own LocalExecutor runs the same code path in real
+processes, N at a time (one GPU set each; CPU runs in N lanes, each lane one process that runs its runs one
+after the other: `BenchmarkLane`). A run on one node is one task that starts its own processes (as `benchmarks
+run --procs`); a run over `nodes` > 1 (SLURM only) is one task per GPU with torchrun's environment, so that
+each task is one rank.
 
 submitit is imported only where it is used, before any framework opens a log file (pretrain/slurm.py
 says why).
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.environ import temporary_environ
-from benchmarks.runner import check_data, run_directory, run_state
+from benchmarks.runner import check_data, choose_schedule, run_directory, run_state
 from benchmarks.tasks import get_benchmark
 from pretrain.config import load_yaml
 from pretrain.distributed import usable_cores
@@ -111,11 +112,12 @@ def load_sweep(path: str | Path) -> Sweep:
             raise UserError(f"{where}: each benchmark is a mapping with at least 'task'")
         _check_keys(where, entry, BENCHMARK_KEYS)
         benchmark = get_benchmark(entry["task"], entry.get("framework", "detectron2"))
-        schedule = str(entry.get("schedule", "smoke"))
+        data = Path(entry["data"]) if entry.get("data") else None
+        # as `benchmarks run`: without a schedule, the data's (the real protocol on data, else smoke)
+        schedule, _ = choose_schedule(benchmark, str(entry["schedule"]) if entry.get("schedule") else None, data)
         if schedule not in benchmark.schedules:
             raise UserError(f"{where}: unknown schedule '{schedule}' for {benchmark.name}; choose from "
                             f"{', '.join(benchmark.schedules)}")
-        data = Path(entry["data"]) if entry.get("data") else None
         if data is None and schedule not in benchmark.embedded_schedules:
             raise UserError(f"{where}: 'data' is required for the {schedule} schedule (the real dataset's folder)")
         if data is not None:

@@ -113,15 +113,19 @@ def build_config(spec: RunSpec, protocol: Detectron2Protocol):
     return cfg
 
 
-def check_protocol(protocol: Detectron2Protocol, schedule: str, opts: tuple[str, ...], processes: int) -> None:
-    """Refuse --opts Detectron2 refuses, and a process count that does not divide the global batch."""
+def check_protocol(protocol: Detectron2Protocol, schedule: str, opts: tuple[str, ...], processes: int
+                   ) -> dict[str, Any]:
+    """The protocol as it will run in `processes` processes; refuses --opts Detectron2 refuses, and a process
+    count that does not divide the global batch."""
     from pretrain.errors import UserError
 
     try:
         cfg = protocol_config(protocol, schedule, opts=opts)
     except (KeyError, ValueError, AssertionError) as e:
         raise UserError(f"--opts: Detectron2 refuses {' '.join(opts)}: {e}") from None
-    per_process_batch(cfg.SOLVER.IMS_PER_BATCH, processes, f"{protocol.task}/detectron2")
+    return {"global_batch": cfg.SOLVER.IMS_PER_BATCH,
+            "per_process_batch": per_process_batch(cfg.SOLVER.IMS_PER_BATCH, processes, f"{protocol.task}/detectron2"),
+            "lr": cfg.SOLVER.BASE_LR, "length": f"{cfg.SOLVER.MAX_ITER} iterations"}
 
 
 def schedule_length(protocol: Detectron2Protocol, schedule: str) -> str:

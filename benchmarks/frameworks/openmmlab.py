@@ -245,22 +245,25 @@ def train_and_evaluate(cfg, spec: RunSpec, convert_metrics: Callable[[dict[str, 
 
 
 
-def protocol_check(task: str, framework: str, model: str) -> Callable[[str, tuple[str, ...], int], None]:
-    """A benchmark's check before anything is written: the overrides apply, the processes split the batch."""
-    def check(schedule: str, opts: tuple[str, ...], processes: int) -> None:
+def protocol_check(task: str, framework: str, model: str) -> Callable[[str, tuple[str, ...], int], dict[str, Any]]:
+    """A benchmark's check before anything is written: the overrides apply, the processes split the batch;
+    returns the protocol as it will run."""
+    def check(schedule: str, opts: tuple[str, ...], processes: int) -> dict[str, Any]:
         cfg = protocol_config(framework, model, schedule, opts)
-        per_process_batch(cfg.global_batch_size, processes, f"{task}/{framework}")
+        return {"global_batch": cfg.global_batch_size,
+                "per_process_batch": per_process_batch(cfg.global_batch_size, processes, f"{task}/{framework}"),
+                "lr": cfg.optim_wrapper.optimizer.lr, "length": _loop_length(cfg.train_cfg)}
 
     return check
 
 
+def _loop_length(loop) -> str:
+    return f"{loop.max_epochs} epochs" if "max_epochs" in loop else f"{loop.max_iters} iterations"
+
+
 def schedule_length(framework: str, model: str) -> Callable[[str], str]:
     """A benchmark's real schedule length (epochs or iterations), read from its config."""
-    def length(schedule: str) -> str:
-        loop = load_config(framework, model, schedule).train_cfg
-        return f"{loop.max_epochs} epochs" if "max_epochs" in loop else f"{loop.max_iters} iterations"
-
-    return length
+    return lambda schedule: _loop_length(load_config(framework, model, schedule).train_cfg)
 
 
 def reference_comparison(framework: str, model: str) -> Callable[[str, Reference], list[Difference]]:
