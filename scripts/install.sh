@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds .venv with the whole verified stack (see ../shared/ENVIRONMENT.md for why each step is as it is).
+# Builds .venv with the whole pinned stack; docs/install.md says why each step is as it is.
 # Idempotent: `make install` runs it only when the stamp is older than this script or requirements.txt.
+# pip runs with the user's own configuration (index mirrors, proxies, certificates).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,11 +11,7 @@ PY=${PYTHON:-python3}
 D2_WHEEL_SHA256=491af0c7f79bdb2d178e46f6cb16a97c4ac968d45c41ea3f6b6435d59bbee561
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-# This machine's pip config lists local index folders that do not hold most packages: pip warns once per
-# package; drop that line (pipefail keeps pip's exit status).
-pip() {
-  "$VENV/bin/python" -m pip --disable-pip-version-check "$@" 2>&1 | { grep -v "^WARNING: Location 'file://" || true; }
-}
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
 have() { "$VENV/bin/python" - "$@" <<'PYEOF'
 import importlib.metadata as m, sys
 name, version = sys.argv[1], sys.argv[2]
@@ -28,22 +25,24 @@ PYEOF
 # mmcv's setup.py needs pkg_resources (setuptools<81) and is built without isolation.
 pip install -q "setuptools<81" wheel ninja packaging
 
-# The local find-links folder holds torch-2.13.0+cpu, whose torchvision ops do not exist: exclude it.
+# PyPI's torch 2.13.0 (a CUDA build, which also runs on a CPU): PyPI's torchvision 0.28.0 is built against it.
+# A CPU-only build (+cpu, as a PyTorch index or a local wheel folder may offer) lacks torchvision's ops.
 have torch 2.13.0+cu || pip install -q "torch==2.13.0,!=2.13.0+cpu" "torchvision==0.28.0"
 
 pip install -q -r requirements.txt
 
-# detectron2: the cp310-tagged but pure-Python republish, renamed so pip accepts it on 3.11.
+# detectron2 (its authors publish no wheel): sal-detectron2, a republish of upstream's Python code, tagged cp310;
+# its Python is version-independent, so the wheel is renamed for pip to accept it on 3.11+. Pinned by sha256.
 if ! have sal-detectron2 0.7.2; then
   tmp=$(mktemp -d)
-  PIP_CONFIG_FILE=/dev/null pip download -q --no-deps --only-binary :all: --python-version 3.10 \
-    sal-detectron2==0.7.2 -d "$tmp"
+  pip download -q --no-deps --only-binary :all: --python-version 3.10 sal-detectron2==0.7.2 -d "$tmp"
   echo "$D2_WHEEL_SHA256  $tmp/sal_detectron2-0.7.2-cp310-none-any.whl" | sha256sum -c --quiet
   mv "$tmp/sal_detectron2-0.7.2-cp310-none-any.whl" "$tmp/sal_detectron2-0.7.2-py3-none-any.whl"
   pip install -q --no-deps "$tmp/sal_detectron2-0.7.2-py3-none-any.whl"
   rm -rf "$tmp"
 fi
-# Its compiled extension is built for CPython 3.10 and cannot load here; nothing we run needs it.
+# Its compiled extension is built for CPython 3.10 and cannot load on 3.11+; nothing this suite runs needs it
+# (Mask R-CNN, Faster R-CNN C4 and COCO evaluation run without it: pycocotools scores COCO).
 rm -f "$VENV"/lib/python3*/site-packages/detectron2/_C.cpython-310-*.so
 
 pip install -q --no-deps -e .

@@ -237,3 +237,15 @@ def test_an_interrupted_two_node_job_is_requeued_and_resumes_from_its_checkpoint
     assert "model_0000002.pth" in log and "Starting training from iteration 3" in log, log[-3000:]
     job_log = "".join(p.read_text() for p in (tmp_path / "jobs").glob("*_0_log.out"))
     assert "Calling checkpoint method" in job_log and "Requeued" in job_log, job_log[-2000:]
+
+
+def test_a_sweep_entry_without_a_schedule_runs_the_schedule_its_data_calls_for(two_backbones, tmp_path):
+    from benchmarks.commands.sweep import load_sweep
+    from tests.documented_commands import user_disk
+
+    data = user_disk(tmp_path)
+    sweep = load_sweep(_sweep_file(tmp_path / "s.yaml", two_backbones,
+                                   f"  - {{task: coco, framework: mmdet, data: {data / 'coco'}}}\n"
+                                   f"  - {{task: voc-det, framework: detectron2, data: {data / 'VOCdevkit'}}}\n"
+                                   "  - {task: voc, framework: mmseg}\n"))
+    assert {(r.task, r.schedule) for r in sweep.runs} == {("coco", "1x"), ("voc-det", "24k"), ("voc", "smoke")}

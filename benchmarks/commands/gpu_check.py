@@ -208,7 +208,7 @@ def markdown(sections: list[tuple[str, list[tuple[str, str]]]], header: str) -> 
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.commands.gpu_check", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
@@ -221,7 +221,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave out the benchmark iterations (a machine without detectron2 / mmdet / mmseg)")
     parser.add_argument("--out", default="results/gpu_check.md")
     parser.add_argument("--work", default="runs/gpu_check")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     device = pick_device(args.device)
     gpu = device.type == "cuda"

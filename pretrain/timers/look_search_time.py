@@ -2,7 +2,7 @@
 
 Prints figures (never asserts them): time per search, and the operators it dispatches (about its kernel
 launches on a GPU). With `--against FILE` (a knn_memory.py of another revision, e.g.
-`git show REV:pretrain/methods/knn_memory.py > /tmp/knn_old.py`), both search the same memory with the
+`git show REV:pretrain/methods/knn_memory.py > knn_old.py`), both search the same memory with the
 same queries, interleaved, and the neighbours and similarities are compared.
 
 With `--search-dtypes float32 bfloat16`, each chunk size is timed with both searches, and the bfloat16
@@ -12,7 +12,7 @@ up to the order of summation).
 
   python -m pretrain.timers.look_search_time [--batch 256] [--slots 1281167] [--chunk-sizes 65536 262144]
                                         [--search-dtypes float32 bfloat16]
-                                        [--against /tmp/knn_old.py --against-chunk-size 65536]
+                                        [--against knn_old.py --against-chunk-size 65536]
 """
 
 from __future__ import annotations
