@@ -61,8 +61,8 @@ bench-reference: $(STAMP)
 	  --command-line "make bench-reference TASK=$(TASK)$(if $(SCHEDULE), SCHEDULE=$(SCHEDULE))$(if $(DATA), DATA=$(DATA)) GPUS=$(GPUS)"
 
 # Fine-tune and evaluate on COCO: make bench-coco CKPT=... [DATA=coco/] [FRAMEWORK=detectron2|mmdet] [GPUS=8]
-# The schedule follows the data: with DATA, the real protocol of the benchmark's published reference (COCO 1x,
-# VOC07+12 24k, VOC and ADE20K 1x); without, the smoke schedule on the embedded data. SCHEDULE=smoke|1x|2x|24k
+# The schedule follows the data: with DATA, the benchmark's real protocol (its published reference's: COCO 1x,
+# VOC07+12 24k, VOC 1x; ADE20K 1x); without, the smoke schedule on the embedded data. SCHEDULE=smoke|1x|2x|24k
 # names another. GPUS=N trains in N processes (one per GPU; with DEVICE=cpu, CPU processes over gloo); the
 # protocol's global batch, lr and length stay the same. OPTS="KEY=VALUE ..." go to the framework's own override
 # mechanism and make another run (directory and table row). PLAN=1 prints what would run and runs nothing.

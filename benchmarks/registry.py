@@ -64,7 +64,7 @@ class Benchmark:
     @property
     def protocol_schedule(self) -> str:
         """What a run on the user's data runs when no schedule is named: the first real schedule, the one the
-        published reference uses (a task whose one schedule reads any data: that one)."""
+        published reference uses where there is one (a task whose one schedule reads any data: that one)."""
         return (self.real_schedules or self.schedules)[0]
 
     @property

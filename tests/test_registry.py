@@ -113,3 +113,15 @@ def test_the_demo_time_table_rounds_before_it_splits_minutes_and_seconds():
     table = time_table([("pretrain", 59.6), ("benchmarks", 180.0)])  # 239.6 s in all
     assert "| pretrain | 1 min 00 s | 25% |" in table and "| benchmarks | 3 min 00 s | 75% |" in table
     assert table.endswith("| **total** | **4 min 00 s** | |")  # not '3 min 60 s'
+
+
+def test_the_schedule_a_run_on_real_data_takes_is_its_published_references():
+    from benchmarks.reference import Reference
+
+    chosen = {b.key: b.protocol_schedule for b in all_benchmarks()}
+    assert chosen == {("ade20k", "mmseg"): "1x", ("coco", "detectron2"): "1x", ("coco", "mmdet"): "1x",
+                      ("probe", "frozen"): "standard", ("voc", "mmseg"): "1x", ("voc-det", "detectron2"): "24k"}
+    for b in all_benchmarks():
+        published = [s for s, r in b.references.items() if isinstance(r, Reference) and r.published]
+        if published:  # where a reference publishes results, a run on real data follows that reference
+            assert b.protocol_schedule in published, b.key
