@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -85,6 +86,11 @@ def test_proxy_tier_writes_one_table_from_every_method_and_seed(proxy_runs):
     assert " ± " in by_method  # two seeds: a spread
     differences = table.split("## Difference to sl")[1].split("##")[0]
     assert "| sl-mlp |" in differences and "| look |" in differences and "| sl |" not in differences
+    # paired by seed: 2 pairs a row, an interval from Student's t and a verdict in words
+    compared = [line for line in differences.splitlines() if line.startswith(("| sl-mlp |", "| look |"))]
+    assert len(compared) == 6 and all(re.match(r"\| (sl-mlp|look) \| \w+ \| 2 \| [+-]\d+\.\d\d \| \[[+-]", row)
+                                      for row in compared), compared
+    assert all(re.search(r"\| (better|worse|not distinguishable with 2 pairs) \|", row) for row in compared)
 
     # a second call trains and probes nothing again, and writes the same numbers
     (report_file,) = (tmp_path / "runs").glob("fmnist-12-6-*/report.json")

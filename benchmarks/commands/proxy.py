@@ -233,19 +233,33 @@ def _final_epoch_metrics(log: Path) -> dict[str, float]:
 
 
 def _mean_std(values: list[float]) -> str:
+    from benchmarks.stats import mean_and_spread
+
     values = [v for v in values if v is not None]
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+    return mean_and_spread(values) if values else "—"
 
 
-def _signed(diffs: list[float]) -> str:
-    if not diffs:
-        return "—"
-    text = _mean_std(diffs)
-    return text if text.startswith("-") else "+" + text
+def _comparison_rows(runs: list[dict[str, Any]], methods: list[str], columns: list[str]) -> list[str]:
+    """One row per method and column (each higher-is-better): the differences to the baseline paired by
+    pretraining seed; a run whose seed the baseline lacks is left out, and the row says so."""
+    from benchmarks.stats import compare_paired
+
+    by = {(r["method"], r["seed"]): r["metrics"] for r in runs}
+    rows = []
+    for method in (m for m in methods if m != BASELINE):
+        for column in columns:
+            pairs = sorted((s for m, s in by if m == method and (BASELINE, s) in by
+                            and by[(method, s)][column] is not None and by[(BASELINE, s)][column] is not None))
+            if not pairs:
+                rows.append(f"| {method} | {column} | 0 | — | — | no pair: no run of {BASELINE} with its seed | — |")
+                continue
+            c = compare_paired([by[(method, s)][column] - by[(BASELINE, s)][column] for s in pairs])
+            detectable = "—" if c.detectable is None else f"{c.detectable:.2f}"
+            unpaired = [s for m, s in by if m == method and s not in pairs]
+            note = f" (seed {', '.join(map(str, unpaired))} has no {BASELINE} run: left out)" if unpaired else ""
+            rows.append(f"| {method} | {column} | {c.pairs} | {c.mean:+.2f} | {c.interval()} | {c.verdict}{note} | "
+                        f"{detectable} |")
+    return rows
 
 
 def _setup_line(report: dict[str, Any]) -> str:
@@ -270,7 +284,6 @@ def write_tables(report: dict[str, Any], stem: Path) -> Path:
     runs = report["runs"]
     methods = list(dict.fromkeys(r["method"] for r in runs))
     columns = [c for _, _, c, _ in COLUMNS]
-    by = {(r["method"], r["seed"]): r for r in runs}
     seeds = sorted({r["seed"] for r in runs})
     timings = report["timings"]
     protocol = report["protocol"]
@@ -300,17 +313,14 @@ def write_tables(report: dict[str, Any], stem: Path) -> Path:
         lines.append(f"| {method} | {len(mine)} | " + " | ".join(_mean_std([r["metrics"][c] for r in mine])
                                                               for c in columns)
                      + f" | {spikes} | {_mean_std([r['final_train_metrics'].get('loss') for r in mine])} |")
-    lines += ["", f"## Difference to {BASELINE} (same pretraining seed; mean ± std over seeds)", "",
-              "| method | " + " | ".join(f"Δ {c}" for c in columns[:3]) + " |", "|" + "---|" * 4]
-    for method in methods:
-        if method == BASELINE:
-            continue
-        cells = []
-        for column in columns[:3]:
-            diffs = [by[(method, s)]["metrics"][column] - by[(BASELINE, s)]["metrics"][column] for s in seeds
-                     if (method, s) in by and (BASELINE, s) in by]
-            cells.append(_signed(diffs))
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", f"## Difference to {BASELINE}, paired by pretraining seed", "",
+              f"Per metric: the mean of the differences to {BASELINE} of the same pretraining seed, its 95 % "
+              "confidence interval (Student's t over the pairs; exact for normal differences, wide with 2 or 3 "
+              "pairs), the verdict, and the smallest difference these pairs detect with 80 % power (5 % "
+              "two-sided), from their spread. One probe per backbone: the interval covers the spread of "
+              "pretraining seeds (the probe's own randomness included).", "",
+              "| method | metric | pairs | Δ mean | 95 % CI | verdict | detectable (80 % power) |",
+              "|---|---|---|---|---|---|---|", *_comparison_rows(runs, methods, columns[:3])]
     lines += ["", "## Every run", "",
               "| method | seed | checkpoint | " + " | ".join(columns) + " | loss spikes | largest loss (step) |",
               "|" + "---|" * (len(columns) + 5)]
