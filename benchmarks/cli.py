@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "timm://resnet50.a1_in1k, ...: transfer/named.py)")
     p.add_argument("--framework", default="detectron2")
     p.add_argument("--schedule", help="1x, 2x, 24k or smoke (embedded data, CPU, minutes); default: with --data "
-                                      "the real protocol its published reference uses (" + ", ".join(
+                                      "the real protocol, its published reference's where there is one (" + ", ".join(
                                           f"{name} {schedule}" for name, schedule in _protocol_schedules().items())
                    + "), without --data smoke on the embedded data")
     p.add_argument("--seed", type=int, help="run this one seed")

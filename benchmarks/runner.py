@@ -87,15 +87,16 @@ def choose_schedule(benchmark: Benchmark, schedule: str | None, data: str | Path
     if schedule is not None:
         if data is not None and schedule in benchmark.embedded_schedules and benchmark.real_schedules:
             return schedule, (f"asked for by name, on the data under {data}: a {schedule} run, not a benchmark "
-                              f"result (its table row says {schedule})")
+                              f"result, and its table row says {schedule}")
         return schedule, "asked for by name"
     if not benchmark.real_schedules:
         return benchmark.schedules[0], f"the one schedule of {benchmark.name}, for any data"
     if data is not None:
-        return benchmark.protocol_schedule, ("the real protocol, because the data is given and no schedule is named "
-                                             f"(SCHEDULE= or --schedule names one of {', '.join(benchmark.schedules)})")
-    return benchmark.embedded_schedule, ("the embedded data, because no data is given (DATA= or --data runs the "
-                                         f"real protocol, {benchmark.protocol_schedule})")
+        return benchmark.protocol_schedule, (
+            "the real protocol, because the data is given and no schedule is named; SCHEDULE= or --schedule names "
+            f"another of {', '.join(benchmark.schedules)}")
+    return benchmark.embedded_schedule, ("the embedded data, because no data is given; DATA= or --data runs the "
+                                         f"real protocol, {benchmark.protocol_schedule}")
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ def resolve_run(task: str, ckpt: str | Path, framework: str, schedule: str | Non
     """Check everything that can refuse the run, before anything is written. `schedule` None: chosen by the
     data (`choose_schedule`)."""
     spec = get_benchmark(task, framework)
+    named = schedule is not None
     schedule, reason = choose_schedule(spec, schedule, data)
     if schedule not in spec.schedules:
         raise UserError(f"unknown schedule '{schedule}' for {task}; choose from {', '.join(spec.schedules)}")
@@ -148,7 +150,12 @@ def resolve_run(task: str, ckpt: str | Path, framework: str, schedule: str | Non
 
         if procs > torch.cuda.device_count():
             raise UserError(f"--procs {procs}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-    protocol = {} if spec.check_protocol is None else spec.check_protocol(schedule, opts, procs)
+    try:
+        protocol = {} if spec.check_protocol is None else spec.check_protocol(schedule, opts, procs)
+    except UserError as e:
+        if named:
+            raise
+        raise UserError(f"{e} (schedule {schedule}: {reason})") from None  # say why it is this schedule
     ckpt = resolve_checkpoint(ckpt)  # a released checkpoint's name is its file in torch's hub cache
     if not ckpt.is_file():
         raise UserError(f"checkpoint not found: {ckpt}")

@@ -83,6 +83,13 @@ def test_without_data_the_bench_targets_run_the_smoke_schedule_on_the_embedded_d
         assert plans[0].schedule_reason.startswith("the embedded data")
 
 
+def test_a_refusal_of_a_schedule_the_data_chose_says_why_it_is_that_schedule(inputs):
+    with pytest.raises(DocumentedCommandError, match=r"split over 8 processes; use 1, 2 processes \(schedule smoke: "
+                                                     r"the embedded data, because no data is given; DATA= or --data "
+                                                     r"runs the real protocol, 1x\)"):
+        resolve("make bench-coco CKPT=... GPUS=8", inputs)
+
+
 def test_a_smoke_run_on_real_data_is_asked_for_by_name_and_says_so(inputs):
     [plan] = plans_of("make bench-coco CKPT=... DATA=/data/coco SCHEDULE=smoke", inputs)
     assert (plan.schedule, plan.data) == ("smoke", inputs.root / "data" / "coco")
