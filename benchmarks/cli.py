@@ -39,18 +39,19 @@ def _run(args: argparse.Namespace) -> int:
         from benchmarks.runner import describe_plan, run_benchmark
         from pretrain.distributed import is_main_process, leave_group
 
-        groups = [(task, ckpt, _seeds(args, task)) for task in args.task for ckpt in args.ckpt]
         plans = resolve_plans(args)  # every refusal before anything runs
     if is_main_process():  # first: which schedule each run takes and why, the protocol as it will run
-        for seeds in plans:
-            print(f"{describe_plan(seeds[0])}; {Path(seeds[0].ckpt).name}, seed(s) "
-                  f"{', '.join(str(p.seed) for p in seeds)}", flush=True)
+        for group in plans:
+            print(f"{describe_plan(group[0])}; {Path(group[0].ckpt).name}, seed(s) "
+                  f"{', '.join(str(p.seed) for p in group)}", flush=True)
     if args.plan:
         return 0
-    for task, ckpt, seeds in groups:
+    asked = [(task, ckpt) for task in args.task for ckpt in args.ckpt]  # resolve_plans' order
+    for (task, ckpt), group in zip(asked, plans, strict=True):
         run_dirs = []
+        seeds = [plan.seed for plan in group]
         for seed in seeds:  # one after the other; a failing run stops here, the finished ones stay recorded
-            if (len(seeds) > 1 or len(groups) > 1) and is_main_process():
+            if (len(seeds) > 1 or len(asked) > 1) and is_main_process():
                 print(f"== {task} {Path(ckpt).name} seed {seed} ({seeds.index(seed) + 1} of {len(seeds)})",
                       flush=True)
             run_dir = run_benchmark(task, ckpt, args.framework, args.schedule, seed, args.data, args.out,
