@@ -143,9 +143,10 @@ ITERS ?= 2
 bench-dryrun: $(STAMP)
 	$(PY) -m benchmarks dryrun --iters $(ITERS) $(if $(CKPT),--ckpt $(CKPT)) $(if $(ONLY),--only $(ONLY))
 
-# Every finished (and failed) run under runs/bench -> results/<task>.{md,csv,png}
+# Every finished (and failed) run under runs/bench -> results/<task>.{md,csv,png}, each method paired with
+# BASELINE (default sl; a method or a checkpoint's name), and results/summary.md across tasks
 tables: $(STAMP)
-	$(PY) -m benchmarks collect
+	$(PY) -m benchmarks collect $(if $(BASELINE),--baseline $(BASELINE))
 
 bench-pretrain-speed: $(STAMP)
 	$(PY) -m pretrain.timers.step_time $(BENCH_ARGS)

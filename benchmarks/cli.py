@@ -106,12 +106,20 @@ def _list(args: argparse.Namespace) -> int:
 def _collect(args: argparse.Namespace) -> int:
     from benchmarks.commands.collect import collect, print_tables
 
-    by_task = collect(args.runs, args.out)
-    if not by_task:
+    collected = collect(args.runs, args.out, args.baseline)
+    if not collected.rows:
         print(f"no benchmark runs under {args.runs}")
         return 0
-    print_tables(by_task)
-    print(f"\ntables: {', '.join(f'{args.out}/{task}.md' for task in by_task)} (+ .csv, .png)")
+    print_tables(collected)
+    print(f"\ntables: {', '.join(f'{args.out}/{task}.md' for task in collected.rows)} (+ .csv, .png); across "
+          f"tasks: {args.out}/summary.md")
+    return 0
+
+
+def _plan_seeds(args: argparse.Namespace) -> int:
+    from benchmarks.commands.plan_seeds import plan_seeds
+
+    print("\n".join(plan_seeds(args.task, args.effect, args.metric, args.baseline, args.runs, args.sd)))
     return 0
 
 
@@ -325,7 +333,18 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("collect", help="gather finished runs into tables and charts in results/")
     c.add_argument("--runs", default="runs/bench")
     c.add_argument("--out", default="results")
+    c.add_argument("--baseline", default="sl", help="what every method is compared with: a method, or a "
+                                                    "checkpoint's name (its file name without suffixes)")
     c.set_defaults(func=_collect)
+    s = sub.add_parser("plan-seeds", help="how many seeds would detect an effect, from the spread of a task's "
+                                          "paired runs (or --sd)")
+    s.add_argument("--task", required=True)
+    s.add_argument("--effect", type=float, help="the difference to detect (default: the claims the task declares)")
+    s.add_argument("--metric", help="one compared metric (default: each the effect applies to)")
+    s.add_argument("--baseline", default="sl")
+    s.add_argument("--runs", default="runs/bench")
+    s.add_argument("--sd", type=float, help="plan from this spread of paired differences instead of runs")
+    s.set_defaults(func=_plan_seeds)
     return parser
 
 

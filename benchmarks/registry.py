@@ -26,6 +26,15 @@ class Column:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """An effect a paper states on a task's metric: the tables say how many seeds would detect it."""
+
+    metric: str  # a column of the task's table
+    effect: float
+    source: str
+
+
+@dataclass(frozen=True)
 class Benchmark:
     name: str  # the task, as users type it: coco, voc, ade20k, probe
     framework: str
@@ -56,6 +65,9 @@ class Benchmark:
     references: dict[str, Reference | str] = field(default_factory=dict)
     # (schedule, reference) -> every setting where the protocol differs from the reference (framework code)
     compare_reference: Callable[[str, Reference], list[Difference]] | None = None
+    # the higher-is-better metrics the paired comparisons cover (default: the headline)
+    compared_metrics: tuple[str, ...] = ()
+    claims: tuple[Claim, ...] = ()  # effects papers state on this task (the same for every framework of a task)
 
     @property
     def real_schedules(self) -> tuple[str, ...]:
@@ -71,6 +83,10 @@ class Benchmark:
     def embedded_schedule(self) -> str:
         """What a run on the embedded data runs when no schedule is named (smoke)."""
         return self.embedded_schedules[0]
+
+    @property
+    def compared(self) -> tuple[str, ...]:
+        return self.compared_metrics or self.headline
 
     @property
     def key(self) -> tuple[str, str]:

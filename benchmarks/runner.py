@@ -221,7 +221,8 @@ def _provenance(plan: Plan, source: dict[str, Any], seeds_asked: int) -> dict[st
         "seeds_asked": seeds_asked, "data": str(plan.data_root.resolve()),
         "embedded_data": plan.data is None, "checkpoint": str(plan.ckpt.resolve()),
         "checkpoint_sha256": source["sha256"], "method": source["method"], "arch": source["arch"],
-        "recipe": source["recipe"], "device": plan.device, "world_size": plan.world_size, "opts": list(plan.opts),
+        "recipe": source["recipe"], "pretrain_seed": source.get("pretrain_seed"), "device": plan.device,
+        "world_size": plan.world_size, "opts": list(plan.opts),
         "started": utc_now(),
     }
 

@@ -104,18 +104,25 @@ def pairs_needed(effect: float, sd: float, power: float = POWER, alpha: float = 
     return high
 
 
-def mean_and_spread(values: Sequence[float]) -> str:
-    """`mean ± std` with the digits that show the spread: two significant digits of the std (at least two
-    decimals), so that a spread that is not zero never reads as ± 0.00."""
+def mean_and_spread(values: Sequence[float], least: int = 2) -> str:
+    """`mean ± std` (sample std) of `values`; one value shows alone."""
     values = [float(v) for v in values]
     mean = math.fsum(values) / len(values)
     if len(values) == 1:
-        return f"{mean:.2f}"
-    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    return f"{mean:.{_decimals(sd)}f} ± {sd:.{_decimals(sd)}f}"
+        return f"{mean:.{least}f}"
+    return format_mean_spread(mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)), least)
 
 
-def _decimals(spread: float) -> int:
+def format_mean_spread(mean: float, spread: float, least: int = 2) -> str:
+    """`mean ± spread` with at least `least` decimals, and two significant digits of a spread below 0.1, so that
+    a spread that is not zero never reads as ± 0.0; a NaN spread (one seed) shows the mean alone."""
+    if math.isnan(spread):
+        return f"{mean:.{least}f}"
+    decimals = spread_decimals(spread, least)
+    return f"{mean:.{decimals}f} ± {spread:.{decimals}f}"
+
+
+def spread_decimals(spread: float, least: int = 2) -> int:
     if spread <= 0 or spread >= 0.1:
-        return 2
-    return min(6, 1 - math.floor(math.log10(spread)))
+        return least
+    return max(least, min(6, 1 - math.floor(math.log10(spread))))

@@ -271,7 +271,7 @@ def test_collect_builds_tables_from_run_directories_and_keeps_rows_of_failed_run
         runner.run_benchmark("ade20k", other, "mmseg", "smoke", out=out)
 
     results = tmp_path / "results"
-    by_task = collect(out, results)
+    by_task = collect(out, results).rows
     assert sorted(by_task) == ["ade20k", "coco", "voc"]
     for task in by_task:
         assert (results / f"{task}.md").is_file() and (results / f"{task}.csv").is_file()

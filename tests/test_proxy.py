@@ -79,6 +79,9 @@ def test_proxy_tier_writes_one_table_from_every_method_and_seed(proxy_runs):
     for row in rows:
         assert 0 <= float(row["linear_top1"]) <= 100 and 0 <= float(row["knn_top1"]) <= 100
         assert row["loss_spikes"] == "0" and float(row["peak_lr"]) == pytest.approx(0.1 * 48 / 256)
+        # what pairs two methods' checkpoints in every table: the pretraining seed, recorded with each run
+        probe = json.loads((Path(row["probe_dir"]) / "result.json").read_text())
+        assert probe["pretrain_seed"] == int(row["seed"])
     # every run has its own pretraining directory (seed and settings in its name) and probe directory
     assert len({r["pretrain_dir"] for r in rows}) == 6 and len({r["probe_dir"] for r in rows}) == 6
     by_method = table.split("## By method")[1].split("##")[0]

@@ -51,6 +51,8 @@ RUNS = [
     ("voc-det", "detectron2", "24k", "sl", 1, _voc_det(81.6), (), 5),
     ("voc-det", "detectron2", "24k", "sl", 2, _voc_det(80.9), (), 5),
     ("voc-det", "detectron2", "24k", "look", 0, _voc_det(82.0), (), 5),
+    ("voc-det", "detectron2", "24k", "look", 1, _voc_det(82.3), (), 5),
+    ("voc-det", "detectron2", "24k", "look", 2, _voc_det(81.5), (), 5),
     ("probe", "frozen", "standard", "sl", 0, _probe(60.0), (), 1),
     ("probe", "frozen", "standard", "look", 0, _probe(66.0), (), 1),
 ]
@@ -91,7 +93,7 @@ def test_tables_match_the_checked_in_files(tmp_path):
     write_runs(runs)
     out.mkdir()
     (out / "quoted.csv").write_text(QUOTED)
-    by_task = collect(runs, out)
+    by_task = collect(runs, out).rows
     assert sorted(by_task) == ["coco", "probe", "voc-det"]
     written = sorted(p.name for p in out.iterdir() if p.suffix in (".csv", ".md", ".json") and p.name != "quoted.csv")
     if os.environ.get("UPDATE_EXPECTED_TABLES"):
@@ -120,7 +122,9 @@ def test_expected_tables_say_what_a_reader_needs(name):
         assert "| 1 trial(s), published | 38.0 |" in text and "published in open-mmlab/mmdetection" in text
     else:  # fewer finished seeds than asked: said in the seeds column and the status
         assert "| 3/5 (0, 1, 2) | 81.2 ± 0.4 |" in text and "finished (3/5 seeds)" in text
-        assert "| 1/5 (0) | 82.0 |" in text
+        assert "| 3/5 (0, 1, 2) | 81.9 ± 0.4 |" in text
+        # look - sl paired by fine-tuning seed: 0.8, 0.7, 0.6; mean 0.7, sd 0.1, t(0.975, 2) = 4.303: ± 0.25
+        assert "| detectron2 | 24k | voc-det | look | AP50 | 3 | +0.70 | [+0.45, +0.95] | better |" in text
         assert "| *moco-v2-800ep (published)* | ImageNet-1M, MoCo v2, 800ep |" in text
         assert "| 5 trial(s), published | 82.5 | 57.4 | 64.0 |" in text
         assert "published in facebookresearch/moco detection/README.md" in text and "std 0.2 (AP50)" in text
@@ -137,3 +141,20 @@ def test_a_multi_seed_command_prints_its_table_rows_mean_and_std(tmp_path):
     assert summary.startswith("mean ± std over 3 seeds (0, 1, 2), as in its table row: AP_bb 38.20 ± 0.26, ")
     two = _seeds_summary([sl / "seed0", sl / "seed1"])
     assert "over 2 seeds (0, 1)" in two and "AP_bb 38.30 ± 0.28" in two
+
+
+def test_make_tables_prints_each_comparison_with_what_its_pairs_can_detect(tmp_path, capsys):
+    from benchmarks.cli import main
+
+    write_runs(tmp_path / "runs")
+    assert main(["collect", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "results")]) == 0
+    printed = capsys.readouterr().out
+    assert ("  look − sl AP50 (detectron2/24k/voc-det): +0.70 [+0.45, +0.95], better (fine-tuning seeds); "
+            "detectable 0.33") in printed
+    assert "across tasks: " in printed and (tmp_path / "results" / "summary.md").is_file()
+    # any checkpoint may be the baseline: then the other checkpoints are compared with it, by fine-tuning seed
+    look = f"look_resnet50_imagenet_ep100-{SHA['look'][:8]}"
+    assert main(["collect", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "by-name"),
+                 "--baseline", look]) == 0
+    printed = capsys.readouterr().out
+    assert f"sl_resnet50_imagenet_ep100-{SHA['sl'][:8]} − {look} AP50 (detectron2/24k/voc-det): -0.70 " in printed

@@ -48,8 +48,14 @@ def source_summary(source: SourceBackbone) -> dict[str, Any]:
         "path": str(source.path), "sha256": sha256_of(source.path) if source.path else None,
         "flavour": source.flavour, "arch": source.arch, "stem": source.stem, "method": source.meta.get("method"),
         "dropped": source.dropped, "input": source.input, "input_recorded": source.input_recorded,
-        "recipe": pretraining_recipe(source.meta),
+        "recipe": pretraining_recipe(source.meta), "pretrain_seed": pretraining_seed(source.meta),
     }
+
+
+def pretraining_seed(meta: dict[str, Any]) -> int | None:
+    """The seed this suite's pretraining ran with (what pairs two methods' checkpoints); None: not recorded."""
+    seed = ((meta.get("config") or {}).get("train") or {}).get("seed") if meta.get("dataset") else None
+    return None if seed is None else int(seed)
 
 
 def pretraining_recipe(meta: dict[str, Any]) -> str | None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.comparisons import BASELINE
 from pretrain.checkpoint import utc_now
 from pretrain.config import Config, config_hash, load_config, load_yaml
 from pretrain.errors import UserError
@@ -35,7 +36,6 @@ from pretrain.schema import build_dataclass
 
 PROTOCOLS = Path(__file__).parents[1] / "configs" / "proxy"
 REPO = Path(__file__).resolve().parents[2]
-BASELINE = "sl"
 # (metric group in result.json, metric, column, what it is)
 COLUMNS = [
     ("probe", "linear_top1", "linear_top1", "fine linear-probe top-1 (%)"),
@@ -239,27 +239,13 @@ def _mean_std(values: list[float]) -> str:
     return mean_and_spread(values) if values else "—"
 
 
-def _comparison_rows(runs: list[dict[str, Any]], methods: list[str], columns: list[str]) -> list[str]:
-    """One row per method and column (each higher-is-better): the differences to the baseline paired by
-    pretraining seed; a run whose seed the baseline lacks is left out, and the row says so."""
-    from benchmarks.stats import compare_paired
+def tier_frame(runs: list[dict[str, Any]], dataset: str) -> Any:
+    """The tier's runs as the paired comparisons read them: one probe (seed 0) per pretraining seed."""
+    import pandas as pd
 
-    by = {(r["method"], r["seed"]): r["metrics"] for r in runs}
-    rows = []
-    for method in (m for m in methods if m != BASELINE):
-        for column in columns:
-            pairs = sorted((s for m, s in by if m == method and (BASELINE, s) in by
-                            and by[(method, s)][column] is not None and by[(BASELINE, s)][column] is not None))
-            if not pairs:
-                rows.append(f"| {method} | {column} | 0 | — | — | no pair: no run of {BASELINE} with its seed | — |")
-                continue
-            c = compare_paired([by[(method, s)][column] - by[(BASELINE, s)][column] for s in pairs])
-            detectable = "—" if c.detectable is None else f"{c.detectable:.2f}"
-            unpaired = [s for m, s in by if m == method and s not in pairs]
-            note = f" (seed {', '.join(map(str, unpaired))} has no {BASELINE} run: left out)" if unpaired else ""
-            rows.append(f"| {method} | {column} | {c.pairs} | {c.mean:+.2f} | {c.interval()} | {c.verdict}{note} | "
-                        f"{detectable} |")
-    return rows
+    return pd.DataFrame([{"framework": "frozen", "schedule": "proxy", "data": dataset, "opts": "", "arch": "",
+                          "method": r["method"], "checkpoint": r["checkpoint"], "pretrain_seed": r["seed"], "seed": 0,
+                          **r["metrics"]} for r in runs])
 
 
 def _setup_line(report: dict[str, Any]) -> str:
@@ -282,6 +268,8 @@ def _setup_line(report: dict[str, Any]) -> str:
 def write_tables(report: dict[str, Any], stem: Path) -> Path:
     """`<stem>.md` (by method, differences to SL paired by seed, every run) and `<stem>.csv` (every run)."""
     runs = report["runs"]
+    from benchmarks.comparisons import EXPLAINED, markdown_table, paired_differences
+
     methods = list(dict.fromkeys(r["method"] for r in runs))
     columns = [c for _, _, c, _ in COLUMNS]
     seeds = sorted({r["seed"] for r in runs})
@@ -313,14 +301,11 @@ def write_tables(report: dict[str, Any], stem: Path) -> Path:
         lines.append(f"| {method} | {len(mine)} | " + " | ".join(_mean_std([r["metrics"][c] for r in mine])
                                                               for c in columns)
                      + f" | {spikes} | {_mean_std([r['final_train_metrics'].get('loss') for r in mine])} |")
+    differences = paired_differences(tier_frame(runs, report["dataset"]), f"proxy {report['dataset']}", columns[:3])
     lines += ["", f"## Difference to {BASELINE}, paired by pretraining seed", "",
-              f"Per metric: the mean of the differences to {BASELINE} of the same pretraining seed, its 95 % "
-              "confidence interval (Student's t over the pairs; exact for normal differences, wide with 2 or 3 "
-              "pairs), the verdict, and the smallest difference these pairs detect with 80 % power (5 % "
-              "two-sided), from their spread. One probe per backbone: the interval covers the spread of "
-              "pretraining seeds (the probe's own randomness included).", "",
-              "| method | metric | pairs | Δ mean | 95 % CI | verdict | detectable (80 % power) |",
-              "|---|---|---|---|---|---|---|", *_comparison_rows(runs, methods, columns[:3])]
+              f"{EXPLAINED}. Runs pair when they share the pretraining seed; one probe per backbone, so the "
+              "interval covers the spread of pretraining seeds, the probe's own randomness included (the "
+              "fine-tuning sd column is empty).", "", *markdown_table(differences, settings=False)]
     lines += ["", "## Every run", "",
               "| method | seed | checkpoint | " + " | ".join(columns) + " | loss spikes | largest loss (step) |",
               "|" + "---|" * (len(columns) + 5)]

@@ -35,7 +35,8 @@ def task_table(name: str) -> Benchmark:
     declared = [b for b in REGISTRY.values() if b.name == name]
     first = declared[0]
     for other in declared[1:]:
-        if (other.title, other.columns, other.headline) != (first.title, first.columns, first.headline):
+        if (other.title, other.columns, other.headline, other.compared, other.claims) != (
+                first.title, first.columns, first.headline, first.compared, first.claims):
             raise ValueError(f"{name}: {first.framework} and {other.framework} declare different tables")
     return first
 

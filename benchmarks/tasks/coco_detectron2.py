@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.data.coco import COCO_FILES, COCO_METRICS, COCO_TITLE, embedded_coco
+from benchmarks.data.coco import COCO_CLAIMS, COCO_FILES, COCO_METRICS, COCO_TITLE, embedded_coco
 from benchmarks.frameworks import detectron2_train
 from benchmarks.reference import Published, Reference
 from benchmarks.registry import Benchmark, Column, register
@@ -58,5 +58,6 @@ def run(spec: RunSpec) -> TrainResult:
 register(Benchmark(
     name="coco", framework="detectron2", title=COCO_TITLE, required_files=COCO_FILES, embedded_data=embedded_coco,
     run=run, columns=tuple(Column(*c) for c in COCO_METRICS), required=(("bbox", "AP"), ("segm", "AP")),
-    headline=("AP_bb", "AP_mk"), references=REFERENCES, **detectron2_train.declaration_hooks(protocol),
+    headline=("AP_bb", "AP_mk"), claims=COCO_CLAIMS, references=REFERENCES,
+    **detectron2_train.declaration_hooks(protocol),
 ))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.data.coco import COCO_FILES, COCO_METRICS, COCO_TITLE, embedded_coco
+from benchmarks.data.coco import COCO_CLAIMS, COCO_FILES, COCO_METRICS, COCO_TITLE, embedded_coco
 from benchmarks.frameworks.openmmlab import protocol_check, reference_comparison, schedule_length
 from benchmarks.reference import Published, Reference
 from benchmarks.registry import Benchmark, Column, register
@@ -44,7 +44,8 @@ def run(spec: RunSpec) -> TrainResult:
 register(Benchmark(
     name="coco", framework="mmdet", title=COCO_TITLE, required_files=COCO_FILES, embedded_data=embedded_coco,
     run=run, columns=tuple(Column(*c) for c in COCO_METRICS), required=(("bbox", "AP"), ("segm", "AP")),
-    headline=("AP_bb", "AP_mk"), check_protocol=protocol_check("coco", "mmdet", "mask_rcnn_r50_fpn"),
+    headline=("AP_bb", "AP_mk"), claims=COCO_CLAIMS,
+    check_protocol=protocol_check("coco", "mmdet", "mask_rcnn_r50_fpn"),
     schedule_length=schedule_length("mmdet", "mask_rcnn_r50_fpn"), references=REFERENCES,
     compare_reference=reference_comparison("mmdet", "mask_rcnn_r50_fpn"),
 ))

@@ -40,6 +40,7 @@ register(Benchmark(
              Column("diagnostics", "knn_agreement", "knn_agree")),
     required=(("probe", "linear_top1"), ("probe", "knn_top1")),
     headline=("linear_top1", "knn_top1", "within_between", "submode_sep"),
+    compared_metrics=("linear_top1", "knn_top1"),  # the diagnostics have no better direction
     schedules=("standard",), embedded_schedules=("standard",), demo_schedule="standard", converts=False,
     multi_process=False, by_method=True, figures=figures,
     note="linear_top1 / knn_top1: accuracy on the data's own (fine) labels; the diagnostics use the val "
