@@ -1,18 +1,20 @@
-"""Precise BatchNorm statistics that are the same on every rank.
+"""Precise BatchNorm statistics with the estimator the published Detectron2 protocols ran, the same on every rank.
 
 Precise BN (Wu & Johnson, "Rethinking Batch in BatchNorm") replaces each BN layer's running averages by
-the population statistics of a number of training batches, computed with the trained weights. fvcore's
-`update_bn_stats` (what Detectron2's PreciseBN hook calls) does this on each rank alone, weighting every
-batch by its size *on that rank* (N x H x W elements) without synchronising it. Under multi-scale input
-the image sizes differ between ranks, and in a C4 RoI head the batch is the rank's RoI count, so the
-ranks end with different buffers (detectron2 issues 5398 and 5409, fvcore issue 152): each rank then
-evaluates its shard of the test set with its own statistics, and the result depends on the GPU count.
+statistics of a number of training batches computed with the trained weights. The protocols here
+reproduce results of 2019-2020 (MoCo's), which ran fvcore's estimator of that time (facebookresearch/fvcore
+up to d3b3b12, 2021-05-17; e.g. at 96ee7f1, 2020-03-31): with momentum 1 each forward leaves the batch's
+statistics in the layer's buffers, and the estimate is their equal-weight mean over the batches, the mean
+of the batch means and the mean of the batch variances as the layer stores them (Bessel-corrected for
+`nn.BatchNorm2d`, biased for Detectron2's `NaiveSyncBatchNorm`). Later fvcore weights each batch by its
+element count and undoes the Bessel correction (a population estimator): another number wherever batch
+sizes differ, which is why it is not used here.
 
-Here every rank accumulates fvcore's population estimator (the batch means and Bessel-undone second
-moments, weighted by the element count of each batch) and one all-reduce sums the accumulators over the
-ranks, so every rank ends with the same buffers: the estimator over the batches of all ranks together.
-In one process the result is fvcore's. Synchronised layers (SyncBN, naiveSyncBN) already see the global
-batch; their per-rank statistics agree and are combined the same way.
+fvcore runs on each rank alone. With plain BN the ranks then keep different buffers (each evaluates its
+shard of the test set with its own statistics: detectron2 issues 5398 and 5409, fvcore issue 152). Here
+every rank accumulates the same equal-weight sums and one all-reduce averages them over the ranks: with
+synchronised layers (SyncBN, naiveSyncBN: every real protocol here) each rank's estimate is already the
+same and stays what fvcore gives on one rank; with plain BN every batch of every rank weighs the same.
 """
 
 from __future__ import annotations
@@ -33,25 +35,29 @@ def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
 
 
+ESTIMATOR = ("equal-weight mean of the per-batch means and variances (fvcore up to d3b3b12, e.g. 96ee7f1), "
+             "averaged over the ranks")
+
+
 @torch.no_grad()
 def update_bn_stats(model: nn.Module, batches: Iterable[Any], num_iters: int,
                     forward: Callable[[nn.Module, Any], Any] | None = None) -> int:
-    """Set every training-mode BN layer's running mean and variance to the population statistics of
-    `num_iters` batches from `batches`, combined over all ranks of the default process group (if any).
+    """Set every training-mode BN layer's running mean and variance to the equal-weight mean of its statistics
+    over `num_iters` batches from `batches`, averaged over all ranks of the default process group (if any).
     Returns the number of BN layers updated. Every rank must call it (it ends with one all-reduce)."""
     layers = bn_layers(model)
     if not layers:
         return 0
     momenta = [bn.momentum for bn in layers]
-    counts: dict[nn.Module, int] = {}
+    used: set[nn.Module] = set()
 
-    def record_count(module: nn.Module, args: tuple) -> None:
-        if module in counts:
+    def record_use(module: nn.Module, args: tuple) -> None:
+        if module in used:
             raise ValueError("a BN layer ran twice in one forward: precise BN needs one batch per layer and step")
-        counts[module] = args[0].numel() // args[0].shape[1]  # N x H x W, as fvcore counts
+        used.add(module)
 
-    hooks = [bn.register_forward_pre_hook(record_count) for bn in layers]
-    # per layer: [sum of n, sum of n * mean (C), sum of n * (mean^2 + biased var) (C)], in float64
+    hooks = [bn.register_forward_pre_hook(record_use) for bn in layers]
+    # per layer: [batches that used it, sum of batch means (C), sum of batch variances (C)], in float64
     sums = [torch.zeros(1 + 2 * bn.num_features, dtype=torch.float64, device=bn.running_mean.device)
             for bn in layers]
     try:
@@ -59,18 +65,16 @@ def update_bn_stats(model: nn.Module, batches: Iterable[Any], num_iters: int,
             bn.momentum = 1.0  # after a forward the running buffers hold that batch's statistics
         seen = 0
         for batch in itertools.islice(batches, num_iters):
-            counts.clear()
+            used.clear()
             (forward or _call)(model, batch)
             seen += 1
             for bn, total in zip(layers, sums, strict=True):
-                n = counts.get(bn)
-                if not n:
+                if bn not in used:
                     continue  # the layer was not used by this batch
-                mean, var = bn.running_mean.double(), bn.running_var.double()  # var is Bessel-corrected
                 channels = bn.num_features
-                total[0] += n
-                total[1:1 + channels] += n * mean
-                total[1 + channels:] += n * (mean.square() + var * (n - 1) / n)
+                total[0] += 1
+                total[1:1 + channels] += bn.running_mean.double()
+                total[1 + channels:] += bn.running_var.double()
         if seen != num_iters:
             raise ValueError(f"precise BN needs {num_iters} batches; the data ended after {seen}")
         flat = torch.cat(sums)
@@ -79,12 +83,11 @@ def update_bn_stats(model: nn.Module, batches: Iterable[Any], num_iters: int,
         offset = 0
         for bn in layers:
             channels = bn.num_features
-            n = flat[offset]
-            if n > 0:
-                mean = flat[offset + 1:offset + 1 + channels] / n
-                square = flat[offset + 1 + channels:offset + 1 + 2 * channels] / n
-                bn.running_mean.copy_(mean.to(bn.running_mean.dtype))
-                bn.running_var.copy_((square - mean.square()).clamp_min(0).to(bn.running_var.dtype))
+            batches_seen = flat[offset]
+            if batches_seen > 0:
+                bn.running_mean.copy_((flat[offset + 1:offset + 1 + channels] / batches_seen).to(bn.running_mean.dtype))
+                bn.running_var.copy_((flat[offset + 1 + channels:offset + 1 + 2 * channels] / batches_seen)
+                                     .to(bn.running_var.dtype))
             offset += 1 + 2 * channels
     finally:
         for bn, momentum in zip(layers, momenta, strict=True):
