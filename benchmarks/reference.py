@@ -34,6 +34,21 @@ class Published:
 
 
 @dataclass(frozen=True)
+class Pin:
+    """One file a reference reads, pinned: the repository, a commit (or a release whose packaged copy is the one
+    read here) and the file's git blob id, which names its exact content (`git rev-parse REV:PATH`)."""
+
+    repository: str  # owner/name on GitHub
+    revision: str  # a commit, or a release tag
+    path: str
+    blob: str = ""  # the git blob id of the file at `revision`
+    installed: str = ""  # "package:path inside it": the installed copy the tests hold to `blob`
+
+    def __str__(self) -> str:
+        return f"{self.repository}@{self.revision} {self.path}" + (f" (blob {self.blob[:7]})" if self.blob else "")
+
+
+@dataclass(frozen=True)
 class Reference:
     """The published configuration a real protocol reproduces, and what was published under it."""
 
@@ -47,6 +62,13 @@ class Reference:
     tolerance_source: str = ""
     reference_gpus: int | None = None  # OpenMMLab: the GPU count its per-GPU batch size assumes
     note: str = ""
+    pinned: tuple[Pin, ...] = ()  # every file it reads, and where its published numbers are
+    # what it built that its config strings do not pin (benchmarks/built.py), in the framework of its time
+    built: dict[str, str] = field(default_factory=dict)
+    built_source: str = ""  # which framework versions `built` describes, and how that is known
+    built_differences: dict[str, str] = field(default_factory=dict)  # aspect -> why ours differs, one line
+    # Detectron2: the config defaults of its time (a file under benchmarks/configs/), instead of today's get_cfg()
+    defaults: str | None = None
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -159,6 +181,27 @@ def _cell(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _built_lines(benchmark: Any, schedule: str, reference: Reference) -> tuple[list[str], int]:
+    """What our protocol builds beside what the reference built (benchmarks/built.py), and how many differences
+    have no reason (or reasons no difference)."""
+    from benchmarks.built import compare_built
+
+    if benchmark.built_semantics is None:
+        return ["UNCHECKED: this benchmark reports nothing of what it builds.", ""], 1
+    ours = benchmark.built_semantics(schedule)
+    rows = compare_built(ours, reference.built, reference.built_differences)
+    stale = [aspect for aspect in reference.built_differences if aspect not in {r.key for r in rows}]
+    lines = [f"What is built: ours with the frameworks installed here; the reference's with "
+             f"{reference.built_source or '(not declared)'}.", "",
+             "| built | ours | reference | why |", "|---|---|---|---|"]
+    for aspect in sorted(set(ours) | set(reference.built), key=lambda a: [*ours, *reference.built].index(a)):
+        mine, theirs = ours.get(aspect, "(not built)"), reference.built.get(aspect, "(not declared)")
+        why = next((r.reason for r in rows if r.key == aspect), "same")
+        lines.append(f"| {aspect} | {mine} | {theirs} | {why} |")
+    lines += [f"- STALE reason (no such difference any more): {aspect}" for aspect in stale]
+    return lines + [""], sum(r.reason == UNEXPLAINED for r in rows) + len(stale)
+
+
 def report(benchmarks: Iterable[Any]) -> tuple[str, int]:
     """Every real protocol against its reference, as markdown: the differences with their reasons and the
     published results. Returns the text and the number of unexplained differences and stale reasons."""
@@ -174,6 +217,11 @@ def report(benchmarks: Iterable[Any]) -> tuple[str, int]:
                 lines += [f"Reference: {reference}.", ""]
                 continue
             lines += [f"Reproduces {reference.reproduces}.", ""]
+            if reference.pinned:
+                lines += ["Pinned: " + "; ".join(map(str, reference.pinned)) + ".", ""]
+            else:
+                problems += 1
+                lines += ["UNPINNED: the reference names no repository@commit for its files.", ""]
             rows = benchmark.compare_reference(schedule, reference)
             stale = unused_reasons(rows, reference.differences)
             problems += sum(row.reason == UNEXPLAINED for row in rows) + len(stale)
@@ -184,6 +232,9 @@ def report(benchmarks: Iterable[Any]) -> tuple[str, int]:
                 lines.append("Every setting agrees.")
             lines += [f"- STALE reason (no such difference any more): `{key}`" for key in stale]
             lines.append("")
+            built, built_problems = _built_lines(benchmark, schedule, reference)
+            lines += built
+            problems += built_problems
             if reference.published:
                 metrics = list(dict.fromkeys(m for p in reference.published for m in p.metrics))
                 lines += ["| published: pretraining | " + " | ".join(metrics) + " | trials | `--ckpt` | source |",

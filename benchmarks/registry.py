@@ -65,6 +65,8 @@ class Benchmark:
     references: dict[str, Reference | str] = field(default_factory=dict)
     # (schedule, reference) -> every setting where the protocol differs from the reference (framework code)
     compare_reference: Callable[[str, Reference], list[Difference]] | None = None
+    # schedule -> what the protocol builds that a config string does not pin (benchmarks/built.py)
+    built_semantics: Callable[[str], dict[str, str]] | None = None
     # the higher-is-better metrics the paired comparisons cover (default: the headline)
     compared_metrics: tuple[str, ...] = ()
     claims: tuple[Claim, ...] = ()  # effects papers state on this task (the same for every framework of a task)

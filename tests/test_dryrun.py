@@ -36,3 +36,13 @@ def test_coco_1x_protocol_builds_loads_and_steps_at_real_sizes(framework, resnet
     # the converted checkpoint was loaded into the full model (the weights file is the verified conversion)
     weights = list((tmp_path / "dry" / "coco" / framework / "1x" / "weights").glob("*"))
     assert any(w.name.endswith((".detectron2.pkl", ".mmdet.pth")) for w in weights)
+
+
+def test_the_dry_run_reports_what_each_protocol_builds():
+    from benchmarks.commands.dryrun import built_markdown
+    from benchmarks.tasks import get_benchmark
+
+    table = built_markdown({"voc-det detectron2 24k": get_benchmark("voc-det", "detectron2").built_semantics("24k")})
+    assert "| protocol | norm layers: backbone | RoI heads | norm layers: RoI head (res5) |" in table
+    assert "| voc-det detectron2 24k | NaiveSyncBatchNorm | Res5ROIHeadsExtraNorm | NaiveSyncBatchNorm |" in table
+    assert built_markdown({}) == ""

@@ -119,7 +119,7 @@ def test_expected_tables_say_what_a_reader_needs(name):
         assert "Smoke runs" in text and "finished (1 unfinished)" in text
         # the published results the COCO references declare, marked published, with their source
         assert "| *moco-v2-800ep (published)* | ImageNet-1M, MoCo v2, 800ep |" in text
-        assert "| 1 trial(s), published | 38.0 |" in text and "published in open-mmlab/mmdetection" in text
+        assert "| 1 trial(s), published | 38.0 |" in text and "published in open-mmlab/mmdetection@236a4f9" in text
     else:  # fewer finished seeds than asked: said in the seeds column and the status
         assert "| 3/5 (0, 1, 2) | 81.2 ± 0.4 |" in text and "finished (3/5 seeds)" in text
         assert "| 3/5 (0, 1, 2) | 81.9 ± 0.4 |" in text
@@ -127,7 +127,8 @@ def test_expected_tables_say_what_a_reader_needs(name):
         assert "| detectron2 | 24k | voc-det | look | AP50 | 3 | +0.70 | [+0.45, +0.95] | better |" in text
         assert "| *moco-v2-800ep (published)* | ImageNet-1M, MoCo v2, 800ep |" in text
         assert "| 5 trial(s), published | 82.5 | 57.4 | 64.0 |" in text
-        assert "published in facebookresearch/moco detection/README.md" in text and "std 0.2 (AP50)" in text
+        assert "published in facebookresearch/moco@132aea9 detection/README.md (blob d5bd80c)" in text
+        assert "std 0.2 (AP50)" in text
 
 
 def test_a_multi_seed_command_prints_its_table_rows_mean_and_std(tmp_path):

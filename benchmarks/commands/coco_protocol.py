@@ -60,8 +60,8 @@ def detectron2_settings(schedule: str) -> dict[str, str]:
                                                    m.ROI_MASK_HEAD.NORM)),
         # FREEZE_AT: 1 freezes the stem, 2 the stem and res2, ...
         "frozen backbone stages": _frozen(m.BACKBONE.FREEZE_AT),
-        "BN statistics": "trained (SyncBN)" + (", precise BN after training" if cfg.TEST.PRECISE_BN.ENABLED
-                                               else ""),
+        "BN statistics": f"trained ({m.RESNETS.NORM})" + (", precise BN after training" if cfg.TEST.PRECISE_BN.ENABLED
+                                                          else ""),
         "box head": f"{m.ROI_BOX_HEAD.NUM_CONV} conv + {m.ROI_BOX_HEAD.NUM_FC} fc",
         "mask head": f"{m.ROI_MASK_HEAD.NUM_CONV} conv",
         "anchors": f"sizes {', '.join(str(a[0]) for a in m.ANCHOR_GENERATOR.SIZES)}, ratios "
@@ -136,7 +136,8 @@ def mmdet_settings(schedule: str) -> dict[str, str]:
                        for part in (model.backbone, model.neck, bbox_head, mask_head)),
         # frozen_stages: 0 freezes the stem, 1 the stem and the first stage, ...
         "frozen backbone stages": _frozen(model.backbone.frozen_stages + 1),
-        "BN statistics": "trained (SyncBN)" if not model.backbone.norm_eval else "frozen (norm_eval)",
+        "BN statistics": f"trained ({model.backbone.norm_cfg.type})" if not model.backbone.norm_eval
+        else "frozen (norm_eval)",
         "box head": f"{bbox_head.num_shared_convs} conv + {bbox_head.num_shared_fcs} fc"
         if "num_shared_convs" in bbox_head else SHARED_HEADS.get(bbox_head.type, bbox_head.type),
         "mask head": f"{mask_head.num_convs} conv",

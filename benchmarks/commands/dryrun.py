@@ -117,7 +117,7 @@ def dry_run(ckpt: str | Path | None = None, out: str | Path = "runs/dryrun", ite
             raise UserError(f"unknown protocol(s) {sorted(':'.join(u) for u in unknown)}; known: "
                             + ", ".join(":".join(p) for p in PROTOCOLS))
         selected = [p for p in PROTOCOLS if p in wanted]
-    rows = []
+    rows, built = [], {}
     for task, framework, schedule in selected:
         print(f"== {task} {framework} {schedule}: build, load {ckpt.name}, {iters} iteration(s)", flush=True)
         record = step_protocol(task, framework, schedule, ckpt, out, iters)
@@ -125,6 +125,21 @@ def dry_run(ckpt: str | Path | None = None, out: str | Path = "runs/dryrun", ite
         rows += rows_for(task, framework, schedule, record)
         print(f"   ok in {record['wall_s']:.0f} s; s/iter {[round(s, 1) for s in record.get('seconds_per_iter', [])]}",
               flush=True)
-    table = markdown(rows, iters)
+        semantics = get_benchmark(task, framework).built_semantics
+        if semantics is not None:
+            built[f"{task} {framework} {schedule}"] = semantics(schedule)
+    table = markdown(rows, iters) + built_markdown(built)
     print(table)
     return table
+
+
+def built_markdown(built: dict[str, dict[str, str]]) -> str:
+    """What each protocol builds (benchmarks/built.py), one row each: `python -m benchmarks protocols` puts it
+    beside what its reference built."""
+    if not built:
+        return ""
+    aspects = list(dict.fromkeys(aspect for semantics in built.values() for aspect in semantics))
+    lines = ["", "", "| protocol | " + " | ".join(aspects) + " |", "|---" * (len(aspects) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(semantics.get(a, "—") for a in aspects) + " |"
+              for name, semantics in built.items()]
+    return "\n".join(lines)

@@ -68,12 +68,16 @@ RUN_KEYS = ("MODEL.WEIGHTS", "MODEL.DEVICE", "OUTPUT_DIR", "SEED", "DATASETS.TRA
 
 
 def reference_config(reference: Reference):
-    """The reference's configuration with Detectron2's own config code: its defaults (`get_cfg`), the
-    model-zoo file it starts from (if any), then what the reference's files set."""
+    """The reference's configuration with Detectron2's own config code: its defaults (those of its time where
+    it declares them, else `get_cfg`'s), the model-zoo file it starts from (if any), then what its files set."""
     from detectron2 import model_zoo
-    from detectron2.config import get_cfg
+    from detectron2.config import CfgNode, get_cfg
 
-    cfg = get_cfg()
+    if reference.defaults:
+        with open(CONFIG_DIR.parent / reference.defaults) as f:
+            cfg = CfgNode.load_cfg(f)
+    else:
+        cfg = get_cfg()
     if reference.base:
         cfg.merge_from_file(model_zoo.get_config_file(reference.base))
     cfg.merge_from_list([item for key, value in reference.overrides.items() for item in (key, value)])
@@ -88,6 +92,45 @@ def compare_with_reference(protocol: Detectron2Protocol, schedule: str, referenc
     ours = protocol_config(protocol, schedule, Detectron2Target().settings(imagenet_convention_backbone()))
     return differences(flatten(ours), flatten(reference_config(reference)), reference.differences,
                        ignored=lambda key: key in RUN_KEYS)
+
+
+def built_semantics(protocol: Detectron2Protocol, schedule: str) -> dict[str, str]:
+    """What the protocol builds for an ImageNet-convention ResNet-50 (benchmarks/built.py): the model's norm layer
+    classes by part and its RoI heads, the precise-BN estimator, the training resize, the framework version."""
+    import detectron2
+    from detectron2.data.detection_utils import build_augmentation
+    from detectron2.data.transforms import ResizeShortestEdge
+    from detectron2.modeling import build_model
+    from PIL import Image
+
+    from benchmarks.built import norm_classes
+    from benchmarks.frameworks.precise_bn import ESTIMATOR
+    from transfer.detectron2 import Detectron2Target
+    from transfer.source import imagenet_convention_backbone
+
+    cfg = protocol_config(protocol, schedule, Detectron2Target().settings(imagenet_convention_backbone()))
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    bottom_up = getattr(model.backbone, "bottom_up", model.backbone)
+    built = {"norm layers: backbone": norm_classes(bottom_up)}
+    if bottom_up is not model.backbone:
+        built["norm layers: FPN"] = norm_classes(model.backbone, leave_out=bottom_up)
+    heads = model.roi_heads
+    built["RoI heads"] = type(heads).__name__
+    for part, aspect in (("res5", "norm layers: RoI head (res5)"), ("box_head", "norm layers: box head"),
+                         ("mask_head", "norm layers: mask head")):
+        if getattr(heads, part, None) is not None:
+            built[aspect] = norm_classes(getattr(heads, part))
+    enabled = cfg.TEST.PRECISE_BN.ENABLED
+    built["precise BN: estimator"] = ESTIMATOR if enabled else "none"
+    built["precise BN: across ranks"] = ACROSS_RANKS if enabled else "none"
+    resize = next(a for a in build_augmentation(cfg, is_train=True) if isinstance(a, ResizeShortestEdge))
+    built["train resize"] = f"ResizeShortestEdge, PIL {Image.Resampling(resize.interp).name.lower()}"
+    built["framework"] = f"detectron2 {detectron2.__version__}"
+    return built
+
+
+ACROSS_RANKS = "averaged over the ranks (one all-reduce: the same buffers on every rank)"
 
 
 def build_config(spec: RunSpec, protocol: Detectron2Protocol):
@@ -137,7 +180,8 @@ def declaration_hooks(protocol: Callable[[], Detectron2Protocol]) -> dict[str, C
     `protocol` imports its module when called, so that declaring the benchmark does not import Detectron2."""
     return {"check_protocol": lambda schedule, opts, processes: check_protocol(protocol(), schedule, opts, processes),
             "schedule_length": lambda schedule: schedule_length(protocol(), schedule),
-            "compare_reference": lambda schedule, reference: compare_with_reference(protocol(), schedule, reference)}
+            "compare_reference": lambda schedule, reference: compare_with_reference(protocol(), schedule, reference),
+            "built_semantics": lambda schedule: built_semantics(protocol(), schedule)}
 
 
 def protocol_record(cfg, spec: RunSpec) -> dict[str, Any]:

@@ -266,6 +266,75 @@ def schedule_length(framework: str, model: str) -> Callable[[str], str]:
     return lambda schedule: _loop_length(load_config(framework, model, schedule).train_cfg)
 
 
+def built_semantics(framework: str, model: str, schedule: str) -> dict[str, str]:
+    """What the benchmark config builds for an ImageNet-convention ResNet-50 (benchmarks/built.py): the model's
+    norm layer classes by part and its heads, the training resize (backend and interpolation, the transform's
+    own defaults where the config names none), the framework versions."""
+    import importlib
+    import inspect
+
+    import mmcv
+    from mmengine.registry import DefaultScope
+
+    from benchmarks.built import norm_classes
+    from transfer.openmmlab import OpenMMLabTarget
+    from transfer.source import imagenet_convention_backbone
+
+    package = importlib.import_module(framework)
+    registry = importlib.import_module(f"{framework}.registry")
+    importlib.import_module(f"{framework}.utils").register_all_modules(init_default_scope=False)
+    cfg = load_config(framework, model, schedule)
+    apply_backbone(cfg, Path("weights.pth"), OpenMMLabTarget(framework, framework).settings(
+        imagenet_convention_backbone()))
+    with DefaultScope.overwrite_default_scope(framework):
+        built_model = registry.MODELS.build(cfg.model)
+        built = {"norm layers: backbone": norm_classes(built_model.backbone)}
+        if getattr(built_model, "neck", None) is not None:
+            built["norm layers: FPN"] = norm_classes(built_model.neck)
+        if getattr(built_model, "roi_head", None) is not None:
+            heads = built_model.roi_head
+            built["RoI heads"] = type(heads).__name__
+            built["norm layers: box head"] = norm_classes(heads.bbox_head)
+            if getattr(heads, "mask_head", None) is not None:
+                built["norm layers: mask head"] = norm_classes(heads.mask_head)
+        else:
+            built["segmentor"] = f"{type(built_model).__name__}, {type(built_model.decode_head).__name__}"
+            built["norm layers: decode head"] = norm_classes(built_model.decode_head)
+            if getattr(built_model, "auxiliary_head", None) is not None:
+                built["norm layers: auxiliary head"] = norm_classes(built_model.auxiliary_head)
+        built["precise BN: estimator"] = "none"
+        resizes = []
+        for step in _train_pipeline(cfg):
+            kind = registry.TRANSFORMS.get(step["type"])
+            if kind is None or "Resize" not in kind.__name__:
+                continue
+            resize = registry.TRANSFORMS.get(step.get("resize_type", "Resize")) if "resize_type" in inspect.signature(
+                kind.__init__).parameters else kind
+            defaults = inspect.signature(resize.__init__).parameters
+            backend = step.get("backend", defaults["backend"].default)
+            interpolation = step.get("interpolation", defaults["interpolation"].default)
+            resizes.append(f"{kind.__name__}, {backend} {interpolation}")
+    built["train resize"] = "; ".join(resizes) or "none"
+    built["framework"] = f"{framework} {package.__version__} (mmcv {mmcv.__version__})"
+    return built
+
+
+def _train_pipeline(cfg) -> list[dict[str, Any]]:
+    dataset = cfg.train_dataloader.dataset
+    while "pipeline" not in dataset:  # wrappers: RepeatDataset's dataset, ConcatDataset's datasets (one pipeline)
+        dataset = dataset["dataset"] if "dataset" in dataset else dataset["datasets"][0]
+    return list(dataset["pipeline"])
+
+
 def reference_comparison(framework: str, model: str) -> Callable[[str, Reference], list[Difference]]:
     """A benchmark's comparison of one schedule's config with its published reference."""
     return lambda schedule, reference: compare_with_reference(framework, model, schedule, reference)
+
+
+def declaration_hooks(task: str, framework: str, model: str) -> dict[str, Callable[..., Any]]:
+    """An OpenMMLab benchmark declaration's protocol check, schedule lengths, reference comparison and what it
+    builds; each reads the config only when called."""
+    return {"check_protocol": protocol_check(task, framework, model),
+            "schedule_length": schedule_length(framework, model),
+            "compare_reference": reference_comparison(framework, model),
+            "built_semantics": lambda schedule: built_semantics(framework, model, schedule)}

@@ -35,8 +35,7 @@ def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
 
 
-ESTIMATOR = ("equal-weight mean of the per-batch means and variances (fvcore up to d3b3b12, e.g. 96ee7f1), "
-             "averaged over the ranks")
+ESTIMATOR = "equal-weight mean of the per-batch means and variances (fvcore up to d3b3b12, e.g. 96ee7f1)"
 
 
 @torch.no_grad()

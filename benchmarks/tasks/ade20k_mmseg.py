@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmarks.data.segmentation import ADE20K_FILES, SEG_METRICS, embedded_ade20k
-from benchmarks.frameworks.openmmlab import protocol_check, schedule_length
+from benchmarks.frameworks.openmmlab import declaration_hooks
 from benchmarks.registry import Benchmark, Column, register
 from benchmarks.spec import RunSpec, TrainResult
 
@@ -23,7 +23,5 @@ register(Benchmark(
     name="ade20k", framework="mmseg", title="ADE20K semantic segmentation (UPerNet protocol)",
     required_files=ADE20K_FILES, embedded_data=embedded_ade20k, run=run,
     columns=tuple(Column(*c) for c in SEG_METRICS), required=(("sem_seg", "mIoU"),), headline=("mIoU",),
-    check_protocol=protocol_check("ade20k", "mmseg", "upernet_ade20k"),
-    schedule_length=schedule_length("mmseg", "upernet_ade20k"),
-    references={"1x": NO_REFERENCE, "2x": NO_REFERENCE},
+    references={"1x": NO_REFERENCE, "2x": NO_REFERENCE}, **declaration_hooks("ade20k", "mmseg", "upernet_ade20k"),
 ))

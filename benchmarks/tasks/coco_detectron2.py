@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from benchmarks import moco_reference as moco
 from benchmarks.data.coco import COCO_CLAIMS, COCO_FILES, COCO_METRICS, COCO_TITLE, embedded_coco
 from benchmarks.frameworks import detectron2_train
 from benchmarks.reference import Published, Reference
@@ -18,8 +19,8 @@ MOCO_FPN = {
     "MODEL.RESNETS.NORM": "SyncBN", "MODEL.RESNETS.STRIDE_IN_1X1": False, "MODEL.FPN.NORM": "SyncBN",
     "TEST.PRECISE_BN.ENABLED": True, "TEST.EVAL_PERIOD": 5000, "INPUT.FORMAT": "RGB",
 }
-EVALUATES_ONCE = ("evaluates once, after training: the intermediate evaluations (and the precise BN before each) "
-                  "change neither the final model nor its score")
+NAIVE_SYNC_BN = ("naiveSyncBN: the layer the reference's \"SyncBN\" built in the Detectron2 of MoCo's runs (before "
+                 "02478d2e, 2020-04-15); today \"SyncBN\" builds torch's SyncBatchNorm (see what is built)")
 
 
 def _moco_fpn(steps: tuple[int, int], max_iter: int, published: tuple[Published, ...]) -> Reference:
@@ -28,9 +29,14 @@ def _moco_fpn(steps: tuple[int, int], max_iter: int, published: tuple[Published,
                    "config file was released), over Detectron2's Base-RCNN-FPN.yaml",
         base="Base-RCNN-FPN.yaml",
         overrides={**MOCO_FPN, "SOLVER.STEPS": steps, "SOLVER.MAX_ITER": max_iter},
-        differences={"TEST.EVAL_PERIOD": EVALUATES_ONCE},
+        differences={**moco.SINCE_THEN, "TEST.EVAL_PERIOD": moco.EVALUATES_ONCE, "MODEL.RESNETS.NORM": NAIVE_SYNC_BN,
+                     "MODEL.FPN.NORM": NAIVE_SYNC_BN},
         published=published,
         tolerance=0.3, tolerance_source="MoCo's first author in moco issue 39: 0.3 AP is COCO's run-to-run variation",
+        pinned=(moco.zoo_file("Base-RCNN-FPN.yaml", "3e020f2e7b2f26765be317f907126a1556621abf"), moco.DEFAULTS_SOURCE),
+        built={**moco.BUILT, "norm layers: FPN": moco.NAIVE, "RoI heads": "StandardROIHeads",
+               "norm layers: box head": "none", "norm layers: mask head": "none"},
+        built_source=moco.BUILT_SOURCE, built_differences=moco.BUILT_DIFFERENCES, defaults=moco.DEFAULTS,
     )
 
 

@@ -3,20 +3,21 @@
 
 from __future__ import annotations
 
+from benchmarks import moco_reference as moco
 from benchmarks.data.voc_detection import VOC_DET_FILES, VOC_DET_METRICS, VOC_DET_TITLE, embedded_voc_detection
 from benchmarks.frameworks import detectron2_train
 from benchmarks.reference import Published, Reference
 from benchmarks.registry import Benchmark, Column, register
 from benchmarks.spec import RunSpec, TrainResult
 
-MOCO_README = "facebookresearch/moco detection/README.md (means of 5 trials; std 'expected to be 0.2, 0.2, 0.4')"
+MOCO_README = f"{moco.README} (means of 5 trials; std 'expected to be 0.2, 0.2, 0.4')"
 MOCO_STD = {"AP50": 0.2, "AP": 0.2, "AP75": 0.4}
 
 # MoCo's detection/configs/pascal_voc_R_50_C4_24k.yaml over Base-RCNN-C4-BN.yaml (no _BASE_ of its own:
 # Detectron2's defaults), with pascal_voc_R_50_C4_24k_moco.yaml's input convention (a torchvision-style
 # checkpoint, as every backbone this suite converts). MSRA's caffe-style R-50.pkl runs without that last file.
 REFERENCE_24K = Reference(
-    reproduces="facebookresearch/moco detection/configs/pascal_voc_R_50_C4_24k_moco.yaml (over "
+    reproduces=f"{moco.MOCO}@{moco.MOCO_COMMIT} detection/configs/pascal_voc_R_50_C4_24k_moco.yaml (over "
                "pascal_voc_R_50_C4_24k.yaml and Base-RCNN-C4-BN.yaml)",
     base=None,
     overrides={
@@ -33,7 +34,15 @@ REFERENCE_24K = Reference(
         "MODEL.PIXEL_MEAN": [123.675, 116.280, 103.530], "MODEL.PIXEL_STD": [58.395, 57.120, 57.375],
         "MODEL.RESNETS.STRIDE_IN_1X1": False, "INPUT.FORMAT": "RGB",
     },
-    differences={},
+    differences=moco.SINCE_THEN,
+    pinned=(moco.moco_file("detection/configs/pascal_voc_R_50_C4_24k_moco.yaml",
+                           "eebe69051d6ca5acd06464d08aeaadd9d140a1ac"),
+            moco.moco_file("detection/configs/pascal_voc_R_50_C4_24k.yaml", "a05eb5e2be093bb27ca24b103975646ebcdc2a10"),
+            moco.moco_file("detection/configs/Base-RCNN-C4-BN.yaml", "eaa5b376e6008678c01f935e4cfa0346da2579af"),
+            moco.moco_file("detection/train_net.py", "4055eaf6ea7916e687718868316d9b1a775c6d8c"), moco.README,
+            moco.DEFAULTS_SOURCE),
+    built={**moco.BUILT, "RoI heads": "Res5ROIHeadsExtraNorm", "norm layers: RoI head (res5)": moco.NAIVE},
+    built_source=moco.BUILT_SOURCE, built_differences=moco.BUILT_DIFFERENCES, defaults=moco.DEFAULTS,
     published=(
         Published("ImageNet-1M, supervised (MSRA R-50, caffe-style: pascal_voc_R_50_C4_24k.yaml)",
                   {"AP50": 81.3, "AP": 53.5, "AP75": 58.8}, MOCO_README, 5, MOCO_STD,
