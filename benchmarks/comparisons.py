@@ -34,6 +34,7 @@ BASELINE = "sl"
 SETTING = ("framework", "schedule", "data", "opts", "arch")
 BOTH_LEVELS = "pretraining and fine-tuning seeds (unit: a pretraining seed, the mean of its fine-tuning pairs)"
 FINE_TUNING_ONLY = "fine-tuning seeds only (one pretraining run of each)"
+PRETRAINING = "pretraining seeds (one fine-tuning run each, its own spread included)"
 # fewer settings than this cannot give a two-sided sign test p below 0.05 (5 settings: p = 2 / 2^5 = 0.0625)
 SIGN_TEST_LEAST = 6
 
@@ -60,7 +61,7 @@ class PairedDifference:
 
     @property
     def unit(self) -> str:
-        return "pretraining seeds" if self.covers == BOTH_LEVELS else "fine-tuning seeds"
+        return "fine-tuning seeds" if self.covers == FINE_TUNING_ONLY else "pretraining seeds"
 
 
 def _run_name(key: tuple) -> str:
@@ -137,8 +138,9 @@ def _difference(task: str, setting: tuple[str, ...], method: str, baseline: str,
         means = [math.fsum(v) / len(v) for _, v in sorted(within.items())]
         squares = math.fsum((d - math.fsum(v) / len(v)) ** 2 for v in within.values() for d in v)
         freedom = sum(len(v) - 1 for v in within.values())
-        return PairedDifference(task, setting, method, baseline, metric, compare_paired(means), BOTH_LEVELS,
-                                math.sqrt(squares / freedom) if freedom else None, tuple(left_out))
+        within_sd = math.sqrt(squares / freedom) if freedom else None
+        return PairedDifference(task, setting, method, baseline, metric, compare_paired(means),
+                                BOTH_LEVELS if freedom else PRETRAINING, within_sd, tuple(left_out))
     comparison = compare_paired(list(differences.values()))
     return PairedDifference(task, setting, method, baseline, metric, comparison, FINE_TUNING_ONLY, comparison.sd,
                             tuple(left_out))

@@ -65,7 +65,7 @@ def test_a_spread_that_is_not_zero_never_reads_as_zero():
 
 def test_the_real_data_tier_pairs_by_pretraining_seed_and_says_what_it_left_out():
     from benchmarks.commands.proxy import tier_frame
-    from benchmarks.comparisons import BOTH_LEVELS, markdown_table, paired_differences
+    from benchmarks.comparisons import PRETRAINING, markdown_table, paired_differences
 
     def run(method: str, seed: int, top1: float) -> dict:
         return {"method": method, "seed": seed, "checkpoint": f"{method}{seed}.pth", "metrics": {"linear_top1": top1}}
@@ -75,13 +75,13 @@ def test_the_real_data_tier_pairs_by_pretraining_seed_and_says_what_it_left_out(
             run("sl-mlp", 5, 80.0)]
     look, slmlp = paired_differences(tier_frame(runs, "fmnist"), "proxy fmnist", ["linear_top1"])
     c = compare_paired([1.0, 1.2, 0.8])  # seed 3 has no sl run: not a pair
-    assert (look.method, look.covers, look.comparison.pairs, look.comparison.verdict) == ("look", BOTH_LEVELS, 3,
+    assert (look.method, look.covers, look.comparison.pairs, look.comparison.verdict) == ("look", PRETRAINING, 3,
                                                                                           "better")
     assert (look.comparison.low, look.comparison.high) == (pytest.approx(c.low), pytest.approx(c.high))
     assert look.left_out == ("look: pretraining seed 3, fine-tuning seed 0 (no sl run with its seeds)",)
     assert slmlp.comparison.pairs == 0 and slmlp.comparison.verdict == "no pair: no sl run with the seeds of sl-mlp's"
     table = markdown_table([look, slmlp], settings=False)
-    assert table[2] == (f"| look | linear_top1 | 3 | +1.00 | {c.interval()} | better | {BOTH_LEVELS} | — | "
+    assert table[2] == (f"| look | linear_top1 | 3 | +1.00 | {c.interval()} | better | {PRETRAINING} | — | "
                         f"{c.detectable:.2f} | — |")
     assert table[3].startswith("| sl-mlp | linear_top1 | 0 | — | — | no pair: no sl run with the seeds of sl-mlp's |")
     assert "look: pretraining seed 3, fine-tuning seed 0 (no sl run with its seeds)" in table[-1]

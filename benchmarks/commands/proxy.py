@@ -304,8 +304,8 @@ def write_tables(report: dict[str, Any], stem: Path) -> Path:
     differences = paired_differences(tier_frame(runs, report["dataset"]), f"proxy {report['dataset']}", columns[:3])
     lines += ["", f"## Difference to {BASELINE}, paired by pretraining seed", "",
               f"{EXPLAINED}. Runs pair when they share the pretraining seed; one probe per backbone, so the "
-              "interval covers the spread of pretraining seeds, the probe's own randomness included (the "
-              "fine-tuning sd column is empty).", "", *markdown_table(differences, settings=False)]
+              "interval covers the spread of pretraining seeds, the probe's own randomness included.", "",
+              *markdown_table(differences, settings=False)]
     lines += ["", "## Every run", "",
               "| method | seed | checkpoint | " + " | ".join(columns) + " | loss spikes | largest loss (step) |",
               "|" + "---|" * (len(columns) + 5)]
