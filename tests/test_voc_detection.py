@@ -133,3 +133,42 @@ def test_voc_detection_asks_for_five_seeds_unless_told_otherwise():
     assert seeds("coco") == [0]
     with pytest.raises(UserError, match="not both"):
         seeds("voc-det", "--seed", "1", "--seeds", "2")
+
+
+def test_one_seed_gives_two_checkpoints_the_same_data_order_and_new_layers(tmp_path):
+    """What pairs two runs in the tables (benchmarks/comparisons.py): with the same seed, the trainer of another
+    checkpoint sees the same first batch (images, flips, boxes) and starts the same new layers; another seed
+    changes both."""
+    from benchmarks.commands.dryrun import random_backbone
+    from benchmarks.data.voc_detection import embedded_voc_detection
+    from benchmarks.frameworks.detectron2_train import build_config, seeded_trainer
+    from benchmarks.frameworks.detectron2_voc import PROTOCOL
+    from benchmarks.spec import RunSpec
+    from pretrain.checkpoint import export_backbone
+    from transfer.export import export
+    from transfer.source import read_backbone
+
+    first = read_backbone(random_backbone(tmp_path / "a", "resnet18"))
+    other = {k: v + 0.01 if v.is_floating_point() else v for k, v in first.state_dict.items()}
+    second = read_backbone(export_backbone(other, {**first.meta, "method": "other"}, tmp_path / "b" / "ckpt"))
+    data = embedded_voc_detection()
+
+    def started(source, seed: int, name: str) -> tuple[list, dict[str, torch.Tensor], torch.Tensor]:
+        target = export(source, ["detectron2"], tmp_path / name, verify=False)["targets"]["detectron2"]
+        spec = RunSpec("smoke", tmp_path / name / target["file"], target["settings"], data, tmp_path / name / "work",
+                       seed, "cpu", 1)
+        trainer = seeded_trainer(build_config(spec, PROTOCOL), PROTOCOL.evaluator)
+        trainer.resume_or_load(resume=False)  # loads the checkpoint, after everything the seed drew
+        batch = next(iter(trainer.data_loader))
+        new = {k: v.clone() for k, v in trainer.model.state_dict().items()
+               if k.startswith(("proposal_generator.", "roi_heads.box_predictor."))}
+        return ([(b["file_name"], b["image"].sum().item(), b["instances"].gt_boxes.tensor.tolist()) for b in batch],
+                new, trainer.model.backbone.res2[0].conv1.weight.detach().clone())
+
+    batch_a, new_a, stem_a = started(first, 3, "a3")
+    batch_b, new_b, stem_b = started(second, 3, "b3")
+    assert batch_a == batch_b and new_a.keys() == new_b.keys() and len(new_a) > 4
+    assert all(torch.equal(new_a[k], new_b[k]) for k in new_a)
+    assert not torch.equal(stem_a, stem_b)  # ... while the backbones are each checkpoint's own
+    batch_c, new_c, _ = started(first, 4, "a4")
+    assert batch_c != batch_a and not all(torch.equal(new_a[k], new_c[k]) for k in new_a)

@@ -242,10 +242,12 @@ def precise_bn_hook(period: int, model: Any, data_loader: Any, num_iter: int) ->
     return PreciseBN()
 
 
-def train_and_evaluate(cfg, evaluator: Callable[[str, str], Any]) -> tuple[dict[str, dict[str, float]], list[float]]:
-    """Train (resuming from OUTPUT_DIR's last checkpoint if there is one) and evaluate on the test set.
-    Returns the metrics (the same on every rank's way out; rank 0's are the real ones) and step times."""
-    from detectron2.engine import DefaultTrainer, HookBase, hooks
+def seeded_trainer(cfg, evaluator: Callable[[str, str], Any]) -> Any:
+    """Detectron2's DefaultTrainer for `cfg` (model, optimizer, data loader, hooks), built after seeding every
+    generator with `cfg.SEED` + rank, as Detectron2's default_setup does. Nothing built before the weights are
+    loaded (`resume_or_load`) depends on them: one seed gives any two checkpoints of one architecture the same
+    data order, augmentations and new layers (tests/test_voc_detection.py shows it)."""
+    from detectron2.engine import DefaultTrainer, hooks
     from detectron2.utils import comm
     from detectron2.utils.env import seed_all_rng
 
@@ -283,6 +285,18 @@ def train_and_evaluate(cfg, evaluator: Callable[[str, str], Any]) -> tuple[dict[
         def build_evaluator(cls, cfg, dataset_name):
             return evaluator(dataset_name, cfg.OUTPUT_DIR)
 
+    # as Detectron2's default_setup: each process its own seed, so that augmentations differ between GPUs
+    seed_all_rng(cfg.SEED + comm.get_rank())
+    with _ddp_without_device_ids(cfg.MODEL.DEVICE):
+        return Trainer(cfg)
+
+
+def train_and_evaluate(cfg, evaluator: Callable[[str, str], Any]) -> tuple[dict[str, dict[str, float]], list[float]]:
+    """Train (resuming from OUTPUT_DIR's last checkpoint if there is one) and evaluate on the test set.
+    Returns the metrics (the same on every rank's way out; rank 0's are the real ones) and step times."""
+    from detectron2.engine import HookBase
+    from detectron2.utils import comm
+
     class StepTimes(HookBase):
         def __init__(self) -> None:
             self.seconds: list[float] = []
@@ -293,10 +307,7 @@ def train_and_evaluate(cfg, evaluator: Callable[[str, str], Any]) -> tuple[dict[
         def after_step(self) -> None:
             self.seconds.append(time.perf_counter() - self.start)
 
-    # as Detectron2's default_setup: each process its own seed, so that augmentations differ between GPUs
-    seed_all_rng(cfg.SEED + comm.get_rank())
-    with _ddp_without_device_ids(cfg.MODEL.DEVICE):
-        trainer = Trainer(cfg)
+    trainer = seeded_trainer(cfg, evaluator)
     times = StepTimes()
     trainer.register_hooks([times])
     trainer.resume_or_load(resume=True)
@@ -307,7 +318,7 @@ def train_and_evaluate(cfg, evaluator: Callable[[str, str], Any]) -> tuple[dict[
     if hasattr(trainer, "_last_eval_results"):
         results = trainer._last_eval_results
     else:
-        results = Trainer.test(cfg, trainer.model)
+        results = type(trainer).test(cfg, trainer.model)
     comm.synchronize()
     metrics = {task: {metric: float(value) for metric, value in scores.items()}
                for task, scores in (results or {}).items()}
