@@ -6,14 +6,12 @@ semantics are not in a config at all (the precise-BN estimator, the image resize
 declares what it built, with the framework of its time (`Reference.built`); each framework adapter reports
 what our protocol builds, from the model it constructs and the transforms it resolves; `python -m benchmarks
 protocols` prints both, and a difference without a one-line reason (`Reference.built_differences`) fails
-the tests, as a key difference does.
+the tests, as a key difference does (`benchmarks.reference.compare_built`).
 """
 
 from __future__ import annotations
 
 from torch import nn
-
-from benchmarks.reference import UNEXPLAINED, Difference
 
 # the aspects every report lists, in this order (a protocol reports those that apply to its model)
 ASPECTS = ("norm layers: backbone", "norm layers: FPN", "RoI heads", "norm layers: RoI head (res5)",
@@ -29,15 +27,3 @@ def norm_classes(module: nn.Module, leave_out: nn.Module | None = None) -> str:
     names = sorted({type(m).__name__ for m in module.modules() if id(m) not in skipped
                     and (isinstance(m, NORMS) or type(m).__name__ == "FrozenBatchNorm2d")})
     return ", ".join(names) or "none"
-
-
-def compare_built(ours: dict[str, str], reference: dict[str, str], reasons: dict[str, str]) -> list[Difference]:
-    """Every aspect where what we build differs from what the reference built, with its declared reason."""
-    return [Difference(aspect, ours.get(aspect, "(not built)"), reference.get(aspect, "(not declared)"),
-                       reasons.get(aspect, UNEXPLAINED))
-            for aspect in sorted(set(ours) | set(reference), key=_order)
-            if ours.get(aspect) != reference.get(aspect)]
-
-
-def _order(aspect: str) -> tuple[int, str]:
-    return (ASPECTS.index(aspect) if aspect in ASPECTS else len(ASPECTS), aspect)

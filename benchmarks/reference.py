@@ -181,11 +181,23 @@ def _cell(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def compare_built(ours: dict[str, str], reference: dict[str, str], reasons: dict[str, str]) -> list[Difference]:
+    """Every aspect where what we build differs from what the reference built (benchmarks/built.py), with its
+    declared reason."""
+    from benchmarks.built import ASPECTS
+
+    def order(aspect: str) -> tuple[int, str]:
+        return (ASPECTS.index(aspect) if aspect in ASPECTS else len(ASPECTS), aspect)
+
+    return [Difference(aspect, ours.get(aspect, "(not built)"), reference.get(aspect, "(not declared)"),
+                       reasons.get(aspect, UNEXPLAINED))
+            for aspect in sorted(set(ours) | set(reference), key=order)
+            if ours.get(aspect) != reference.get(aspect)]
+
+
 def _built_lines(benchmark: Any, schedule: str, reference: Reference) -> tuple[list[str], int]:
     """What our protocol builds beside what the reference built (benchmarks/built.py), and how many differences
     have no reason (or reasons no difference)."""
-    from benchmarks.built import compare_built
-
     if benchmark.built_semantics is None:
         return ["UNCHECKED: this benchmark reports nothing of what it builds.", ""], 1
     ours = benchmark.built_semantics(schedule)

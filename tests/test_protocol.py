@@ -39,7 +39,7 @@ def test_every_real_protocol_has_a_reference_or_says_why_and_no_difference_is_un
 
 
 def test_what_every_protocol_builds_is_what_its_reference_built_or_says_why():
-    from benchmarks.built import compare_built
+    from benchmarks.reference import compare_built
 
     for benchmark in all_benchmarks():
         for schedule in benchmark.real_schedules:
