@@ -8,7 +8,7 @@ TEST_ARGS ?=
 
 RUN_ARGS = $(if $(DATA),--data $(DATA)) $(if $(OUT),--out $(OUT))
 
-.PHONY: install test lint demo pretrain-sl pretrain-slmlp pretrain-look pretrain-all export bench-coco bench-voc-det bench-voc bench-ade bench-probe bench-reference probe-seeds bench-proxy data-fmnist bench-dryrun tables bench-pretrain-speed gpu-check clean-runs
+.PHONY: install test lint demo pretrain-sl pretrain-slmlp pretrain-look pretrain-all export bench-coco bench-voc-det bench-voc bench-ade bench-probe bench-reference probe-seeds bench-proxy data-fmnist bench-dryrun tables bench-pretrain-speed bench-data-speed gpu-check clean-runs
 
 install: $(STAMP)
 
@@ -150,6 +150,11 @@ tables: $(STAMP)
 
 bench-pretrain-speed: $(STAMP)
 	$(PY) -m pretrain.timers.step_time $(BENCH_ARGS)
+
+# CPU time per training image of each data path (PIL; torchvision.io) and the cores per GPU it takes to feed a
+# training step, on generated ImageNet-like JPEGs or DATA=train folder: make bench-data-speed [DATA=...]
+bench-data-speed: $(STAMP)
+	$(PY) -m pretrain.timers.data_time $(if $(DATA),--data $(DATA))
 
 # Is this machine ready? Environment, pretraining step per method (vs a hand-written loop), data loader,
 # 20 iterations of each benchmark; one table, also written to results/gpu_check.md. CPU-sized without a GPU.

@@ -67,3 +67,52 @@ def test_transferable_backbones_build_without_weights(arch, dim):
     with torch.no_grad():
         assert model.eval()(torch.zeros(1, 3, 64, 64)).shape == (1, dim)
     assert not any(name.startswith("fc.") for name in model.state_dict())
+
+
+def test_imagenet_like_jpegs_are_written_once_as_declared_and_read_by_the_loader(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from pretrain.config import DataConfig
+    from pretrain.data import IndexedImageFolder, train_transform
+    from pretrain.data.imagenet_like import ImageNetLikeConfig, describe, generate_imagenet_like
+
+    root = generate_imagenet_like(ImageNetLikeConfig(images=12, classes=3, seed=5), tmp_path)
+    files = sorted(root.glob("*/*.JPEG"))
+    assert len(files) == 12 and len({f.parent.name for f in files}) == 3
+    sizes = []
+    for path in files:
+        with Image.open(path) as image:
+            assert image.format == "JPEG" and image.mode == "RGB"
+            sizes.append(image.size)
+    # the long side is 500 px or in 200-600, the aspect ratio one of the declared five
+    assert all(max(size) == 500 or 200 <= max(size) <= 600 for size in sizes)
+    assert all(min(abs(w / h - a) for a in (4 / 3, 3 / 2, 3 / 4, 2 / 3, 1.0)) < 0.01 for w, h in sizes)
+    record = json.loads((root.parent / "dataset.json").read_text())
+    assert record["mean_bytes"] == sum(f.stat().st_size for f in files) / 12
+    assert describe(root).startswith("12 generated ImageNet-like JPEGs, mean ")
+    # written once, the same from the seed
+    before = {f.name: f.read_bytes() for f in files}
+    assert generate_imagenet_like(ImageNetLikeConfig(images=12, classes=3, seed=5), tmp_path) == root
+    assert {f.name: f.read_bytes() for f in sorted(root.glob("*/*.JPEG"))} == before
+    image, _, _ = IndexedImageFolder(root, transform=train_transform(DataConfig(image_size=64)))[0]
+    assert tuple(image.shape) == (3, 64, 64)
+
+
+def test_the_data_path_timer_gives_each_path_its_cpu_time_and_the_cores_it_takes(tmp_path):
+    from pretrain.data.imagenet_like import ImageNetLikeConfig, generate_imagenet_like
+    from pretrain.errors import UserError
+    from pretrain.timers.data_time import jpeg_paths, markdown, time_paths
+
+    paths = jpeg_paths(generate_imagenet_like(ImageNetLikeConfig(images=4), tmp_path), 3)
+    rows = time_paths(paths, rate=1000.0, image_size=64)
+    assert [r["path"] for r in rows] == ["PIL", "torchvision.io"]
+    for row in rows:
+        assert 0 < row["decode_ms"] <= row["total_ms"] * 1.5  # decoding is part of decoding and augmenting
+        assert row["cores_per_gpu"] == pytest.approx(1000.0 * row["total_ms"] / 1e3)
+        assert row["images_per_core_s"] == pytest.approx(1e3 / row["total_ms"])
+    assert "| PIL |" in markdown(rows, 1000.0, "3 JPEGs", 64)
+    (tmp_path / "empty" / "class_0").mkdir(parents=True)
+    with pytest.raises(UserError, match="no JPEG files under"):
+        jpeg_paths(tmp_path / "empty", 3)

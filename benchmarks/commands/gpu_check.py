@@ -2,7 +2,9 @@
 
 On a GPU: ResNet-50 at 224 px, batch 256, the trainer's `auto` precision (bf16 where native) and
 channels_last; LOOK with a memory of ImageNet's 1,281,167 x 128 slots; the data loader of the ImageNet
-config with its workers; 20 iterations of each benchmark's real 1x protocol (per-GPU batch of 8 GPUs).
+config with its workers (on generated ImageNet-like JPEGs unless a folder is given), and the CPU time a training
+image costs on one thread in each data path (pretrain.timers.data_time); 20 iterations of each benchmark's real
+1x protocol (per-GPU batch of 8 GPUs).
 On a CPU the same table, CPU-sized: ResNet-18 at the CPU config's 64 px, batch 32, the smoke schedules.
 For each method, where a step's wall time goes (torch.profiler): the GPU's work, the GPU's wait for the host,
 and the operations the host dispatches.
@@ -24,7 +26,7 @@ from pathlib import Path
 import torch
 
 from pretrain.config import load_config
-from pretrain.data import build_train_dataset, train_root
+from pretrain.data import build_train_dataset
 from pretrain.files import atomic_write_text
 from pretrain.methods import fused_search
 from pretrain.timers.step_time import IMAGENET_TRAIN_IMAGES, HandWrittenSL, Setup, measure, profile_steps
@@ -162,10 +164,13 @@ def profile_row(setup: Setup, wall_ms: float, steps: int) -> str:
 
 def data_pipeline(args: argparse.Namespace, step_images_per_s: float) -> list[tuple[str, str]]:
     """Decoded and augmented images/s of the ImageFolder loader with the config's workers."""
+    from pretrain.data.imagenet_like import ImageNetLikeConfig, generate_imagenet_like
+    from pretrain.timers.data_time import jpeg_paths, time_paths
+
     config = args.config
-    if args.data:
-        config.data.root = args.data
-    train_root(config.data)  # writes the embedded data on first use
+    # without a folder: JPEGs shaped like ImageNet's (decoding them is most of the loader's work), written once
+    config.data.root = args.data or config.data.root or str(generate_imagenet_like(
+        ImageNetLikeConfig(images=args.batch * (args.data_batches + 1)), config.data.generated_dir))
     dataset = build_train_dataset(config.data)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=True, drop_last=True,
                                          num_workers=config.data.workers, persistent_workers=False)
@@ -176,11 +181,21 @@ def data_pipeline(args: argparse.Namespace, step_images_per_s: float) -> list[tu
         images += len(batch)
     loader_rate = images / (time.perf_counter() - started)
     slower = "the data loader" if loader_rate < step_images_per_s else "the training step"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # CPU seconds of one thread: what each loader worker costs
+    try:
+        paths = time_paths(jpeg_paths(dataset.root, 64), step_images_per_s, config.data.image_size,
+                           tuple(config.data.crop_scale), config.data.mean, config.data.std)
+    finally:
+        torch.set_num_threads(threads)
+    per_path = "; ".join(f"{r['path']} {r['total_ms']:.2f} ms, {r['cores_per_gpu']:.1f} cores" for r in paths)
     return [(f"data: {dataset.root} ({len(dataset):,} images)",
              f"{loader_rate:.0f} images/s decoded + augmented at {config.data.image_size} px with "
              f"{config.data.workers} worker(s)"),
             ("data vs step (one process)", f"loader {loader_rate:.0f} vs sl step {step_images_per_s:.0f} images/s: "
-                                           f"{slower} is the bottleneck")]
+                                           f"{slower} is the bottleneck"),
+            ("data: CPU per image, one thread (pretrain.timers.data_time)",
+             f"decode + augment {per_path} to feed the sl step's {step_images_per_s:.0f} images/s")]
 
 
 def benchmark_smokes(args: argparse.Namespace, device: torch.device) -> list[tuple[str, str]]:
@@ -214,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--config", help="pretraining config for arch, image size, precision and data workers "
                                          "(default: sl_imagenet_r50.yaml on a GPU, sl_cpu.yaml on a CPU)")
-    parser.add_argument("--data", help="ImageFolder train folder for the data check (default: the config's)")
+    parser.add_argument("--data", help="ImageFolder train folder for the data check (default: the config's; "
+                                       "without one, generated ImageNet-like JPEGs)")
     parser.add_argument("--batch", type=int, help="images per step (default: 256 on a GPU, 32 on a CPU)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that every part runs (tests)")
     parser.add_argument("--no-benchmarks", action="store_true",
