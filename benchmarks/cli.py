@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pretrain.errors import report_user_errors
+from pretrain.errors import UserError, report_user_errors
 from pretrain.slurm import add_slurm_arguments
 
 
@@ -106,7 +106,9 @@ def _list(args: argparse.Namespace) -> int:
 def _collect(args: argparse.Namespace) -> int:
     from benchmarks.commands.collect import collect, print_tables
 
-    collected = collect(args.runs, args.out, args.baseline)
+    if args.baseline is not None:
+        _check_baseline(args.baseline, args.runs)
+    collected = collect(args.runs, args.out, args.baseline or "sl")
     if not collected.rows:
         print(f"no benchmark runs under {args.runs}")
         return 0
@@ -114,6 +116,17 @@ def _collect(args: argparse.Namespace) -> int:
     print(f"\ntables: {', '.join(f'{args.out}/{task}.md' for task in collected.rows)} (+ .csv, .png); across "
           f"tasks: {args.out}/summary.md")
     return 0
+
+
+def _check_baseline(baseline: str, runs: str) -> None:
+    """A baseline named on the command line must be a method or a checkpoint of some run (not a typo)."""
+    from benchmarks.commands.collect import gather
+
+    frame = gather(Path(runs))
+    known = set() if frame.empty else set(frame["method"]) | set(frame["checkpoint"])
+    if baseline not in known:
+        raise UserError(f"--baseline {baseline}: no run under {runs} has that method or checkpoint; known: "
+                        + (", ".join(sorted(known)) or "none"))
 
 
 def _plan_seeds(args: argparse.Namespace) -> int:
@@ -333,8 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("collect", help="gather finished runs into tables and charts in results/")
     c.add_argument("--runs", default="runs/bench")
     c.add_argument("--out", default="results")
-    c.add_argument("--baseline", default="sl", help="what every method is compared with: a method, or a "
-                                                    "checkpoint's name (its file name without suffixes)")
+    c.add_argument("--baseline", help="what every method is compared with: a method, or a checkpoint's name (its "
+                                      "file name without suffixes); default sl")
     c.set_defaults(func=_collect)
     s = sub.add_parser("plan-seeds", help="how many seeds would detect an effect, from the spread of a task's "
                                           "paired runs (or --sd)")

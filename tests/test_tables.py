@@ -159,3 +159,6 @@ def test_make_tables_prints_each_comparison_with_what_its_pairs_can_detect(tmp_p
                  "--baseline", look]) == 0
     printed = capsys.readouterr().out
     assert f"sl_resnet50_imagenet_ep100-{SHA['sl'][:8]} − {look} AP50 (detectron2/24k/voc-det): -0.70 " in printed
+    # a baseline that no run has is a typo: one line, nothing written
+    assert main(["collect", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "typo"), "--baseline", "SL"]) == 2
+    assert "--baseline SL: no run under" in capsys.readouterr().err and not (tmp_path / "typo").exists()
