@@ -116,3 +116,12 @@ def test_the_data_path_timer_gives_each_path_its_cpu_time_and_the_cores_it_takes
     (tmp_path / "empty" / "class_0").mkdir(parents=True)
     with pytest.raises(UserError, match="no JPEG files under"):
         jpeg_paths(tmp_path / "empty", 3)
+    # a truncated JPEG: one line naming the file, from either decoder, and exit status 2 from the command
+    from pretrain.timers.data_time import main
+
+    broken = tmp_path / "broken" / "class_0" / "bad.jpg"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(paths[0].read_bytes()[:400])
+    with pytest.raises(UserError, match=f"corrupt image file {broken}"):
+        time_paths([broken], rate=1.0, image_size=64)
+    assert main(["--data", str(tmp_path / "broken"), "--images", "1"]) == 2

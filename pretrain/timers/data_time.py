@@ -77,11 +77,21 @@ PATHS = {"PIL": pil_path, "torchvision.io": torchvision_path}
 
 
 def cpu_seconds_per_image(work: Callable[[Path], Any], paths: list[Path]) -> float:
-    work(paths[0])  # imports, first allocations
+    checked(work, paths[0])  # imports, first allocations
     started = time.process_time()
     for path in paths:
-        work(path)
+        checked(work, path)
     return (time.process_time() - started) / len(paths)
+
+
+def checked(work: Callable[[Path], Any], path: Path) -> Any:
+    """`work(path)`; a file a decoder refuses is one error naming it (never a silent black image)."""
+    from pretrain.errors import CorruptImageError
+
+    try:
+        return work(path)
+    except (OSError, RuntimeError, ValueError) as e:
+        raise CorruptImageError(f"corrupt image file {path}: {e}") from None
 
 
 def time_paths(paths: list[Path], rate: float, image_size: int = 224, crop_scale: tuple[float, float] = (0.08, 1.0),
