@@ -53,6 +53,10 @@ class DataConfig:
     # Decode the training images once into one tensor on the device and augment there (small images of one
     # size: no decoding or worker processes per step); the same crops and flips by distribution, other draws.
     in_memory: bool = False
+    # Where the training JPEGs are decoded and augmented: `pil` in the loader's worker processes (any image
+    # format, any machine), `gpu` on the training GPU (torchvision's nvjpeg decoder; workers only read the
+    # files), with the same samples, labels and crop distributions. Without a CUDA device the file path runs.
+    decoder: typing.Literal["pil", "gpu"] = "pil"
 
 
 @dataclass
@@ -170,8 +174,8 @@ def resume_identity(config: dict[str, Any]) -> dict[str, Any]:
 
 # Keys added after run names were first derived from the hash: left out of it at their default, so that
 # the runs of earlier configs keep their names (and resume).
-HASH_OMITS_AT_DEFAULT = {"model.stem": "imagenet", "data.in_memory": False, "method.search_kernel": "torch",
-                         "method.compile": False, "method.compile_mode": "default"}
+HASH_OMITS_AT_DEFAULT = {"model.stem": "imagenet", "data.in_memory": False, "data.decoder": "pil",
+                         "method.search_kernel": "torch", "method.compile": False, "method.compile_mode": "default"}
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -230,6 +234,9 @@ def config_from_dict(values: dict[str, Any]) -> Config:
         raise UserError("train.batch_size must be positive")
     if config.optim.lr_per_256 <= 0:
         raise UserError("optim.lr_per_256 must be positive")
+    if config.data.in_memory and config.data.decoder != "pil":
+        raise UserError("data.in_memory decodes every image once; data.decoder=gpu decodes each step's: "
+                        "choose one")
     return config
 
 

@@ -24,6 +24,7 @@ from pretrain.checkpoint import (
 )
 from pretrain.config import Config, config_from_dict, config_hash, resume_identity, write_config
 from pretrain.data import GlobalBatchSampler, build_train_dataset, dataset_name, train_root
+from pretrain.data.gpu_decode import GpuDecodedImages, gpu_decoder_missing
 from pretrain.data.memory import InMemoryImages
 from pretrain.distributed import (
     DistInfo,
@@ -158,6 +159,9 @@ def _workers_stopped_on_exit(batches):
         stop = getattr(batches, "_shutdown_workers", None)  # only the multi-process iterator has workers
         if stop is not None:
             stop()
+        close = getattr(batches, "close", None)  # a generator over a loader (the GPU decoder) stops its own
+        if close is not None:
+            close()
 
 
 class JsonlLog:
@@ -303,6 +307,16 @@ class Trainer:
         data = config.data
         self.memory = InMemoryImages(self.dataset, device, data.image_size, data.crop_scale, data.mean, data.std) \
             if data.in_memory else None
+        self.gpu_decoder = None
+        if data.decoder == "gpu":
+            missing = gpu_decoder_missing(device)
+            if missing:
+                if info.is_main:
+                    print(f"warning: {missing}: the file path (PIL in {data.workers} loader workers) runs instead",
+                          flush=True)
+            else:
+                self.gpu_decoder = GpuDecodedImages(self.dataset, device, data.image_size, data.crop_scale,
+                                                    data.mean, data.std, data.workers)
         self.knn_monitor = KnnMonitor(config, self.dataset.classes, info.rank, info.world_size, device) \
             if config.monitor.knn_every_epochs > 0 else None
         if self.steps_per_epoch == 0:
@@ -371,9 +385,15 @@ class Trainer:
                 print(f"resumed from {resume_path} at step {self.step}/{self.total_steps} (epoch {self.epoch})",
                       flush=True)
                 self.log.event("resume", step=self.step, epoch=self.epoch, checkpoint=str(resume_path),
-                               world_size=info.world_size, **precision)
+                               world_size=info.world_size, data_path=self.data_path(), **precision)
             else:
-                self.log.event("start", device=str(device), **schedule, **precision)
+                self.log.event("start", device=str(device), data_path=self.data_path(), **schedule, **precision)
+
+    def data_path(self) -> str:
+        """Which data path feeds the steps (data.decoder=gpu falls back to the files without a CUDA device)."""
+        if self.memory is not None:
+            return "in memory"
+        return "gpu decoder" if self.gpu_decoder is not None else "files"
 
     def schedule_record(self) -> dict[str, Any]:
         """The resolved optimisation protocol: what `lr_per_256` and the batch turned into for this run."""
@@ -395,6 +415,8 @@ class Trainer:
         torch.manual_seed(cfg_train.seed + 1000 * self.info.rank + self.epoch)  # augmentation seeds
         if self.memory is not None:
             loader = self.memory.batches(self.sampler, cfg_train.seed, self.info.rank, self.epoch)
+        elif self.gpu_decoder is not None:
+            loader = self.gpu_decoder.batches(self.sampler, cfg_train.seed, self.info.rank, self.epoch)
         else:
             loader = DataLoader(self.dataset, batch_size=self.sampler.local_batch, sampler=self.sampler,
                                 drop_last=True, num_workers=config.data.workers,

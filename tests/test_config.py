@@ -132,11 +132,13 @@ def test_keys_added_later_leave_the_names_of_earlier_runs_unchanged():
 
     config = load_config(None, ["method.name=look"]).to_dict()
     earlier = {**config, "model": {k: v for k, v in config["model"].items() if k != "stem"},
-               "data": {k: v for k, v in config["data"].items() if k != "in_memory"},
+               "data": {k: v for k, v in config["data"].items() if k not in ("in_memory", "decoder")},
                "method": {k: v for k, v in config["method"].items()
                           if k not in ("search_kernel", "compile", "compile_mode")}}
-    assert set(HASH_OMITS_AT_DEFAULT) == {"model.stem", "data.in_memory", "method.search_kernel", "method.compile",
-                                          "method.compile_mode"}
+    assert set(HASH_OMITS_AT_DEFAULT) == {"model.stem", "data.in_memory", "data.decoder", "method.search_kernel",
+                                          "method.compile", "method.compile_mode"}
     assert config_hash(config) == config_hash(earlier)
     small = load_config(None, ["method.name=look", "model.stem=small"]).to_dict()
     assert config_hash(small) != config_hash(config)
+    gpu = load_config(None, ["method.name=look", "data.decoder=gpu"]).to_dict()
+    assert config_hash(gpu) != config_hash(config)

@@ -25,11 +25,17 @@ def test_gpu_check_prints_every_row_of_the_table(tmp_path):
                 "| benchmark: coco detectron2 smoke, 2 iterations |", "| benchmark: coco mmdet smoke, 2 iterations |",
                 "| benchmark: voc mmseg smoke, 2 iterations |"):
         assert row in table, row
-    assert "images/s decoded + augmented at 32 px with 0 worker(s)" in table
+    # both data paths' images/s and the CPU cores they keep busy (/proc), beside the step's rate and the goal
+    assert re.search(r"\| data: file path, PIL in 0 worker\(s\) \| \d+ images/s, [\d.]+ CPU cores busy \|", table)
+    assert re.search(r"\| data: GPU path \(its code on the CPU: libjpeg-turbo in this process\), 0 worker\(s\) read "
+                     r"the files \| \d+ images/s, [\d.]+ CPU cores busy \|", table)
+    assert re.search(r"GPU path [\d.]+ x the step from [\d.]+ CPU cores busy \(goal ≥ 1.2 x from ≤ 4 cores, on a "
+                     r"GPU\)", table)
     # the loader read generated ImageNet-like JPEGs, and each data path's CPU cost is given in cores per GPU
     assert "imagenet-like-" in table
     assert re.search(r"\| data: CPU per image, one thread \(pretrain.timers.data_time\) \| decode \+ augment PIL "
-                     r"[\d.]+ ms, [\d.]+ cores; torchvision.io [\d.]+ ms, [\d.]+ cores to feed", table)
+                     r"[\d.]+ ms, [\d.]+ cores; torchvision.io [\d.]+ ms, [\d.]+ cores; "
+                     r"GPU path's workers \(file read\) [\d.]+ ms, [\d.]+ cores to feed", table)
     # where each step's time goes (the GPU's work and idle time on a GPU; here the host's operations)
     for method in ("sl", "sl-mlp", "look", "look, bf16 search", "sl, hand-written loop"):
         profile = re.search(rf"\| profile: {re.escape(method)} \| wall [\d.]+ ms, ([\d,]+) operations a step", table)

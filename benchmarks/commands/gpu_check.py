@@ -1,9 +1,10 @@
 """`make gpu-check`: is this machine ready? One table: environment, pretraining step, data pipeline, benchmarks.
 
 On a GPU: ResNet-50 at 224 px, batch 256, the trainer's `auto` precision (bf16 where native) and
-channels_last; LOOK with a memory of ImageNet's 1,281,167 x 128 slots; the data loader of the ImageNet
-config with its workers (on generated ImageNet-like JPEGs unless a folder is given), and the CPU time a training
-image costs on one thread in each data path (pretrain.timers.data_time); 20 iterations of each benchmark's real
+channels_last; LOOK with a memory of ImageNet's 1,281,167 x 128 slots; the ImageNet config's data paths with its
+workers (on generated ImageNet-like JPEGs unless a folder is given): images/s and CPU cores busy of the file path
+(PIL in the workers) and of the GPU path (`data.decoder: gpu`), and the CPU time a training image costs on one
+thread in each (pretrain.timers.data_time); 20 iterations of each benchmark's real
 1x protocol (per-GPU batch of 8 GPUs).
 On a CPU the same table, CPU-sized: ResNet-18 at the CPU config's 64 px, batch 32, the smoke schedules.
 For each method, where a step's wall time goes (torch.profiler): the GPU's work, the GPU's wait for the host,
@@ -21,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -162,38 +164,78 @@ def profile_row(setup: Setup, wall_ms: float, steps: int) -> str:
             f"host waits for the GPU a step: {waits}")
 
 
-def data_pipeline(args: argparse.Namespace, step_images_per_s: float) -> list[tuple[str, str]]:
-    """Decoded and augmented images/s of the ImageFolder loader with the config's workers."""
+GPU_PATH_GOAL = (1.2, 4.0)  # the GPU path feeds >= 1.2 x SL's step from <= 4 CPU cores per GPU
+
+
+def feed_rate(batches: Iterator, count: int, device: torch.device) -> tuple[float, float | None]:
+    """Images/s a loader delivers over `count` batches after its first, and the CPU cores it keeps busy meanwhile
+    (this process and its worker processes; None where /proc cannot say)."""
+    from pretrain.timers.data_time import process_tree_cpu_seconds
+
+    next(batches)  # workers started, first batch decoded
+    sync(device)
+    before, started, images = process_tree_cpu_seconds(), time.perf_counter(), 0
+    for _, batch in zip(range(count), batches, strict=False):
+        images += len(batch[0])
+    sync(device)
+    wall, after = time.perf_counter() - started, process_tree_cpu_seconds()
+    busy = None if before is None or after is None else sum(after.get(pid, 0.0) - seconds
+                                                            for pid, seconds in before.items()) / wall
+    stop = getattr(batches, "close", None) or getattr(batches, "_shutdown_workers", None)
+    if stop is not None:  # the workers stopped now, not by the garbage collector
+        stop()
+    return images / wall, busy
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _cores(busy: float | None) -> str:
+    return "CPU cores busy: not measurable here" if busy is None else f"{busy:.1f} CPU cores busy"
+
+
+def data_pipeline(args: argparse.Namespace, device: torch.device, step_images_per_s: float
+                  ) -> list[tuple[str, str]]:
+    """Images/s and CPU cores of the file path (PIL in the config's workers) and of the GPU path (nvjpeg on the
+    device; on a CPU its code with libjpeg-turbo in this process), and each path's CPU time per image."""
+    from pretrain.data.gpu_decode import GpuDecodedImages, gpu_decoder_missing
     from pretrain.data.imagenet_like import ImageNetLikeConfig, generate_imagenet_like
+    from pretrain.data.sampler import GlobalBatchSampler
     from pretrain.timers.data_time import jpeg_paths, time_paths
 
-    config = args.config
+    data = args.config.data
     # without a folder: JPEGs shaped like ImageNet's (decoding them is most of the loader's work), written once
-    config.data.root = args.data or config.data.root or str(generate_imagenet_like(
-        ImageNetLikeConfig(images=args.batch * (args.data_batches + 1)), config.data.generated_dir))
-    dataset = build_train_dataset(config.data)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=True, drop_last=True,
-                                         num_workers=config.data.workers, persistent_workers=False)
-    batches = iter(loader)
-    next(batches)  # workers started, first batch decoded
-    started, images = time.perf_counter(), 0
-    for _, (batch, _, _) in zip(range(args.data_batches), batches, strict=False):
-        images += len(batch)
-    loader_rate = images / (time.perf_counter() - started)
-    slower = "the data loader" if loader_rate < step_images_per_s else "the training step"
+    data.root = args.data or data.root or str(generate_imagenet_like(
+        ImageNetLikeConfig(images=args.batch * (args.data_batches + 1)), data.generated_dir))
+    dataset = build_train_dataset(data)
+    sampler = GlobalBatchSampler(len(dataset), args.batch, seed=0)
+    files = torch.utils.data.DataLoader(dataset, batch_size=args.batch, sampler=sampler, drop_last=True,
+                                        num_workers=data.workers, pin_memory=device.type == "cuda")
+    file_rate, file_busy = feed_rate(iter(files), args.data_batches, device)
+    decoder = GpuDecodedImages(dataset, device, data.image_size, data.crop_scale, data.mean, data.std, data.workers)
+    gpu_rate, gpu_busy = feed_rate(decoder.batches(sampler, seed=0, rank=0, epoch=0), args.data_batches, device)
+    missing = gpu_decoder_missing(device)
+    gpu_name = f"nvjpeg on {device}" if missing is None else "its code on the CPU: libjpeg-turbo in this process"
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # CPU seconds of one thread: what each loader worker costs
     try:
-        paths = time_paths(jpeg_paths(dataset.root, 64), step_images_per_s, config.data.image_size,
-                           tuple(config.data.crop_scale), config.data.mean, config.data.std)
+        paths = time_paths(jpeg_paths(dataset.root, 64), step_images_per_s, data.image_size,
+                           tuple(data.crop_scale), data.mean, data.std)
     finally:
         torch.set_num_threads(threads)
     per_path = "; ".join(f"{r['path']} {r['total_ms']:.2f} ms, {r['cores_per_gpu']:.1f} cores" for r in paths)
-    return [(f"data: {dataset.root} ({len(dataset):,} images)",
-             f"{loader_rate:.0f} images/s decoded + augmented at {config.data.image_size} px with "
-             f"{config.data.workers} worker(s)"),
-            ("data vs step (one process)", f"loader {loader_rate:.0f} vs sl step {step_images_per_s:.0f} images/s: "
-                                           f"{slower} is the bottleneck"),
+    times, most = GPU_PATH_GOAL
+    goal = (f"GPU path {gpu_rate / step_images_per_s:.2f} x the step from {_cores(gpu_busy)} (goal ≥ {times} x "
+            f"from ≤ {most:.0f} cores{', on a GPU' if missing else ''})")
+    return [(f"data: {dataset.root} ({len(dataset):,} images)", f"decoded + augmented at {data.image_size} px"),
+            (f"data: file path, PIL in {data.workers} worker(s)", f"{file_rate:.0f} images/s, {_cores(file_busy)}"),
+            (f"data: GPU path ({gpu_name}), {data.workers} worker(s) read the files",
+             f"{gpu_rate:.0f} images/s, {_cores(gpu_busy)}"),
+            ("data vs step (one process)", f"file path {file_rate:.0f}, GPU path {gpu_rate:.0f} vs sl step "
+                                           f"{step_images_per_s:.0f} images/s; {goal}"),
             ("data: CPU per image, one thread (pretrain.timers.data_time)",
              f"decode + augment {per_path} to feed the sl step's {step_images_per_s:.0f} images/s")]
 
@@ -264,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     sections.append((f"pretraining step: {args.arch}, {args.image_size} px, batch {args.batch}, amp {args.amp}, "
                      f"channels_last {'on' if args.channels_last else 'off'} (median of {args.rounds} interleaved "
                      f"rounds)", step_rows))
-    sections.append(("data pipeline", data_pipeline(args, sl_rate)))
+    sections.append(("data pipeline", data_pipeline(args, device, sl_rate)))
     sections.append(("benchmarks", [("benchmark iterations", "left out (--no-benchmarks)")] if args.no_benchmarks
                      else benchmark_smokes(args, device)))
     where = dict(sections[0][1])["card"]

@@ -44,27 +44,28 @@ def decode_all(dataset: IndexedImageFolder) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-def crop_boxes(n: int, height: int, width: int, scale: tuple[float, float], generator: torch.Generator,
-               device: torch.device) -> torch.Tensor:
-    """RandomResizedCrop's boxes for n images at once: (top, left, h, w) as an (n, 4) int64 tensor."""
-    area = height * width
+def crop_boxes(n: int, height: int | torch.Tensor, width: int | torch.Tensor, scale: tuple[float, float],
+               generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """RandomResizedCrop's boxes for n images at once: (top, left, h, w) as an (n, 4) int64 tensor. `height` and
+    `width` are one size for all, or each image's (n,); the draws are the same either way."""
+    height = torch.as_tensor(height, device=device).expand(n)
+    width = torch.as_tensor(width, device=device).expand(n)
+    area = (height * width).float()[:, None]
     log_ratio = (math.log(RATIO[0]), math.log(RATIO[1]))
     target = torch.empty(n, TRIES, device=device).uniform_(scale[0], scale[1], generator=generator) * area
     aspect = torch.exp(torch.empty(n, TRIES, device=device).uniform_(*log_ratio, generator=generator))
     w = torch.round(torch.sqrt(target * aspect))
     h = torch.round(torch.sqrt(target / aspect))
-    fits = (w > 0) & (h > 0) & (w <= width) & (h <= height)
+    fits = (w > 0) & (h > 0) & (w <= width[:, None]) & (h <= height[:, None])
     first = fits.to(torch.int8).argmax(dim=1, keepdim=True)  # the first try that fits, as the loop takes it
     w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
     # the fallback: the whole image, clamped to the ratio range, in the centre
-    in_ratio = width / height
-    fallback_w = width if RATIO[0] <= in_ratio <= RATIO[1] else (
-        width if in_ratio < RATIO[0] else round(height * RATIO[1]))
-    fallback_h = height if RATIO[0] <= in_ratio <= RATIO[1] else (
-        round(width / RATIO[0]) if in_ratio < RATIO[0] else height)
+    in_ratio = width.double() / height.double()
+    fallback_w = torch.where(in_ratio > RATIO[1], torch.round(height.double() * RATIO[1]), width.double())
+    fallback_h = torch.where(in_ratio < RATIO[0], torch.round(width.double() / RATIO[0]), height.double())
     found = fits.any(dim=1)
-    w = torch.where(found, w, torch.full_like(w, fallback_w))
-    h = torch.where(found, h, torch.full_like(h, fallback_h))
+    w = torch.where(found, w, fallback_w.float())
+    h = torch.where(found, h, fallback_h.float())
     u = torch.rand(n, 2, device=device, generator=generator)
     top = torch.floor(u[:, 0] * (height - h + 1))
     left = torch.floor(u[:, 1] * (width - w + 1))

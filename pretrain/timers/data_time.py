@@ -73,7 +73,39 @@ def torchvision_path(image_size: int, crop_scale: tuple[float, float], mean: lis
     return decode, lambda path: transform(decode(path))
 
 
-PATHS = {"PIL": pil_path, "torchvision.io": torchvision_path}
+def file_read_path(image_size: int, crop_scale: tuple[float, float], mean: list[float], std: list[float]
+                   ) -> tuple[Callable[[Path], Any], Callable[[Path], Any]]:
+    """What a worker of the GPU path (`data.decoder: gpu`) does per image: read the file's bytes. Decoding and
+    augmenting are the GPU's (and nvjpeg's host share runs in the training process, measured on a GPU)."""
+    from pretrain.data.gpu_decode import FileBytes
+
+    def read(path: Path) -> torch.Tensor:
+        return FileBytes.read(path)
+
+    return read, read
+
+
+PATHS = {"PIL": pil_path, "torchvision.io": torchvision_path, "GPU path's workers (file read)": file_read_path}
+
+
+def process_tree_cpu_seconds() -> dict[int, float] | None:
+    """CPU seconds used so far by this process and by each of its child processes (loader workers), by pid, from
+    Linux's /proc; None elsewhere."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").is_file():
+        return None
+    tick, me = os.sysconf("SC_CLK_TCK"), os.getpid()
+    seconds = {me: time.process_time()}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # a process that ended meanwhile
+            continue
+        if int(fields[1]) == me:  # fields after the name: state, ppid, ..., utime (11), stime (12)
+            seconds[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return seconds
 
 
 def cpu_seconds_per_image(work: Callable[[Path], Any], paths: list[Path]) -> float:
