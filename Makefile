@@ -151,8 +151,9 @@ tables: $(STAMP)
 bench-pretrain-speed: $(STAMP)
 	$(PY) -m pretrain.timers.step_time $(BENCH_ARGS)
 
-# CPU time per training image of each data path (PIL; torchvision.io) and the cores per GPU it takes to feed a
-# training step, on generated ImageNet-like JPEGs or DATA=train folder: make bench-data-speed [DATA=...]
+# CPU time per training image of each data path (PIL; torchvision.io; the GPU path's file reads) and the cores
+# per GPU it takes to feed a training step, on generated ImageNet-like JPEGs or DATA=train folder:
+# make bench-data-speed [DATA=...]
 bench-data-speed: $(STAMP)
 	$(PY) -m pretrain.timers.data_time $(if $(DATA),--data $(DATA))
 
