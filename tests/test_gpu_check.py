@@ -29,6 +29,8 @@ def test_gpu_check_prints_every_row_of_the_table(tmp_path):
     assert re.search(r"\| data: file path, PIL in 0 worker\(s\) \| \d+ images/s, [\d.]+ CPU cores busy \|", table)
     assert re.search(r"\| data: GPU path \(its code on the CPU: libjpeg-turbo in this process\), 0 worker\(s\) read "
                      r"the files \| \d+ images/s, [\d.]+ CPU cores busy \|", table)
+    # on the CPU the GPU path decodes with libjpeg-turbo, as PIL does: the same pixels
+    assert "| data: GPU path's decoded pixels against PIL's | 16 images: max 0 grey levels, mean 0.000 |" in table
     assert re.search(r"GPU path [\d.]+ x the step from [\d.]+ CPU cores busy \(goal ≥ 1.2 x from ≤ 4 cores, on a "
                      r"GPU\)", table)
     # the loader read generated ImageNet-like JPEGs, and each data path's CPU cost is given in cores per GPU

@@ -25,10 +25,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pretrain.config import load_config
 from pretrain.data import build_train_dataset
+from pretrain.data.gpu_decode import GpuDecodedImages, gpu_decoder_missing
 from pretrain.files import atomic_write_text
 from pretrain.methods import fused_search
 from pretrain.timers.step_time import IMAGENET_TRAIN_IMAGES, HandWrittenSL, Setup, measure, profile_steps
@@ -192,6 +194,20 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def decoded_against_pil(decoder: GpuDecodedImages, count: int) -> str:
+    """How far the GPU path's decoder is from PIL's (JPEG decoders differ in their IDCT and upsampling)."""
+    from pretrain.data.gpu_decode import FileBytes
+
+    samples = decoder.dataset.samples[:count]
+    decoded = decoder.decode([FileBytes.read(path) for path, _ in samples], list(range(len(samples))))
+    worst, total, values = 0, 0.0, 0
+    for image, index in zip(decoded, range(len(samples)), strict=True):
+        pil = torch.from_numpy(np.asarray(decoder.dataset.load(index))).permute(2, 0, 1).int()
+        difference = (image.cpu().int() - pil).abs()
+        worst, total, values = max(worst, int(difference.max())), total + float(difference.sum()), values + pil.numel()
+    return f"{len(samples)} images: max {worst} grey levels, mean {total / values:.3f}"
+
+
 def _cores(busy: float | None) -> str:
     return "CPU cores busy: not measurable here" if busy is None else f"{busy:.1f} CPU cores busy"
 
@@ -200,7 +216,6 @@ def data_pipeline(args: argparse.Namespace, device: torch.device, step_images_pe
                   ) -> list[tuple[str, str]]:
     """Images/s and CPU cores of the file path (PIL in the config's workers) and of the GPU path (nvjpeg on the
     device; on a CPU its code with libjpeg-turbo in this process), and each path's CPU time per image."""
-    from pretrain.data.gpu_decode import GpuDecodedImages, gpu_decoder_missing
     from pretrain.data.imagenet_like import ImageNetLikeConfig, generate_imagenet_like
     from pretrain.data.sampler import GlobalBatchSampler
     from pretrain.timers.data_time import jpeg_paths, time_paths
@@ -218,6 +233,7 @@ def data_pipeline(args: argparse.Namespace, device: torch.device, step_images_pe
     gpu_rate, gpu_busy = feed_rate(decoder.batches(sampler, seed=0, rank=0, epoch=0), args.data_batches, device)
     missing = gpu_decoder_missing(device)
     gpu_name = f"nvjpeg on {device}" if missing is None else "its code on the CPU: libjpeg-turbo in this process"
+    pixels = decoded_against_pil(decoder, 16)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # CPU seconds of one thread: what each loader worker costs
@@ -234,6 +250,7 @@ def data_pipeline(args: argparse.Namespace, device: torch.device, step_images_pe
             (f"data: file path, PIL in {data.workers} worker(s)", f"{file_rate:.0f} images/s, {_cores(file_busy)}"),
             (f"data: GPU path ({gpu_name}), {data.workers} worker(s) read the files",
              f"{gpu_rate:.0f} images/s, {_cores(gpu_busy)}"),
+            ("data: GPU path's decoded pixels against PIL's", pixels),
             ("data vs step (one process)", f"file path {file_rate:.0f}, GPU path {gpu_rate:.0f} vs sl step "
                                            f"{step_images_per_s:.0f} images/s; {goal}"),
             ("data: CPU per image, one thread (pretrain.timers.data_time)",
