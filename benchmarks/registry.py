@@ -70,6 +70,8 @@ class Benchmark:
     # the higher-is-better metrics the paired comparisons cover (default: the headline)
     compared_metrics: tuple[str, ...] = ()
     claims: tuple[Claim, ...] = ()  # effects papers state on this task (the same for every framework of a task)
+    # a task without a framework config that still takes --opts: refuses a bad key before anything is written
+    check_opts: Callable[[tuple[str, ...]], None] | None = None
 
     @property
     def real_schedules(self) -> tuple[str, ...]:

@@ -133,7 +133,9 @@ def resolve_run(task: str, ckpt: str | Path, framework: str, schedule: str | Non
         raise UserError(f"unknown schedule '{schedule}' for {task}; choose from {', '.join(spec.schedules)}")
     opts = tuple(opts)
     split_opts(opts)
-    if opts and not spec.converts:
+    if opts and spec.check_opts is not None:
+        spec.check_opts(opts)
+    elif opts and not spec.converts:
         raise UserError(f"--opts: the {task} benchmark has no framework config to override")
     device = pick_device(device)
     torchrun = launched_world_size()

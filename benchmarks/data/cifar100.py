@@ -39,13 +39,14 @@ class _ArraysOnly(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
-def _unpickle(blob: bytes, what: str) -> dict[str, Any]:
+def unpickle_arrays(blob: bytes, what: str) -> dict[str, Any]:
+    """A CIFAR python pickle (CIFAR-10's batches, CIFAR-100's splits) as a dict with str keys."""
     try:
         obj = _ArraysOnly(io.BytesIO(blob), encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
-        raise UserError(f"{what} is not a CIFAR-100 python pickle: {e}") from None
+        raise UserError(f"{what} is not a CIFAR python pickle: {e}") from None
     if not isinstance(obj, dict):
-        raise UserError(f"{what} is not a CIFAR-100 python pickle (a {type(obj).__name__}, not a dict)")
+        raise UserError(f"{what} is not a CIFAR python pickle (a {type(obj).__name__}, not a dict)")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
@@ -79,12 +80,12 @@ def _names(values: Any, what: str) -> list[str]:
 def read_cifar100(source: Path) -> tuple[dict[str, LabelledImages], list[str], dict[str, str], str]:
     """(splits train/test, fine names, coarse class of each fine class, sha256 of the pickles)."""
     blobs = _read_members(Path(source))
-    meta = _unpickle(blobs["meta"], f"{source}: meta")
+    meta = unpickle_arrays(blobs["meta"], f"{source}: meta")
     fine_names = _names(meta.get("fine_label_names"), f"{source}: meta fine_label_names")
     coarse_names = _names(meta.get("coarse_label_names"), f"{source}: meta coarse_label_names")
     splits, coarse_of = {}, {}
     for split in ("train", "test"):
-        record = _unpickle(blobs[split], f"{source}: {split}")
+        record = unpickle_arrays(blobs[split], f"{source}: {split}")
         data, fine, coarse = (record.get(k) for k in ("data", "fine_labels", "coarse_labels"))
         if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
             raise UserError(f"{source}: {split} data must be an N x 3072 uint8 array")

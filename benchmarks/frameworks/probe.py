@@ -13,10 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from benchmarks.spec import RunSpec, TrainResult
-from pretrain.distributed import usable_cores
 from pretrain.knn_monitor import knn_predict
 
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -37,50 +35,28 @@ def extract(ckpt: Path, data_root: Path, image_size: int | None = None, batch_si
     """Pooled features of `<data_root>/{train,val}` (ImageFolder) from the frozen backbone in `ckpt`."""
     from torchvision import transforms
 
+    from benchmarks.frameworks.frozen import frozen_backbone, input_steps, pooled_features
     from pretrain.data import IndexedImageFolder, center_crop
-    from transfer.source import read_backbone, reference_model
 
-    source = read_backbone(ckpt)
-    model = reference_model(source).to(device)  # the backbone as it was trained (caffe-style strides included)
-    # the input convention the backbone was trained with (recorded with the checkpoint)
-    steps = [*center_crop(image_size or source.input.get("image_size") or 224), transforms.ToTensor()]
-    if source.input.get("channel_order", "RGB") == "BGR":
-        steps.append(transforms.Lambda(lambda t: t.flip(0)))
-    if list(source.input.get("pixel_range", [0, 1])) == [0, 255]:
-        steps.append(transforms.Lambda(lambda t: t * 255))
-    transform = transforms.Compose([*steps, transforms.Normalize(source.input["mean"], source.input["std"])])
+    model, source = frozen_backbone(ckpt, device)
+    transform = transforms.Compose([*center_crop(image_size or source.input.get("image_size") or 224),
+                                    *input_steps(source)])
     out = {}
     for split in ("train", "val"):
         dataset = IndexedImageFolder(data_root / split, transform=transform)
         if split == "val" and dataset.classes != out["train"][2]:
             raise ValueError(f"{data_root}: train and val have different class folders")
-        workers = 0 if len(dataset) < 5000 else min(8, usable_cores())  # real datasets: decode in parallel
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-        feats = []
-        with torch.no_grad():
-            for images, _, _ in loader:
-                feats.append(model(images.to(device)).float().cpu())
-        out[split] = (torch.cat(feats), dataset.targets.clone(), dataset.classes)
+        out[split] = (pooled_features(model, dataset, device, batch_size), dataset.targets.clone(), dataset.classes)
     return Features(out["train"][0], out["train"][1], out["val"][0], out["val"][1], out["train"][2])
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, max_iter: int = 300
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """argmin_W,b mean CE(xW + b, y) + l2/2 ||W||^2 (features as given), by full-batch L-BFGS."""
-    x = x.double()
-    weight = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=max_iter, tolerance_grad=1e-7,
-                                  tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
+    from benchmarks.frameworks.logistic import fit
 
-    def closure():
-        optimizer.zero_grad()
-        loss = F.cross_entropy(x @ weight + bias, y) + 0.5 * l2 * weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return weight.detach(), bias.detach()
+    result = fit(x, y, num_classes, l2, max_iter=max_iter)
+    return result.weight, result.bias
 
 
 def _standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:

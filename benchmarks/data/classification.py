@@ -1,0 +1,176 @@
+"""The datasets of the many-shot linear protocol (`cls-linear`), read from their official on-disk layouts.
+
+`DATA` is one folder holding each dataset as torchvision's dataset class finds it under its `root` (the
+official archive unpacked where `torchvision.datasets.X(DATA, download=True)` puts it):
+
+  cifar-10-batches-py/            CIFAR-10's python archive, unpacked
+  cifar-100-python/               CIFAR-100's python archive, unpacked
+  dtd/dtd/{images,labels}/        DTD r1.0.1
+  fgvc-aircraft-2013b/data/       FGVC-Aircraft 2013b
+  food-101/{images,meta}/         Food-101
+  oxford-iiit-pet/{images,annotations}/  Oxford-IIIT Pets
+
+torchvision's classes read DTD, FGVC-Aircraft, Food-101 and Pets. CIFAR is read by our reader of the python
+pickles (`benchmarks/data/cifar100.py`): torchvision's CIFAR classes check the official files' md5 sums, so they
+refuse the generated files the tests use in the same layout, and they unpickle with `pickle.load`, which runs
+whatever a pickle names; ours accepts only arrays, lists and names.
+
+Splits are the protocol's (ssl-transfer's `linear.py`): DTD and Aircraft have their own validation split
+(DTD's first partition; Aircraft's variants, 100 classes); the others carve theirs from the training split
+(`carve_validation`). Pets' training split is its `trainval` list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from pretrain.errors import UserError
+
+
+@dataclass(frozen=True)
+class ClassificationSet:
+    name: str  # as users type it: DATASETS=cifar10,dtd
+    title: str
+    metric: str  # top1 | mean_per_class | map11
+    num_classes: int
+    where: str  # the folder under DATA that holds it
+    validation: str  # predefined (its own val split) | carved (20 % of train, the protocol's seeded draw)
+    # (DATA, split, transform) -> (transformed image, label) pairs; split: train, val, test
+    read: Callable[[Path, str, Callable | None], Dataset]
+    source: str  # where the data comes from
+
+
+class ArrayImages(Dataset):
+    """uint8 images N x H x W x 3 with a label each, served as PIL images through `transform`."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable | None = None):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image = Image.fromarray(self.images[index])
+        return (self.transform(image) if self.transform else image), int(self.labels[index])
+
+
+def _cifar10(root: Path, split: str, transform: Callable | None) -> Dataset:
+    from benchmarks.data.cifar100 import unpickle_arrays
+
+    folder = root / "cifar-10-batches-py"
+    members = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    missing = [m for m in [*members, "batches.meta"] if not (folder / m).is_file()]
+    if missing:
+        raise UserError(f"CIFAR-10 incomplete at {folder}: missing {', '.join(missing)}")
+    images, labels = [], []
+    for member in members:
+        record = unpickle_arrays((folder / member).read_bytes(), f"{folder / member}")
+        data = record.get("data")
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            raise UserError(f"{folder / member}: data must be an N x 3072 uint8 array")
+        images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # planes -> H x W x RGB
+        labels.append(np.asarray(record.get("labels"), dtype=np.int64))
+    return ArrayImages(np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels), transform)
+
+
+def _cifar100(root: Path, split: str, transform: Callable | None) -> Dataset:
+    from benchmarks.data.cifar100 import read_cifar100
+
+    splits, _, _, _ = read_cifar100(root / "cifar-100-python")
+    data = splits["train" if split == "train" else "test"]
+    return ArrayImages(data.images, data.fine, transform)
+
+
+def _torchvision(cls_name: str, split_names: dict[str, str], **kwargs: Any
+                 ) -> Callable[[Path, str, Callable | None], Dataset]:
+    def read(root: Path, split: str, transform: Callable | None) -> Dataset:
+        import torchvision.datasets
+
+        return getattr(torchvision.datasets, cls_name)(str(root), split=split_names[split], transform=transform,
+                                                       **kwargs)
+
+    return read
+
+
+DATASETS: dict[str, ClassificationSet] = {s.name: s for s in (
+    ClassificationSet("aircraft", "FGVC-Aircraft", "mean_per_class", 100, "fgvc-aircraft-2013b", "predefined",
+                      _torchvision("FGVCAircraft", {"train": "train", "val": "val", "test": "test"},
+                                   annotation_level="variant"),
+                      "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/ (fgvc-aircraft-2013b.tar.gz)"),
+    ClassificationSet("cifar10", "CIFAR-10", "top1", 10, "cifar-10-batches-py", "carved", _cifar10,
+                      "https://www.cs.toronto.edu/~kriz/cifar.html (cifar-10-python.tar.gz)"),
+    ClassificationSet("cifar100", "CIFAR-100", "top1", 100, "cifar-100-python", "carved", _cifar100,
+                      "https://www.cs.toronto.edu/~kriz/cifar.html (cifar-100-python.tar.gz)"),
+    ClassificationSet("dtd", "DTD", "top1", 47, "dtd/dtd", "predefined",
+                      _torchvision("DTD", {"train": "train", "val": "val", "test": "test"}, partition=1),
+                      "https://www.robots.ox.ac.uk/~vgg/data/dtd/ (dtd-r1.0.1.tar.gz, under DATA/dtd/)"),
+    ClassificationSet("food101", "Food-101", "top1", 101, "food-101", "carved",
+                      _torchvision("Food101", {"train": "train", "test": "test"}),
+                      "https://data.vision.ee.ethz.ch/cvl/datasets_extra/food-101/ (food-101.tar.gz)"),
+    ClassificationSet("pets", "Oxford-IIIT Pets", "mean_per_class", 37, "oxford-iiit-pet", "carved",
+                      _torchvision("OxfordIIITPet", {"train": "trainval", "test": "test"}),
+                      "https://www.robots.ox.ac.uk/~vgg/data/pets/ (images.tar.gz and annotations.tar.gz)"),
+)}
+
+
+def carve_validation(n: int, fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, validation indices) as ssl-transfer draws them: numpy's legacy generator seeded with 0
+    shuffles range(n); the first floor(fraction * n) are the validation split."""
+    order = np.arange(n)
+    np.random.RandomState(seed).shuffle(order)
+    cut = int(np.floor(fraction * n))
+    return order[cut:], order[:cut]
+
+
+def select(root: Path, names: list[str] | None) -> tuple[list[ClassificationSet], list[str]]:
+    """(the datasets to run, one line per dataset not found): all that are under `root`, or those named, each of
+    which must be there."""
+    if names:
+        unknown = [n for n in names if n not in DATASETS]
+        if unknown:
+            raise UserError(f"unknown cls-linear dataset(s) {', '.join(unknown)}; known: {', '.join(DATASETS)}")
+        absent = [f"{n} (looked for {root / DATASETS[n].where})" for n in names if not (root / DATASETS[n].where)
+                  .is_dir()]
+        if absent:
+            raise UserError(f"cls-linear dataset(s) not found: {'; '.join(absent)}")
+        return [DATASETS[n] for n in names], []
+    found = [s for s in DATASETS.values() if (root / s.where).is_dir()]
+    skipped = [f"{s.name}: not found at {root / s.where} ({s.source})" for s in DATASETS.values() if s not in found]
+    if not found:
+        raise UserError(f"no cls-linear dataset under {root}: looked for " + ", ".join(
+            f"{s.where}/ ({s.name})" for s in DATASETS.values()))
+    return found, skipped
+
+
+def read_split(spec: ClassificationSet, root: Path, split: str, transform: Callable | None = None) -> Dataset:
+    """One split, or one clear error naming the dataset and what its reader missed."""
+    try:
+        return spec.read(root, split, transform)
+    except UserError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError) as e:
+        raise UserError(f"{spec.title} under {root / spec.where} cannot be read ({split} split): {e}") from None
+
+
+def image_paths(dataset: Dataset) -> list[str] | None:
+    """The files behind a torchvision dataset, for naming a bad one (None for arrays)."""
+    for attribute in ("_image_files", "_images"):
+        paths = getattr(dataset, attribute, None)
+        if paths is not None:
+            return [str(p) for p in paths]
+    return None
+
+
+def labels_of(dataset: Dataset) -> torch.Tensor:
+    labels = getattr(dataset, "_labels", None)
+    if labels is None:
+        labels = dataset.labels
+    return torch.as_tensor(np.asarray(labels), dtype=torch.long)

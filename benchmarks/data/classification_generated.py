@@ -1,0 +1,145 @@
+"""Tiny datasets written in the official on-disk layouts of the cls-linear datasets (benchmarks/data/classification.py):
+what the readers are tested on and what `cls-linear`'s smoke schedule runs on.
+
+Every class is a colour with noise, so a linear classifier on any features separates them; a few classes and a
+few images per split, of sizes between 36 and 60 px. The files are what each reader parses: CIFAR's python
+pickles (Python 2 protocol, bytes keys), DTD's `labels/{train,val,test}1.txt`, Aircraft's `variants.txt` and
+`images_variant_{split}.txt`, Food-101's `meta/{classes.txt,train.json,test.json}`, Pets'
+`annotations/{trainval,test}.txt` (`Image CLASS-ID SPECIES BREED-ID`).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pretrain.data.generated import write_once
+
+CLASSES = 3
+PER_SPLIT = {"train": 8, "val": 3, "test": 4}  # images per class; carved datasets put train + val in train
+
+
+def _image(rng: np.random.Generator, label: int) -> Image.Image:
+    height, width = (int(v) for v in rng.integers(36, 61, 2))
+    colour = np.array([(label * 97 + 40) % 256, (label * 151 + 90) % 256, (label * 53 + 160) % 256], np.float32)
+    pixels = colour + rng.normal(0, 25, (height, width, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def _cifar_pickle(obj: dict) -> bytes:
+    return pickle.dumps({k.encode(): v for k, v in obj.items()}, protocol=2)
+
+
+def _cifar_arrays(rng: np.random.Generator, count: int) -> tuple[np.ndarray, list[int]]:
+    labels = [i % CLASSES for i in range(count)]
+    images = np.stack([np.asarray(_image(rng, label).resize((32, 32))) for label in labels])
+    return images.transpose(0, 3, 1, 2).reshape(count, 3072), labels
+
+
+def _cifar10(root: Path, rng: np.random.Generator) -> None:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    names = [f"class{c}".encode() for c in range(CLASSES)]
+    (folder / "batches.meta").write_bytes(_cifar_pickle({"label_names": names, "num_cases_per_batch": 6}))
+    for member, count in [(f"data_batch_{i}", 6) for i in range(1, 6)] + [("test_batch", 12)]:
+        data, labels = _cifar_arrays(rng, count)
+        (folder / member).write_bytes(_cifar_pickle({"batch_label": member.encode(), "labels": labels, "data": data,
+                                                     "filenames": [f"{member}_{i}.png".encode()
+                                                                   for i in range(count)]}))
+
+
+def _cifar100(root: Path, rng: np.random.Generator) -> None:
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    fine = [f"fine{c}".encode() for c in range(CLASSES)]
+    (folder / "meta").write_bytes(_cifar_pickle({"fine_label_names": fine, "coarse_label_names": [b"all"]}))
+    for member, count in (("train", 33), ("test", 12)):
+        data, labels = _cifar_arrays(rng, count)
+        (folder / member).write_bytes(_cifar_pickle({"batch_label": member.encode(), "fine_labels": labels,
+                                                     "coarse_labels": [0] * count, "data": data}))
+
+
+def _dtd(root: Path, rng: np.random.Generator) -> None:
+    folder = root / "dtd" / "dtd"
+    classes = [f"texture{c}" for c in range(CLASSES)]
+    for split, count in PER_SPLIT.items():
+        lines = []
+        for c, name in enumerate(classes):
+            (folder / "images" / name).mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                file = f"{name}_{split}{i:04d}.jpg"
+                _image(rng, c).save(folder / "images" / name / file, quality=90)
+                lines.append(f"{name}/{file}")
+        (folder / "labels").mkdir(parents=True, exist_ok=True)
+        (folder / "labels" / f"{split}1.txt").write_text("\n".join(lines) + "\n")
+
+
+def _aircraft(root: Path, rng: np.random.Generator) -> None:
+    data = root / "fgvc-aircraft-2013b" / "data"
+    (data / "images").mkdir(parents=True)
+    variants = [f"7{c}7-{c}00" for c in range(CLASSES)]  # names with a space-free form, as "707-320"
+    variants[0] = "A300B4"
+    (data / "variants.txt").write_text("\n".join(variants) + "\n")
+    image_id = 1000000
+    for split, count in PER_SPLIT.items():
+        lines = []
+        for c, variant in enumerate(variants):
+            for _ in range(count):
+                image_id += 1
+                _image(rng, c).save(data / "images" / f"{image_id:07d}.jpg", quality=90)
+                lines.append(f"{image_id:07d} {variant}")
+        (data / f"images_variant_{split}.txt").write_text("\n".join(lines) + "\n")
+
+
+def _food101(root: Path, rng: np.random.Generator) -> None:
+    base = root / "food-101"
+    classes = [f"dish_{c}" for c in range(CLASSES)]
+    (base / "meta").mkdir(parents=True)
+    (base / "meta" / "classes.txt").write_text("\n".join(classes) + "\n")
+    counter = 0
+    for split, count in (("train", PER_SPLIT["train"] + PER_SPLIT["val"]), ("test", PER_SPLIT["test"])):
+        listing = {}
+        for c, name in enumerate(classes):
+            (base / "images" / name).mkdir(parents=True, exist_ok=True)
+            listing[name] = []
+            for _ in range(count):
+                counter += 1
+                _image(rng, c).save(base / "images" / name / f"{counter}.jpg", quality=90)
+                listing[name].append(f"{name}/{counter}")
+        (base / "meta" / f"{split}.json").write_text(json.dumps(listing))
+
+
+def _pets(root: Path, rng: np.random.Generator) -> None:
+    base = root / "oxford-iiit-pet"
+    (base / "images").mkdir(parents=True)
+    (base / "annotations").mkdir(parents=True)
+    breeds = [("Abyssinian", 1), ("american_bulldog", 2), ("Bengal", 1)][:CLASSES]
+    for split, count in (("trainval", PER_SPLIT["train"] + PER_SPLIT["val"]), ("test", PER_SPLIT["test"])):
+        lines = []
+        for c, (breed, species) in enumerate(breeds):
+            for i in range(count):
+                image_id = f"{breed}_{split}{i}"
+                _image(rng, c).save(base / "images" / f"{image_id}.jpg", quality=90)
+                lines.append(f"{image_id} {c + 1} {species} {i + 1}")
+        (base / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")
+
+
+WRITERS = {"aircraft": _aircraft, "cifar10": _cifar10, "cifar100": _cifar100, "dtd": _dtd, "food101": _food101,
+           "pets": _pets}
+
+
+def generate_classification(base: str | Path = "data/generated", seed: int = 0) -> Path:
+    """Every dataset's tiny copy under one root (`<base>/cls-linear-<seed>/`), written once."""
+    root = Path(base) / f"cls-linear-{seed}"
+
+    def write(tmp: Path) -> None:
+        for index, writer in enumerate(WRITERS.values()):
+            writer(tmp, np.random.default_rng([seed, index]))
+        (tmp / "generated.json").write_text(json.dumps({"generator": __name__, "seed": seed,
+                                                        "datasets": list(WRITERS), "classes": CLASSES}))
+
+    return write_once(root, "generated.json", write)

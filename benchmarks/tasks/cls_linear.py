@@ -1,0 +1,50 @@
+"""Classification transfer: the many-shot linear protocol over the standard datasets (frozen features)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.registry import Benchmark, Column, register
+from benchmarks.spec import RunSpec, TrainResult
+
+
+def run(spec: RunSpec) -> TrainResult:
+    from benchmarks.frameworks.cls_linear import run_cls_linear
+
+    return run_cls_linear(spec)
+
+
+def check_opts(opts: tuple[str, ...]) -> None:
+    from benchmarks.data.classification import DATASETS
+    from benchmarks.frameworks.cls_linear import chosen_datasets
+    from pretrain.errors import UserError
+
+    unknown = [name for name in chosen_datasets(opts) or [] if name not in DATASETS]
+    if unknown:
+        raise UserError(f"unknown cls-linear dataset(s) {', '.join(unknown)}; known: {', '.join(DATASETS)}")
+
+
+def embedded_datasets() -> Path:
+    from benchmarks.data.classification_generated import generate_classification
+
+    return generate_classification()
+
+
+def _columns() -> tuple[Column, ...]:
+    from benchmarks.data.classification import DATASETS
+
+    return (*(Column("cls", name, name) for name in DATASETS), Column("cls", "mean", "mean"),
+            Column("cls", "datasets", "datasets"))
+
+
+register(Benchmark(
+    name="cls-linear", framework="frozen",
+    title="Classification transfer: many-shot linear evaluation (logistic regression on frozen features)",
+    required_files=(), embedded_data=embedded_datasets, run=run, columns=_columns(),
+    required=(("cls", "mean"),), headline=("mean",), compared_metrics=("mean",),
+    schedules=("many-shot", "smoke"), embedded_schedules=("smoke",), demo_schedule="smoke", converts=False,
+    multi_process=False, by_method=True, check_opts=check_opts,
+    note="each dataset's own metric on its test split (top-1; mean per-class accuracy for Aircraft and Pets), C "
+         "chosen on its validation split; mean = the mean over the datasets the run found (datasets = how many): "
+         "compare means over the same datasets only",
+))

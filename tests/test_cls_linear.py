@@ -1,0 +1,164 @@
+"""cls-linear, the many-shot linear protocol: fits and C search against scikit-learn's LogisticRegression (the
+reference's solver), the reference's validation draw, each reader on generated files in its official layout, the
+missing-dataset errors, the feature cache, and a run end to end."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+
+from benchmarks.data.classification import DATASETS, carve_validation, labels_of, read_split, select
+from benchmarks.data.classification_generated import CLASSES, PER_SPLIT, generate_classification
+from benchmarks.frameworks.cls_linear import WD_GRID, Split, evaluate, metric_value, search_C
+from benchmarks.frameworks.logistic import fit, l2_of_C
+from pretrain.errors import UserError
+
+
+def _gaussians(seed: int, classes: int = 3, dim: int = 20, train: int = 60, val: int = 600, spread: float = 0.25
+               ) -> tuple[Split, Split]:
+    """Classes as overlapping Gaussians in 20 dimensions, few training images: a middle C wins on validation."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, dim, generator=g) * spread
+
+    def draw(n: int) -> Split:
+        labels = torch.arange(n) % classes
+        return Split((centres[labels] + torch.randn(n, dim, generator=g)).double(), labels)
+
+    return draw(train), draw(val)
+
+
+def _reference_search(train: Split, val: Split) -> tuple[float, dict[float, float]]:
+    """ssl-transfer's loop with scikit-learn, run to convergence: C = 1 / wd over the grid, warm starts, a best kept
+    only when strictly higher."""
+    model = LogisticRegression(warm_start=True, max_iter=10000, tol=1e-10)
+    best, best_C, scores = 0.0, None, {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for wd in WD_GRID:
+            model.set_params(C=1.0 / wd)
+            model.fit(train.features.numpy(), train.labels.numpy())
+            scores[1.0 / wd] = 100.0 * model.score(val.features.numpy(), val.labels.numpy())
+            if scores[1.0 / wd] > best:
+                best, best_C = scores[1.0 / wd], 1.0 / wd
+    return best_C, scores
+
+
+def test_the_fit_is_scikit_learns_multinomial_and_binary_logistic_regression():
+    train, val = _gaussians(0, dim=8, train=200)
+    for C in (1e-3, 0.1, 10.0):
+        ours = fit(train.features, train.labels, 3, l2_of_C(C, 200), max_iter=1000)
+        theirs = LogisticRegression(C=C, tol=1e-12, max_iter=100000).fit(train.features.numpy(),
+                                                                           train.labels.numpy())
+        logits = ours.scores(val.features).numpy()
+        reference = theirs.decision_function(val.features.numpy())
+        # softmax logits are defined up to a shift per image
+        centred = [a - a.mean(1, keepdims=True) for a in (logits, reference)]
+        assert np.abs(centred[0] - centred[1]).max() < 1e-3, C
+        assert (logits.argmax(1) == theirs.predict(val.features.numpy())).all()
+    # one binary label: scikit-learn's one weight vector
+    binary = (train.labels == 1).long()
+    ours = fit(train.features, binary, 2, l2_of_C(0.5, 200), binary=True, max_iter=1000)
+    theirs = LogisticRegression(C=0.5, tol=1e-12, max_iter=100000).fit(train.features.numpy(), binary.numpy())
+    assert np.abs(ours.scores(val.features).numpy() - theirs.decision_function(val.features.numpy())).max() < 1e-4
+
+
+def test_the_search_chooses_scikit_learns_C_and_warm_starts_reach_the_same_optimum_in_fewer_iterations():
+    train, val = _gaussians(1)
+    reference_C, reference_scores = _reference_search(train, val)
+    warm = search_C(train, val, "top1", 3)
+    assert warm.best_C == reference_C and 0.01 < warm.best_C < 1.0  # a clear case: a middle C, not an end
+    # every validation score equals the converged reference's, but at the strongest penalties (C < 1e-4), where
+    # the weights are ~1e-5 and images tie to rounding
+    assert {C: s for C, s in warm.scores.items() if C > 1e-4} == {C: s for C, s in reference_scores.items()
+                                                                 if C > 1e-4}
+    cold = search_C(train, val, "top1", 3, warm=False)
+    assert cold.best_C == warm.best_C and cold.scores[cold.best_C] == warm.scores[warm.best_C]
+    assert warm.iterations < cold.iterations, (warm.iterations, cold.iterations)
+    test = _gaussians(2, train=300)[0]
+    row = evaluate(train, val, test, "top1", 3)
+    refit = LogisticRegression(C=reference_C, tol=1e-12, max_iter=100000).fit(
+        torch.cat([train.features, val.features]).numpy(), torch.cat([train.labels, val.labels]).numpy())
+    assert row["C"] == reference_C
+    assert row["score"] == pytest.approx(100.0 * refit.score(test.features.numpy(), test.labels.numpy()))
+
+
+def test_mean_per_class_accuracy_is_balanced_accuracy():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 2])
+    scores = torch.nn.functional.one_hot(torch.tensor([0, 1, 0, 1, 1, 2, 0, 2, 2, 1]), 3).double()
+    assert metric_value("mean_per_class", scores, labels) == pytest.approx(
+        100 * balanced_accuracy_score(labels.numpy(), scores.argmax(1).numpy()))
+    assert metric_value("top1", scores, labels) == pytest.approx(70.0)
+
+
+def test_the_carved_validation_split_is_the_references_draw():
+    indices = list(range(137))
+    np.random.seed(0)  # ssl-transfer: np.random.seed(random_seed); np.random.shuffle(indices); first 20 %
+    np.random.shuffle(indices)
+    train, held = carve_validation(137)
+    assert held.tolist() == indices[:27] and train.tolist() == indices[27:]
+
+
+def test_every_reader_reads_its_official_layout_and_a_missing_dataset_is_one_line(tmp_path):
+    root = generate_classification(tmp_path)
+    found, skipped = select(root, None)
+    assert [d.name for d in found] == list(DATASETS) and skipped == []
+    expected = {"predefined": {s: n * CLASSES for s, n in PER_SPLIT.items()},
+                "carved": {"train": (PER_SPLIT["train"] + PER_SPLIT["val"]) * CLASSES, "test": 12}}
+    for dataset in found:
+        for split, count in expected[dataset.validation].items():
+            if dataset.name == "cifar10" and split == "train":
+                count = 30  # five batches of six
+            data = read_split(dataset, root, split, transform=lambda image: torch.tensor(image.size))
+            labels = labels_of(data)
+            assert len(data) == count and sorted(set(labels.tolist())) == list(range(CLASSES)), dataset.name
+            size, label = data[0]
+            assert label == labels[0] and (size >= 32).all()  # the transform was applied to the PIL image
+    # one dataset gone: skipped with where it was looked for; named, it is an error; none at all, an error
+    shutil.rmtree(root / "oxford-iiit-pet")
+    found, skipped = select(root, None)
+    assert "pets" not in [d.name for d in found]
+    assert skipped == [f"pets: not found at {root / 'oxford-iiit-pet'} ({DATASETS['pets'].source})"]
+    with pytest.raises(UserError, match=r"^cls-linear dataset\(s\) not found: pets \(looked for .*oxford-iiit-pet\)$"):
+        select(root, ["dtd", "pets"])
+    with pytest.raises(UserError, match=r"unknown cls-linear dataset\(s\) imagenet; known: aircraft, cifar10"):
+        select(root, ["imagenet"])
+    with pytest.raises(UserError, match=r"^no cls-linear dataset under .*empty: looked for fgvc-aircraft-2013b/"):
+        select(tmp_path / "empty", None)
+    # incomplete: a label list gone, one line naming the dataset and the file
+    (root / "dtd" / "dtd" / "labels" / "val1.txt").unlink()
+    with pytest.raises(UserError, match=r"^DTD under .*dtd/dtd cannot be read \(val split\): .*val1.txt"):
+        read_split(DATASETS["dtd"], root, "val")
+    (root / "cifar-10-batches-py" / "data_batch_3").unlink()
+    with pytest.raises(UserError, match=r"^CIFAR-10 incomplete at .*: missing data_batch_3$"):
+        read_split(DATASETS["cifar10"], root, "train")
+
+
+def test_a_run_extracts_features_once_and_scores_every_dataset(tmp_path, monkeypatch):
+    from benchmarks.commands.dryrun import random_backbone
+    from benchmarks.runner import run_benchmark
+    from pretrain.files import read_json
+
+    ckpt = random_backbone(tmp_path, "resnet18")
+    root = generate_classification(tmp_path / "data")
+    run_dir = run_benchmark("cls-linear", ckpt, "frozen", "smoke", data=root, out=tmp_path / "runs", device="cpu",
+                            opts=["datasets=dtd,cifar10"])
+    result = read_json(run_dir / "result.json")
+    assert result["status"] == "finished" and set(result["metrics"]["cls"]) == {"dtd", "cifar10", "mean", "datasets"}
+    assert result["metrics"]["cls"]["datasets"] == 2.0
+    cached = sorted(p.name for p in (tmp_path / "runs" / "cls-linear" / "frozen" / "feature-cache").rglob("*.pt"))
+    assert cached == ["cifar10-test-64px.pt", "cifar10-train-64px.pt", "dtd-test-64px.pt", "dtd-train-64px.pt",
+                      "dtd-val-64px.pt"]
+    # another run of the checkpoint reads the cached features: no image is decoded again
+    import benchmarks.frameworks.frozen as frozen
+
+    monkeypatch.setattr(frozen, "pooled_features", lambda *a, **k: pytest.fail("features extracted again"))
+    again = run_benchmark("cls-linear", ckpt, "frozen", "smoke", data=root, out=tmp_path / "runs", device="cpu",
+                          opts=["datasets=dtd"], seed=1)
+    assert read_json(again / "result.json")["metrics"]["cls"]["dtd"] == result["metrics"]["cls"]["dtd"]
