@@ -8,7 +8,7 @@ TEST_ARGS ?=
 
 RUN_ARGS = $(if $(DATA),--data $(DATA)) $(if $(OUT),--out $(OUT))
 
-.PHONY: install test lint demo pretrain-sl pretrain-slmlp pretrain-look pretrain-all export bench-coco bench-voc-det bench-voc bench-ade bench-probe bench-reference probe-seeds bench-proxy data-fmnist bench-dryrun tables bench-pretrain-speed bench-data-speed gpu-check clean-runs
+.PHONY: install test lint demo pretrain-sl pretrain-slmlp pretrain-look pretrain-all export bench-coco bench-voc-det bench-voc bench-ade bench-cls bench-probe bench-reference probe-seeds bench-proxy data-fmnist bench-dryrun tables bench-pretrain-speed bench-data-speed gpu-check clean-runs
 
 install: $(STAMP)
 
@@ -94,6 +94,14 @@ bench-voc: $(STAMP)
 bench-ade: $(STAMP)
 	@test -n "$(CKPT)" || { echo "usage: make bench-ade CKPT=path [DATA=ADEChallengeData2016] [SCHEDULE=1x|2x|smoke] [GPUS=4] [PLAN=1]"; exit 2; }
 	$(PY) -m benchmarks run ade20k --ckpt $(CKPT) --framework mmseg $(BENCH_RUN_ARGS)
+
+# Classification transfer, the many-shot linear protocol on frozen features: every dataset found under DATA (the
+# folder torchvision's dataset classes take as root; docs/benchmarks.md#classification-transfer-cls-linear), or
+# DATASETS=cifar10,dtd,...: make bench-cls CKPT=... [DATA=root] [DATASETS=...]; without DATA, the smoke schedule
+bench-cls: $(STAMP)
+	@test -n "$(CKPT)" || { echo "usage: make bench-cls CKPT=path [DATA=root] [DATASETS=name,name] [PLAN=1]"; exit 2; }
+	$(PY) -m benchmarks run cls-linear --ckpt $(CKPT) --framework frozen $(if $(SCHEDULE),--schedule $(SCHEDULE)) \
+	  --device $(DEVICE) $(if $(DATA),--data $(DATA)) $(if $(DATASETS),--opts datasets=$(DATASETS)) $(if $(PLAN),--plan)
 
 # Frozen-feature probe of a backbone on an ImageFolder train/val pair (default: the embedded data by
 # sub-mode, i.e. coarse-to-fine): make bench-probe CKPT=... [DATA=dir with train/ val/ [coarse_map.csv]]

@@ -21,10 +21,11 @@ def _declaration(**changes) -> Benchmark:
 
 def test_the_shipped_benchmarks_are_registered_once_each():
     keys = [b.key for b in all_benchmarks()]
-    assert sorted(keys) == [("ade20k", "mmseg"), ("coco", "detectron2"), ("coco", "mmdet"), ("probe", "frozen"),
-                            ("voc", "mmseg"), ("voc-det", "detectron2")]
+    assert sorted(keys) == [("ade20k", "mmseg"), ("cls-linear", "frozen"), ("coco", "detectron2"), ("coco", "mmdet"),
+                            ("probe", "frozen"), ("voc", "mmseg"), ("voc-det", "detectron2")]
     assert task_table("coco").headline == ("AP_bb", "AP_mk")  # both frameworks declare the same table
     assert "probe:frozen:standard" in demo_runs() and "coco:mmdet:smoke" in demo_runs()
+    assert "cls-linear:frozen:smoke" in demo_runs()
     with pytest.raises(ValueError, match="registered twice"):
         register(get_benchmark("voc", "mmseg"))
 
@@ -119,7 +120,8 @@ def test_the_schedule_a_run_on_real_data_takes_is_its_published_references():
     from benchmarks.reference import Reference
 
     chosen = {b.key: b.protocol_schedule for b in all_benchmarks()}
-    assert chosen == {("ade20k", "mmseg"): "1x", ("coco", "detectron2"): "1x", ("coco", "mmdet"): "1x",
+    assert chosen == {("ade20k", "mmseg"): "1x", ("cls-linear", "frozen"): "many-shot", ("coco", "detectron2"): "1x",
+                      ("coco", "mmdet"): "1x",
                       ("probe", "frozen"): "standard", ("voc", "mmseg"): "1x", ("voc-det", "detectron2"): "24k"}
     for b in all_benchmarks():
         published = [s for s, r in b.references.items() if isinstance(r, Reference) and r.published]

@@ -107,9 +107,8 @@ def evaluate(train: Split, val: Split, test: Split, metric: str, num_classes: in
 
 
 def feature_cache(spec: RunSpec) -> Path:
-    """Shared by every run of a checkpoint under one --out (the run directory is <out>/<task>/<framework>/
-    <schedule>/<checkpoint>/seed<k>/work): features do not depend on the seed, the schedule's size is in the
-    file name."""
+    """Shared by every run of a checkpoint under one --out: `<out>/cls-linear/frozen/feature-cache` (a run's
+    work folder is four levels below). Features do not depend on the seed; the image size is in the file name."""
     return spec.work_dir.parents[3] / "feature-cache"
 
 
@@ -205,3 +204,20 @@ def run_cls_linear(spec: RunSpec) -> TrainResult:
                            "tolerance_change": TOLERANCE_CHANGE, "warm_start": "along the grid, weakest first"},
                 "per_dataset": details}
     return TrainResult(json.dumps(resolved, indent=1), {"cls": metrics}, {"world_size": 1})
+
+
+def protocol_settings(schedule: str, datasets: list[str]) -> dict[str, Any]:
+    """Our protocol as comparable settings (`python -m benchmarks protocols`), for these datasets."""
+    from benchmarks.data.classification import DATASETS
+
+    return {
+        "image_size": IMAGE_SIZE[schedule], "resize": "short side, bicubic", "crop": "centre",
+        "normalisation": "the backbone's recorded mean and std (ImageNet's)", "features": "global average pool",
+        "wd_grid": "logspace(-6, 5, 45)", "C": "1 / wd", "selection": "first strictly best validation score, wd "
+                                                                       "ascending",
+        "validation.fraction": VALIDATION["fraction"], "validation.seed": VALIDATION["seed"],
+        "validation.predefined": sorted(n for n in datasets if DATASETS[n].validation == "predefined"),
+        "refit": "train + val", "solver.name": "L-BFGS, torch, float64", "solver.max_iter": MAX_ITER[schedule],
+        "solver.tol": f"gradient 1e-7, change {TOLERANCE_CHANGE:g}", "solver.warm_start": True,
+        "preprocessing": "none (raw features)", **{f"metric.{n}": DATASETS[n].metric for n in datasets},
+    }

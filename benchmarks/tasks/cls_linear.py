@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmarks.cls_linear_reference import MANY_SHOT, built_semantics, compare_reference
 from benchmarks.registry import Benchmark, Column, register
 from benchmarks.spec import RunSpec, TrainResult
 
@@ -43,7 +44,8 @@ register(Benchmark(
     required_files=(), embedded_data=embedded_datasets, run=run, columns=_columns(),
     required=(("cls", "mean"),), headline=("mean",), compared_metrics=("mean",),
     schedules=("many-shot", "smoke"), embedded_schedules=("smoke",), demo_schedule="smoke", converts=False,
-    multi_process=False, by_method=True, check_opts=check_opts,
+    multi_process=False, by_method=True, check_opts=check_opts, references={"many-shot": MANY_SHOT},
+    compare_reference=compare_reference, built_semantics=built_semantics,
     note="each dataset's own metric on its test split (top-1; mean per-class accuracy for Aircraft and Pets), C "
          "chosen on its validation split; mean = the mean over the datasets the run found (datasets = how many): "
          "compare means over the same datasets only",
