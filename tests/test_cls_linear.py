@@ -16,7 +16,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from benchmarks.data.classification import DATASETS, carve_validation, labels_of, read_split, select
 from benchmarks.data.classification_generated import CLASSES, PER_SPLIT, generate_classification
-from benchmarks.frameworks.cls_linear import WD_GRID, Split, evaluate, metric_value, search_C
+from benchmarks.frameworks.cls_linear import WD_GRID, Split, evaluate, metric_value, search_C, voc07_average_precision
 from benchmarks.frameworks.logistic import fit, l2_of_C
 from pretrain.errors import UserError
 
@@ -97,6 +97,36 @@ def test_mean_per_class_accuracy_is_balanced_accuracy():
     assert metric_value("top1", scores, labels) == pytest.approx(70.0)
 
 
+def _reference_voc_ap(targets: np.ndarray, scores: np.ndarray) -> float:
+    """ssl-transfer's voc_eval_cls: scikit-learn's precision-recall curve, then the 11-point VOC2007 AP."""
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, _ = precision_recall_curve(targets, scores)
+    return sum((precision[recall >= t].max() if (recall >= t).any() else 0.0) / 11 for t in np.linspace(0, 1, 11))
+
+
+def test_voc2007_map_is_the_references_11_point_ap_and_its_search_fits_one_binary_model_per_class():
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        targets = (rng.random(40) < 0.3).astype(int)
+        targets[trial % 40] = 1
+        scores = np.round(rng.normal(size=40) + targets * rng.uniform(0, 2), 1)  # rounded: ties between images
+        assert voc07_average_precision(torch.tensor(scores), torch.tensor(targets)) == pytest.approx(
+            _reference_voc_ap(targets, scores), abs=1e-12), trial
+    # multi-label: per class a binary model, scored by its decision values; mAP = the mean over classes
+    train, val = _gaussians(3, dim=8, train=120, val=60)
+    multi = lambda split: Split(split.features, torch.nn.functional.one_hot(split.labels, 3))  # noqa: E731
+    search = search_C(multi(train), multi(val), "map11", 3, grid=WD_GRID[::11])
+    for C, score in search.scores.items():
+        per_class = []
+        for c in range(3):
+            model = LogisticRegression(C=C, tol=1e-12, max_iter=100000).fit(train.features.numpy(),
+                                                                           (train.labels == c).numpy())
+            decision = model.decision_function(val.features.numpy())
+            per_class.append(_reference_voc_ap((val.labels == c).numpy(), decision))
+        assert score == pytest.approx(100 * np.mean(per_class), abs=1e-9), C
+
+
 def test_the_carved_validation_split_is_the_references_draw():
     indices = list(range(137))
     np.random.seed(0)  # ssl-transfer: np.random.seed(random_seed); np.random.shuffle(indices); first 20 %
@@ -112,14 +142,20 @@ def test_every_reader_reads_its_official_layout_and_a_missing_dataset_is_one_lin
     expected = {"predefined": {s: n * CLASSES for s, n in PER_SPLIT.items()},
                 "carved": {"train": (PER_SPLIT["train"] + PER_SPLIT["val"]) * CLASSES, "test": 12}}
     for dataset in found:
-        for split, count in expected[dataset.validation].items():
-            if dataset.name == "cifar10" and split == "train":
-                count = 30  # five batches of six
+        counts = expected[dataset.validation]
+        if dataset.name == "cifar10":
+            counts = {"train": 30, "test": 12}  # five batches of six
+        if dataset.name == "voc2007":
+            counts = {"train": 12, "val": 12, "test": 20}  # VOC's halves of trainval, and test
+        for split, count in counts.items():
             data = read_split(dataset, root, split, transform=lambda image: torch.tensor(image.size))
             labels = labels_of(data)
-            assert len(data) == count and sorted(set(labels.tolist())) == list(range(CLASSES)), dataset.name
             size, label = data[0]
-            assert label == labels[0] and (size >= 32).all()  # the transform was applied to the PIL image
+            assert len(data) == count and (size >= 32).all(), dataset.name  # the transform saw the PIL image
+            if dataset.metric == "map11":  # 20 binary labels, every class positive in every split
+                assert labels.shape == (count, 20) and (labels.sum(0) > 0).all() and torch.equal(label, labels[0])
+            else:
+                assert sorted(set(labels.tolist())) == list(range(CLASSES)) and label == labels[0], dataset.name
     # one dataset gone: skipped with where it was looked for; named, it is an error; none at all, an error
     shutil.rmtree(root / "oxford-iiit-pet")
     found, skipped = select(root, None)

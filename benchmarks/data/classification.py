@@ -7,17 +7,21 @@ official archive unpacked where `torchvision.datasets.X(DATA, download=True)` pu
   cifar-100-python/               CIFAR-100's python archive, unpacked
   dtd/dtd/{images,labels}/        DTD r1.0.1
   fgvc-aircraft-2013b/data/       FGVC-Aircraft 2013b
+  flowers-102/{jpg,imagelabels.mat,setid.mat}  Flowers-102
   food-101/{images,meta}/         Food-101
   oxford-iiit-pet/{images,annotations}/  Oxford-IIIT Pets
+  VOCdevkit/VOC2007/              PASCAL VOC 2007 (trainval and test)
 
-torchvision's classes read DTD, FGVC-Aircraft, Food-101 and Pets. CIFAR is read by our reader of the python
-pickles (`benchmarks/data/cifar100.py`): torchvision's CIFAR classes check the official files' md5 sums, so they
-refuse the generated files the tests use in the same layout, and they unpickle with `pickle.load`, which runs
-whatever a pickle names; ours accepts only arrays, lists and names.
+torchvision's classes read DTD, FGVC-Aircraft, Food-101, Pets, Flowers-102 (its md5 check of the two .mat files
+replaced by an existence check, so that generated files in the same layout pass) and VOC2007 (`VOCDetection`
+lists and parses the files; the 20 image-level labels are derived here). CIFAR is read by our reader of the
+python pickles (`benchmarks/data/cifar100.py`): torchvision's CIFAR classes check the official files' md5 sums,
+so they refuse the generated files the tests use in the same layout, and they unpickle with `pickle.load`, which
+runs whatever a pickle names; ours accepts only arrays, lists and names.
 
-Splits are the protocol's (ssl-transfer's `linear.py`): DTD and Aircraft have their own validation split
-(DTD's first partition; Aircraft's variants, 100 classes); the others carve theirs from the training split
-(`carve_validation`). Pets' training split is its `trainval` list.
+Splits are the protocol's (ssl-transfer's `linear.py`): DTD, Aircraft, Flowers-102 and VOC2007 have their own
+validation split (DTD's first partition; Aircraft's variants, 100 classes; VOC2007's train / val); the others
+carve theirs from the training split (`carve_validation`). Pets' training split is its `trainval` list.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from torchvision.datasets import Flowers102
 
 from pretrain.errors import UserError
 
@@ -89,6 +94,45 @@ def _cifar100(root: Path, split: str, transform: Callable | None) -> Dataset:
     return ArrayImages(data.images, data.fine, transform)
 
 
+class Flowers102Files(Flowers102):
+    """torchvision's reader, its md5 check of the two .mat files replaced by a check that they exist."""
+
+    def _check_integrity(self) -> bool:
+        base = Path(self.root) / "flowers-102"
+        return (base / "jpg").is_dir() and all((base / name).is_file() for name in ("imagelabels.mat", "setid.mat"))
+
+
+class VOC2007Labels(Dataset):
+    """VOC2007 as 20 binary labels per image (torchvision's `VOCDetection` lists and parses the files): a class
+    is positive when the image has an object of it not marked difficult, the `1` of the devkit's
+    `ImageSets/Main/<class>_<split>.txt`; images with only difficult ones (`0` there) count as negatives, as in
+    the reference (`target == 1`)."""
+
+    def __init__(self, root: Path, split: str, transform: Callable | None):
+        import xml.etree.ElementTree as ET
+
+        from torchvision.datasets import VOCDetection
+
+        from benchmarks.data.voc_detection import VOC_CLASSES
+
+        voc = VOCDetection(str(root), year="2007", image_set=split)
+        self.labels = np.zeros((len(voc), len(VOC_CLASSES)), dtype=np.int64)
+        for index, path in enumerate(voc.annotations):
+            objects = voc.parse_voc_xml(ET.parse(path).getroot())["annotation"].get("object", [])
+            for obj in objects:
+                if obj.get("difficult", "0") != "1":
+                    self.labels[index, VOC_CLASSES.index(obj["name"])] = 1
+        self._image_files, self.transform = list(voc.images), transform
+
+    def __len__(self) -> int:
+        return len(self._image_files)
+
+    def __getitem__(self, index: int) -> tuple[Any, torch.Tensor]:
+        with Image.open(self._image_files[index]) as image:
+            image = image.convert("RGB")
+        return (self.transform(image) if self.transform else image), torch.from_numpy(self.labels[index])
+
+
 def _torchvision(cls_name: str, split_names: dict[str, str], **kwargs: Any
                  ) -> Callable[[Path, str, Callable | None], Dataset]:
     def read(root: Path, split: str, transform: Callable | None) -> Dataset:
@@ -115,9 +159,17 @@ DATASETS: dict[str, ClassificationSet] = {s.name: s for s in (
     ClassificationSet("food101", "Food-101", "top1", 101, "food-101", "carved",
                       _torchvision("Food101", {"train": "train", "test": "test"}),
                       "https://data.vision.ee.ethz.ch/cvl/datasets_extra/food-101/ (food-101.tar.gz)"),
+    ClassificationSet("flowers102", "Flowers-102", "mean_per_class", 102, "flowers-102", "predefined",
+                      lambda root, split, transform: Flowers102Files(str(root), split=split, transform=transform),
+                      "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/ (102flowers.tgz, imagelabels.mat, "
+                      "setid.mat, under DATA/flowers-102/)"),
     ClassificationSet("pets", "Oxford-IIIT Pets", "mean_per_class", 37, "oxford-iiit-pet", "carved",
                       _torchvision("OxfordIIITPet", {"train": "trainval", "test": "test"}),
                       "https://www.robots.ox.ac.uk/~vgg/data/pets/ (images.tar.gz and annotations.tar.gz)"),
+    ClassificationSet("voc2007", "VOC2007 classification", "map11", 20, "VOCdevkit/VOC2007", "predefined",
+                      VOC2007Labels,
+                      "http://host.robots.ox.ac.uk/pascal/VOC/voc2007/ (VOCtrainval_06-Nov-2007.tar, "
+                      "VOCtest_06-Nov-2007.tar)"),
 )}
 
 

@@ -4,8 +4,10 @@ what the readers are tested on and what `cls-linear`'s smoke schedule runs on.
 Every class is a colour with noise, so a linear classifier on any features separates them; a few classes and a
 few images per split, of sizes between 36 and 60 px. The files are what each reader parses: CIFAR's python
 pickles (Python 2 protocol, bytes keys), DTD's `labels/{train,val,test}1.txt`, Aircraft's `variants.txt` and
-`images_variant_{split}.txt`, Food-101's `meta/{classes.txt,train.json,test.json}`, Pets'
-`annotations/{trainval,test}.txt` (`Image CLASS-ID SPECIES BREED-ID`).
+`images_variant_{split}.txt`, Flowers-102's `imagelabels.mat` and `setid.mat` (MATLAB files, 1-based),
+Food-101's `meta/{classes.txt,train.json,test.json}`, Pets' `annotations/{trainval,test}.txt`
+(`Image CLASS-ID SPECIES BREED-ID`), and VOC2007's devkit (`benchmarks/data/voc_detection.py`: annotations
+with difficult objects, `ImageSets/Main/{train,val,trainval,test}.txt`).
 """
 
 from __future__ import annotations
@@ -95,6 +97,29 @@ def _aircraft(root: Path, rng: np.random.Generator) -> None:
         (data / f"images_variant_{split}.txt").write_text("\n".join(lines) + "\n")
 
 
+def _flowers102(root: Path, rng: np.random.Generator) -> None:
+    from scipy.io import savemat
+
+    base = root / "flowers-102"
+    (base / "jpg").mkdir(parents=True)
+    labels, ids = [], {"trnid": [], "valid": [], "tstid": []}
+    for key, split in (("trnid", "train"), ("valid", "val"), ("tstid", "test")):
+        for c in range(CLASSES):
+            for _ in range(PER_SPLIT[split]):
+                labels.append(c + 1)  # 1-based, as imagelabels.mat
+                ids[key].append(len(labels))
+                _image(rng, c).save(base / "jpg" / f"image_{len(labels):05d}.jpg", quality=90)
+    savemat(base / "imagelabels.mat", {"labels": np.array([labels], dtype=np.uint8)})
+    savemat(base / "setid.mat", {key: np.array([value], dtype=np.uint16) for key, value in ids.items()})
+
+
+def _voc2007(root: Path, rng: np.random.Generator) -> None:
+    from benchmarks.data.voc_detection import write_voc_year
+
+    # VOC's train / val halves of trainval, and test; every class has a non-difficult object in each split
+    write_voc_year(root / "VOCdevkit" / "VOC2007", 2007, {"trainval": 24, "test": 20}, int(rng.integers(1000)))
+
+
 def _food101(root: Path, rng: np.random.Generator) -> None:
     base = root / "food-101"
     classes = [f"dish_{c}" for c in range(CLASSES)]
@@ -128,8 +153,8 @@ def _pets(root: Path, rng: np.random.Generator) -> None:
         (base / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")
 
 
-WRITERS = {"aircraft": _aircraft, "cifar10": _cifar10, "cifar100": _cifar100, "dtd": _dtd, "food101": _food101,
-           "pets": _pets}
+WRITERS = {"aircraft": _aircraft, "cifar10": _cifar10, "cifar100": _cifar100, "dtd": _dtd, "flowers102": _flowers102,
+           "food101": _food101, "pets": _pets, "voc2007": _voc2007}
 
 
 def generate_classification(base: str | Path = "data/generated", seed: int = 0) -> Path:

@@ -79,7 +79,7 @@ def _annotation(folder: str, image_id: str, size: tuple[int, int], objects: list
     return ET.ElementTree(root)
 
 
-def _write_year(year_dir: Path, year: int, splits: dict[str, int], seed: int) -> None:
+def write_voc_year(year_dir: Path, year: int, splits: dict[str, int], seed: int) -> None:
     for folder in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (year_dir / folder).mkdir(parents=True)
     next_class = 0  # classes cycle over the non-difficult objects, so that every class occurs
@@ -124,9 +124,9 @@ def generate_voc_detection(spec: VocDetSpec, base: str | Path = "data/generated"
     top = Path(base) / f"voc-det-{spec.seed}-{spec.trainval_2007}-{spec.test_2007}-{spec.trainval_2012}"
 
     def write(tmp: Path) -> None:
-        _write_year(tmp / "VOCdevkit" / "VOC2007", 2007,
+        write_voc_year(tmp / "VOCdevkit" / "VOC2007", 2007,
                     {"trainval": spec.trainval_2007, "test": spec.test_2007}, spec.seed)
-        _write_year(tmp / "VOCdevkit" / "VOC2012", 2012, {"trainval": spec.trainval_2012}, spec.seed)
+        write_voc_year(tmp / "VOCdevkit" / "VOC2012", 2012, {"trainval": spec.trainval_2012}, spec.seed)
 
     return write_once(top, "VOCdevkit/VOC2012/ImageSets/Main/val.txt", write) / "VOCdevkit"
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from benchmarks.data.classification import ClassificationSet, carve_validation, image_paths, labels_of, read_split
@@ -29,6 +30,7 @@ from pretrain.errors import UserError
 WD_GRID = tuple(torch.logspace(-6, 5, 45).tolist())  # the reference's grid (float32 values), weakest first
 VALIDATION = {"fraction": 0.2, "seed": 0}  # carved validation: numpy's legacy shuffle seeded 0, first 20 %
 MAX_ITER = {"many-shot": 1000, "smoke": 100}  # L-BFGS iterations per fit (smoke: the reference's own cap)
+GRID = {"many-shot": WD_GRID, "smoke": WD_GRID[::4]}  # smoke: every 4th value, 12 of the 45 (a pipeline check)
 # Stop on a smaller change than the probe: validation scores then equal scikit-learn's fully converged ones at
 # every C of the grid down to 1e-4 (tests/test_cls_linear.py); the probe keeps its 1e-12 (its tables' numbers).
 TOLERANCE_CHANGE = 1e-14
@@ -50,8 +52,32 @@ class Split:
     labels: torch.Tensor
 
 
+def voc07_average_precision(scores: torch.Tensor, positive: torch.Tensor) -> float:
+    """PASCAL VOC 2007's 11-point AP of one class, as the reference computes it: the precision-recall curve of
+    scikit-learn's `precision_recall_curve` (one point per distinct score, then precision 1 at recall 0), and at
+    each recall threshold t in 0, 0.1, ..., 1 the highest precision at recall >= t (0 if none)."""
+    order = torch.argsort(scores.double().cpu(), descending=True, stable=True)
+    ranked, hits = scores.double().cpu()[order], positive.cpu()[order].double()
+    true_positives, false_positives = torch.cumsum(hits, 0), torch.cumsum(1 - hits, 0)
+    last_of_score = torch.ones(len(ranked), dtype=torch.bool)  # one point per distinct score: its last image
+    last_of_score[:-1] = ranked[1:] != ranked[:-1]
+    tp, fp = true_positives[last_of_score], false_positives[last_of_score]
+    positives = hits.sum()
+    precision = torch.cat([tp / (tp + fp), torch.ones(1)])
+    recall = torch.cat([tp / positives if positives > 0 else torch.zeros_like(tp), torch.zeros(1)])
+    ap = 0.0
+    for t in np.linspace(0, 1, 11).tolist():  # numpy's values (0.30000000000000004, ...), as the reference's
+        reached = recall >= t
+        ap += (precision[reached].max().item() if reached.any() else 0.0) / 11
+    return ap
+
+
 def metric_value(metric: str, scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """The dataset's metric, in %, of class scores (n, classes) against labels (n,)."""
+    """The dataset's metric, in %, of class scores (n, classes) against labels: (n,) class indices, or for
+    `map11` (n, classes) 0/1."""
+    if metric == "map11":
+        return 100.0 * sum(voc07_average_precision(scores[:, c], labels[:, c])
+                           for c in range(labels.shape[1])) / labels.shape[1]
     predicted = scores.argmax(1).cpu()
     labels = labels.cpu()
     if metric == "top1":
@@ -60,6 +86,33 @@ def metric_value(metric: str, scores: torch.Tensor, labels: torch.Tensor) -> flo
         per_class = [(predicted[labels == c] == c).double().mean().item() for c in labels.unique().tolist()]
         return 100.0 * sum(per_class) / len(per_class)
     raise ValueError(f"unknown metric {metric}")
+
+
+@dataclass
+class Classifier:
+    """One multinomial fit, or for a multi-label metric one binary fit per class (the reference's mAP path)."""
+
+    fits: list[LogisticFit]
+
+    @property
+    def iterations(self) -> int:
+        return sum(f.iterations for f in self.fits)
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.fits) == 1 and self.fits[0].weight.shape[1] > 1:
+            return self.fits[0].scores(x)
+        return torch.stack([f.scores(x) for f in self.fits], dim=1)
+
+
+def fit_classifier(data: Split, metric: str, num_classes: int, C: float, init: Classifier | None, max_iter: int
+                   ) -> Classifier:
+    l2 = l2_of_C(C, len(data.labels))
+    if metric != "map11":
+        return Classifier([fit(data.features, data.labels, num_classes, l2, init=init.fits[0] if init else None,
+                               max_iter=max_iter, tolerance_change=TOLERANCE_CHANGE)])
+    return Classifier([fit(data.features, data.labels[:, c], 2, l2, init=init.fits[c] if init else None,
+                           max_iter=max_iter, binary=True, tolerance_change=TOLERANCE_CHANGE)
+                       for c in range(data.labels.shape[1])])
 
 
 @dataclass
@@ -74,8 +127,7 @@ def search_C(train: Split, val: Split, metric: str, num_classes: int, warm: bool
              ) -> Search:
     """The C (= 1 / wd) with the best validation score; ties go to the first in grid order (the weakest
     regularisation), as the reference keeps a best score only when a later one is strictly higher."""
-    x, y = train.features, train.labels
-    previous: LogisticFit | None = None
+    previous: Classifier | None = None
     scores, iterations, best_C, best = {}, 0, None, -math.inf
     wds = grid
     if progress:
@@ -84,8 +136,7 @@ def search_C(train: Split, val: Split, metric: str, num_classes: int, warm: bool
         wds = tqdm(grid, desc=progress, leave=False, disable=None)  # a bar on a terminal only
     for wd in wds:
         C = 1.0 / wd
-        result = fit(x, y, num_classes, l2_of_C(C, len(y)), init=previous if warm else None, max_iter=max_iter,
-                     tolerance_change=TOLERANCE_CHANGE)
+        result = fit_classifier(train, metric, num_classes, C, previous if warm else None, max_iter)
         previous, iterations = result, iterations + result.iterations
         scores[C] = metric_value(metric, result.scores(val.features), val.labels)
         if scores[C] > best:
@@ -94,13 +145,13 @@ def search_C(train: Split, val: Split, metric: str, num_classes: int, warm: bool
 
 
 def evaluate(train: Split, val: Split, test: Split, metric: str, num_classes: int, device: str = "cpu",
-             max_iter: int = MAX_ITER["many-shot"], progress: str | None = None) -> dict[str, float]:
+             schedule: str = "many-shot", progress: str | None = None) -> dict[str, float]:
     """Choose C on (train, val), refit on train + val, score test: the dataset's row of the protocol."""
     on = [Split(s.features.to(device), s.labels.to(device)) for s in (train, val, test)]
-    search = search_C(on[0], on[1], metric, num_classes, max_iter=max_iter, progress=progress)
+    max_iter = MAX_ITER[schedule]
+    search = search_C(on[0], on[1], metric, num_classes, grid=GRID[schedule], max_iter=max_iter, progress=progress)
     trainval = Split(torch.cat([on[0].features, on[1].features]), torch.cat([on[0].labels, on[1].labels]))
-    final = fit(trainval.features, trainval.labels, num_classes, l2_of_C(search.best_C, len(trainval.labels)),
-                max_iter=max_iter, tolerance_change=TOLERANCE_CHANGE)
+    final = fit_classifier(trainval, metric, num_classes, search.best_C, None, max_iter)
     return {"score": metric_value(metric, final.scores(on[2].features), on[2].labels), "C": search.best_C,
             "val_score": search.scores[search.best_C], "search_iterations": search.iterations,
             "refit_iterations": final.iterations}
@@ -188,7 +239,7 @@ def run_cls_linear(spec: RunSpec) -> TrainResult:
                                    checkpoint_sha256, image_size)
 
         train, val, test = splits_of(dataset, extract)
-        row = evaluate(train, val, test, dataset.metric, dataset.num_classes, spec.device, MAX_ITER[spec.schedule],
+        row = evaluate(train, val, test, dataset.metric, dataset.num_classes, spec.device, spec.schedule,
                        progress=f"{dataset.name}: C search")
         metrics[dataset.name] = row["score"]
         details[dataset.name] = {**row, "metric": dataset.metric, "train": len(train.labels),
@@ -198,7 +249,8 @@ def run_cls_linear(spec: RunSpec) -> TrainResult:
     metrics["datasets"] = float(len(datasets))
     resolved = {"task": "cls-linear", "data": str(spec.data_root), "datasets": [d.name for d in datasets],
                 "not_found": skipped, "image_size": image_size, "resize": "bicubic, short side, then centre crop",
-                "features": "global average pool of the last stage", "wd_grid": list(WD_GRID), "C": "1 / wd",
+                "features": "global average pool of the last stage", "wd_grid": list(GRID[spec.schedule]),
+                "C": "1 / wd",
                 "validation": {**VALIDATION, "predefined": [d.name for d in datasets if d.validation == "predefined"]},
                 "solver": {"name": "L-BFGS float64", "max_iter": MAX_ITER[spec.schedule], "tolerance_grad": 1e-7,
                            "tolerance_change": TOLERANCE_CHANGE, "warm_start": "along the grid, weakest first"},
