@@ -98,6 +98,10 @@ class Classifier:
     def iterations(self) -> int:
         return sum(f.iterations for f in self.fits)
 
+    @property
+    def evaluations(self) -> int:
+        return sum(f.evaluations for f in self.fits)
+
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.fits) == 1 and self.fits[0].weight.shape[1] > 1:
             return self.fits[0].scores(x)
@@ -120,6 +124,7 @@ class Search:
     best_C: float
     scores: dict[float, float]  # C -> validation score
     iterations: int  # L-BFGS iterations of all 45 fits
+    evaluations: int = 0  # their objective and gradient evaluations
 
 
 def search_C(train: Split, val: Split, metric: str, num_classes: int, warm: bool = True,
@@ -128,7 +133,7 @@ def search_C(train: Split, val: Split, metric: str, num_classes: int, warm: bool
     """The C (= 1 / wd) with the best validation score; ties go to the first in grid order (the weakest
     regularisation), as the reference keeps a best score only when a later one is strictly higher."""
     previous: Classifier | None = None
-    scores, iterations, best_C, best = {}, 0, None, -math.inf
+    scores, iterations, evaluations, best_C, best = {}, 0, 0, None, -math.inf
     wds = grid
     if progress:
         from tqdm import tqdm
@@ -137,11 +142,11 @@ def search_C(train: Split, val: Split, metric: str, num_classes: int, warm: bool
     for wd in wds:
         C = 1.0 / wd
         result = fit_classifier(train, metric, num_classes, C, previous if warm else None, max_iter)
-        previous, iterations = result, iterations + result.iterations
+        previous, iterations, evaluations = result, iterations + result.iterations, evaluations + result.evaluations
         scores[C] = metric_value(metric, result.scores(val.features), val.labels)
         if scores[C] > best:
             best_C, best = C, scores[C]
-    return Search(best_C, scores, iterations)
+    return Search(best_C, scores, iterations, evaluations)
 
 
 def evaluate(train: Split, val: Split, test: Split, metric: str, num_classes: int, device: str = "cpu",

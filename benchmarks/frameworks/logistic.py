@@ -23,6 +23,7 @@ class LogisticFit:
     weight: torch.Tensor  # (dim, classes), or (dim, 1) for a binary label
     bias: torch.Tensor
     iterations: int  # L-BFGS iterations this fit took
+    evaluations: int = 0  # objective and gradient evaluations (iterations plus line-search steps)
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """Decision values: class logits (n, classes), or for a binary label the logit of class 1 (n,)."""
@@ -61,5 +62,5 @@ def fit(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, init: Log
         return loss
 
     optimizer.step(closure)
-    iterations = optimizer.state[optimizer._params[0]].get("n_iter", 0)
-    return LogisticFit(weight.detach(), bias.detach(), int(iterations))
+    state = optimizer.state[optimizer._params[0]]
+    return LogisticFit(weight.detach(), bias.detach(), int(state.get("n_iter", 0)), int(state.get("func_evals", 0)))

@@ -1,0 +1,127 @@
+"""What the many-shot linear protocol costs: the C search with and without warm starts, measured on synthetic
+features, and one ResNet-50 checkpoint's whole protocol estimated from measured unit costs. Prints figures (never
+asserts them).
+
+1. The search: `classes` Gaussian clusters in `dim` dimensions (centres drawn with std 0.15, unit noise), through
+   a ReLU as pooled features are; `train` images to fit, a quarter as many to validate; seed 0. Warm and cold
+   starts: the C chosen, L-BFGS iterations, objective evaluations, seconds.
+2. The estimate (`--estimate`): measured here, ResNet-50's feature extraction (images/s at 224 px, batch 64, random
+   weights) and one objective-and-gradient evaluation at 8,192 x 2,048 features and 10 classes (float64); then per
+   dataset of the protocol at its official split sizes, extraction = images / rate, and the search = the
+   evaluations per search measured in 1 (the assumption: real features need as many) x the evaluation's time
+   scaled by (training images x classes) / (8,192 x 10), plus the refit as one 45th of it at train + val.
+
+  python -m benchmarks.commands.cls_linear_time [--classes 10] [--dim 256] [--train 4000] [--estimate]
+      [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from benchmarks.frameworks.cls_linear import Split, search_C
+
+# official split sizes: (train, val, test) images; val 0 where the protocol carves 20 % from train; classes
+SIZES = {"aircraft": (3334, 3333, 3333, 100), "cifar10": (50000, 0, 10000, 10), "cifar100": (50000, 0, 10000, 100),
+         "dtd": (1880, 1880, 1880, 47), "flowers102": (1020, 1020, 6149, 102), "food101": (75750, 0, 25250, 101),
+         "pets": (3680, 0, 3669, 37), "voc2007": (2501, 2510, 4952, 20)}
+UNIT = (8192, 2048, 10)  # the evaluation timed: images, feature dimensions, classes
+
+
+def synthetic(classes: int, dim: int, count: int, generator: torch.Generator, centres: torch.Tensor) -> Split:
+    labels = torch.arange(count) % classes
+    return Split(torch.relu(centres[labels] + torch.randn(count, dim, generator=generator)).double(), labels)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def extraction_rate(device: str, batches: int = 3) -> float:
+    """ResNet-50 (random weights, eval mode) images/s at 224 px, batch 64."""
+    from pretrain.models import build_backbone
+
+    model = build_backbone("resnet50")[0].to(device).eval()
+    images = torch.randn(64, 3, 224, 224, device=device)
+    with torch.no_grad():
+        model(images)
+        sync(device)
+        started = time.perf_counter()
+        for _ in range(batches):
+            model(images)
+        sync(device)
+    return 64 * batches / (time.perf_counter() - started)
+
+
+def evaluation_seconds(device: str, repeats: int = 5) -> float:
+    """One objective-and-gradient evaluation of the multinomial fit at UNIT's size, float64."""
+    n, d, k = UNIT
+    x = torch.rand(n, d, device=device, dtype=torch.float64)
+    y = torch.randint(0, k, (n,), device=device)
+    weight = torch.zeros(d, k, device=device, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(k, device=device, dtype=torch.float64, requires_grad=True)
+
+    def once() -> None:
+        loss = torch.nn.functional.cross_entropy(x @ weight + bias, y) + 1e-4 * weight.pow(2).sum()
+        loss.backward()
+
+    once()
+    sync(device)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        once()
+    sync(device)
+    return (time.perf_counter() - started) / repeats
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--train", type=int, default=4000)
+    parser.add_argument("--estimate", action="store_true", help="also estimate one ResNet-50's whole protocol")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(args.classes, args.dim, generator=generator) * 0.15
+    train = synthetic(args.classes, args.dim, args.train, generator, centres)
+    val = synthetic(args.classes, args.dim, args.train // 4, generator, centres)
+    train, val = (Split(s.features.to(args.device), s.labels.to(args.device)) for s in (train, val))
+    print(f"{args.classes} classes, {args.dim} dims, {args.train} + {args.train // 4} images, {args.device}, "
+          f"{torch.get_num_threads()} threads")
+    searches = {}
+    for warm in (True, False):
+        started = time.perf_counter()
+        searches[warm] = search = search_C(train, val, "top1", args.classes, warm=warm)
+        sync(args.device)
+        score = search.scores[search.best_C]
+        print(f"{'warm' if warm else 'cold'} starts: C {search.best_C:.4g}, validation {score:.2f} %, "
+              f"{search.iterations} L-BFGS iterations, {search.evaluations} evaluations, "
+              f"{time.perf_counter() - started:.1f} s")
+    if not args.estimate:
+        return 0
+    rate, unit = extraction_rate(args.device), evaluation_seconds(args.device)
+    evaluations = searches[True].evaluations
+    n0, _, k0 = UNIT
+    print(f"\nResNet-50 features: {rate:.1f} images/s; one evaluation at {n0} x {UNIT[1]} x {k0}: {unit * 1e3:.1f} ms; "
+          f"{evaluations} evaluations per search (measured above, warm starts)\n")
+    print("| dataset | images | extraction (s) | search (s) | refit (s) |\n|---|---:|---:|---:|---:|")
+    total = 0.0
+    for name, (n_train, n_val, n_test, classes) in SIZES.items():
+        fit_images = n_train if n_val else int(n_train * 0.8)
+        images = n_train + n_val + n_test
+        extraction = images / rate
+        search = evaluations * unit * fit_images * classes / (n0 * k0)
+        refit = evaluations / 45 * unit * (n_train + n_val) * classes / (n0 * k0)
+        total += extraction + search + refit
+        print(f"| {name} | {images:,} | {extraction:,.0f} | {search:,.0f} | {refit:,.0f} |")
+    print(f"\ntotal: {total:,.0f} s = {total / 3600:.1f} h")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
