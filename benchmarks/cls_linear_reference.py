@@ -57,6 +57,8 @@ MANY_SHOT = Reference(
             Pin(SSL_TRANSFER, COMMIT, "datasets/pets.py", "4d253e7a7caa9e50acddee812364159d6385d903"),
             Pin(SSL_TRANSFER, COMMIT, "datasets/food.py", "2044ebccdc5947f5a901be12a02de9a12525731a"),
             Pin(SSL_TRANSFER, COMMIT, "datasets/flowers.py", "2633d6736c73cfae8505bc533c8e42d175dbf4b2"),
+            Pin(SSL_TRANSFER, COMMIT, "datasets/cars.py", "42a6f95634c6859471658e6e1743887f6bc5c2f1"),
+            Pin(SSL_TRANSFER, COMMIT, "datasets/sun397.py", "ea42f784ac3713e6378f34c29ca306d93a50805e"),
             Pin(SSL_TRANSFER, COMMIT, "datasets/voc2007.py", "af4f5965b1177647453e6c71d558db3370c41627"),
             Pin(SSL_TRANSFER, COMMIT, "readme.md", "692daa1abd7120111b9cf625d2c388b9f73bd8ce")),
     note="The paper's Table 1 (all datasets, every model) could not be retrieved here; only the README's CIFAR-10 "

@@ -147,6 +147,9 @@ def test_every_reader_reads_its_official_layout_and_a_missing_dataset_is_one_lin
             counts = {"train": 30, "test": 12}  # five batches of six
         if dataset.name == "voc2007":
             counts = {"train": 12, "val": 12, "test": 20}  # VOC's halves of trainval, and test
+        if dataset.name == "sun397":  # the first partition's lists, not every image in the folders
+            on_disk = len(list((root / "SUN397").rglob("sun_*.jpg")))
+            assert on_disk == (PER_SPLIT["train"] + PER_SPLIT["val"] + PER_SPLIT["test"]) * CLASSES + 1
         for split, count in counts.items():
             data = read_split(dataset, root, split, transform=lambda image: torch.tensor(image.size))
             labels = labels_of(data)
@@ -163,7 +166,7 @@ def test_every_reader_reads_its_official_layout_and_a_missing_dataset_is_one_lin
     assert skipped == [f"pets: not found at {root / 'oxford-iiit-pet'} ({DATASETS['pets'].source})"]
     with pytest.raises(UserError, match=r"^cls-linear dataset\(s\) not found: pets \(looked for .*oxford-iiit-pet\)$"):
         select(root, ["dtd", "pets"])
-    with pytest.raises(UserError, match=r"unknown cls-linear dataset\(s\) imagenet; known: aircraft, cifar10"):
+    with pytest.raises(UserError, match=r"unknown cls-linear dataset\(s\) imagenet; known: aircraft, cars, cifar10"):
         select(root, ["imagenet"])
     with pytest.raises(UserError, match=r"^no cls-linear dataset under .*empty: looked for fgvc-aircraft-2013b/"):
         select(tmp_path / "empty", None)

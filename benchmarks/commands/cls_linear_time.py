@@ -13,6 +13,7 @@ asserts them).
 
   python -m benchmarks.commands.cls_linear_time [--classes 10] [--dim 256] [--train 4000] [--estimate]
       [--device cpu]
+  python -m benchmarks.commands.cls_linear_time --from-units IMAGES_PER_S EVALUATION_MS EVALUATIONS
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ import torch
 from benchmarks.frameworks.cls_linear import Split, search_C
 
 # official split sizes: (train, val, test) images; val 0 where the protocol carves 20 % from train; classes
-SIZES = {"aircraft": (3334, 3333, 3333, 100), "cifar10": (50000, 0, 10000, 10), "cifar100": (50000, 0, 10000, 100),
+SIZES = {"aircraft": (3334, 3333, 3333, 100), "cars": (8144, 0, 8041, 196), "cifar10": (50000, 0, 10000, 10),
+         "cifar100": (50000, 0, 10000, 100),
          "dtd": (1880, 1880, 1880, 47), "flowers102": (1020, 1020, 6149, 102), "food101": (75750, 0, 25250, 101),
-         "pets": (3680, 0, 3669, 37), "voc2007": (2501, 2510, 4952, 20)}
+         "pets": (3680, 0, 3669, 37), "sun397": (19850, 0, 19850, 397), "voc2007": (2501, 2510, 4952, 20)}
 UNIT = (8192, 2048, 10)  # the evaluation timed: images, feature dimensions, classes
 
 
@@ -84,8 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--train", type=int, default=4000)
     parser.add_argument("--estimate", action="store_true", help="also estimate one ResNet-50's whole protocol")
+    parser.add_argument("--from-units", nargs=3, type=float, metavar=("IMAGES_PER_S", "EVALUATION_MS", "EVALUATIONS"),
+                        help="print the estimate from these measured units (a run's own), measuring nothing")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    if args.from_units:
+        rate, unit_ms, evaluations = args.from_units
+        print(estimate(rate, unit_ms / 1e3, int(evaluations)))
+        return 0
     generator = torch.Generator().manual_seed(0)
     centres = torch.randn(args.classes, args.dim, generator=generator) * 0.15
     train = synthetic(args.classes, args.dim, args.train, generator, centres)
@@ -105,22 +113,28 @@ def main(argv: list[str] | None = None) -> int:
     if not args.estimate:
         return 0
     rate, unit = extraction_rate(args.device), evaluation_seconds(args.device)
-    evaluations = searches[True].evaluations
-    n0, _, k0 = UNIT
-    print(f"\nResNet-50 features: {rate:.1f} images/s; one evaluation at {n0} x {UNIT[1]} x {k0}: {unit * 1e3:.1f} ms; "
-          f"{evaluations} evaluations per search (measured above, warm starts)\n")
-    print("| dataset | images | extraction (s) | search (s) | refit (s) |\n|---|---:|---:|---:|---:|")
-    total = 0.0
+    print(estimate(rate, unit, searches[True].evaluations))
+    return 0
+
+
+def estimate(rate: float, unit: float, evaluations: int) -> str:
+    """The protocol's cost for one ResNet-50 from its unit costs: the arithmetic of the module's docstring."""
+    n0, d0, k0 = UNIT
+    lines = [f"\nResNet-50 features: {rate:.1f} images/s; one evaluation at {n0} x {d0} x {k0}: {unit * 1e3:.1f} ms; "
+             f"{evaluations} evaluations per search (warm starts)\n",
+             "| dataset | images | extraction (s) | search (s) | refit (s) |", "|---|---:|---:|---:|---:|"]
+    totals = [0, 0.0, 0.0, 0.0]
     for name, (n_train, n_val, n_test, classes) in SIZES.items():
         fit_images = n_train if n_val else int(n_train * 0.8)
         images = n_train + n_val + n_test
-        extraction = images / rate
-        search = evaluations * unit * fit_images * classes / (n0 * k0)
-        refit = evaluations / 45 * unit * (n_train + n_val) * classes / (n0 * k0)
-        total += extraction + search + refit
-        print(f"| {name} | {images:,} | {extraction:,.0f} | {search:,.0f} | {refit:,.0f} |")
-    print(f"\ntotal: {total:,.0f} s = {total / 3600:.1f} h")
-    return 0
+        row = [images, images / rate, evaluations * unit * fit_images * classes / (n0 * k0),
+               evaluations / 45 * unit * (n_train + n_val) * classes / (n0 * k0)]
+        totals = [t + v for t, v in zip(totals, row, strict=True)]
+        lines.append(f"| {name} | {images:,} | {row[1]:,.0f} | {row[2]:,.0f} | {row[3]:,.0f} |")
+    lines.append(f"| all | {totals[0]:,} | {totals[1]:,.0f} | {totals[2]:,.0f} | {totals[3]:,.0f} |")
+    seconds = sum(totals[1:])
+    lines.append(f"\ntotal: {seconds:,.0f} s = {seconds / 3600:.1f} h")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

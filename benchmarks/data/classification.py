@@ -3,6 +3,7 @@
 `DATA` is one folder holding each dataset as torchvision's dataset class finds it under its `root` (the
 official archive unpacked where `torchvision.datasets.X(DATA, download=True)` puts it):
 
+  stanford_cars/{cars_train,cars_test,devkit}/, stanford_cars/cars_test_annos_withlabels.mat  Stanford Cars
   cifar-10-batches-py/            CIFAR-10's python archive, unpacked
   cifar-100-python/               CIFAR-100's python archive, unpacked
   dtd/dtd/{images,labels}/        DTD r1.0.1
@@ -10,14 +11,16 @@ official archive unpacked where `torchvision.datasets.X(DATA, download=True)` pu
   flowers-102/{jpg,imagelabels.mat,setid.mat}  Flowers-102
   food-101/{images,meta}/         Food-101
   oxford-iiit-pet/{images,annotations}/  Oxford-IIIT Pets
+  SUN397/{ClassName.txt,Training_01.txt,Testing_01.txt,a/abbey/...}  SUN397 and its partitions
   VOCdevkit/VOC2007/              PASCAL VOC 2007 (trainval and test)
 
-torchvision's classes read DTD, FGVC-Aircraft, Food-101, Pets, Flowers-102 (its md5 check of the two .mat files
-replaced by an existence check, so that generated files in the same layout pass) and VOC2007 (`VOCDetection`
-lists and parses the files; the 20 image-level labels are derived here). CIFAR is read by our reader of the
-python pickles (`benchmarks/data/cifar100.py`): torchvision's CIFAR classes check the official files' md5 sums,
-so they refuse the generated files the tests use in the same layout, and they unpickle with `pickle.load`, which
-runs whatever a pickle names; ours accepts only arrays, lists and names.
+torchvision's classes read Stanford Cars, DTD, FGVC-Aircraft, Food-101, Pets, Flowers-102 (its md5 check of the
+two .mat files replaced by an existence check, so that generated files in the same layout pass) and VOC2007
+(`VOCDetection` lists and parses the files; the 20 image-level labels are derived here). CIFAR is read by our
+reader of the python pickles (`benchmarks/data/cifar100.py`): torchvision's CIFAR classes check the official
+files' md5 sums, so they refuse the generated files the tests use in the same layout, and they unpickle with
+`pickle.load`, which runs whatever a pickle names; ours accepts only arrays, lists and names. SUN397 is read by
+ours too (`SUN397Partition`): torchvision's reads no partition.
 
 Splits are the protocol's (ssl-transfer's `linear.py`): DTD, Aircraft, Flowers-102 and VOC2007 have their own
 validation split (DTD's first partition; Aircraft's variants, 100 classes; VOC2007's train / val); the others
@@ -133,6 +136,38 @@ class VOC2007Labels(Dataset):
         return (self.transform(image) if self.transform else image), torch.from_numpy(self.labels[index])
 
 
+class SUN397Partition(Dataset):
+    """SUN397 with its first train / test partition (`Training_01.txt`, `Testing_01.txt`, from the dataset's
+    Partitions.zip, in the `SUN397/` folder as the reference reads them). torchvision's `SUN397` reads every image
+    and no partition, so this reader is ours. Classes are `ClassName.txt`'s names (`/a/abbey` -> `abbey`), sorted;
+    an image's class is its folder below the letter, as in torchvision's reader."""
+
+    def __init__(self, root: Path, split: str, transform: Callable | None):
+        base = root / "SUN397"
+        listing = base / {"train": "Training_01.txt", "test": "Testing_01.txt"}[split]
+        missing = [p.name for p in (base / "ClassName.txt", listing) if not p.is_file()]
+        if missing:
+            raise UserError(f"SUN397 incomplete at {base}: missing {', '.join(missing)} (the partition files are in "
+                            "the dataset's Partitions.zip)")
+        classes = sorted(line.strip()[3:] for line in (base / "ClassName.txt").read_text().splitlines() if line.strip())
+        index = {name: i for i, name in enumerate(classes)}
+        self._image_files, labels = [], []
+        for line in listing.read_text().splitlines():
+            if line.strip():
+                relative = line.strip().lstrip("/")
+                self._image_files.append(base / relative)
+                labels.append(index["/".join(relative.split("/")[1:-1])])
+        self.labels, self.classes, self.transform = np.asarray(labels, dtype=np.int64), classes, transform
+
+    def __len__(self) -> int:
+        return len(self._image_files)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        with Image.open(self._image_files[index]) as image:
+            image = image.convert("RGB")
+        return (self.transform(image) if self.transform else image), int(self.labels[index])
+
+
 def _torchvision(cls_name: str, split_names: dict[str, str], **kwargs: Any
                  ) -> Callable[[Path, str, Callable | None], Dataset]:
     def read(root: Path, split: str, transform: Callable | None) -> Dataset:
@@ -149,6 +184,10 @@ DATASETS: dict[str, ClassificationSet] = {s.name: s for s in (
                       _torchvision("FGVCAircraft", {"train": "train", "val": "val", "test": "test"},
                                    annotation_level="variant"),
                       "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/ (fgvc-aircraft-2013b.tar.gz)"),
+    ClassificationSet("cars", "Stanford Cars", "top1", 196, "stanford_cars", "carved",
+                      _torchvision("StanfordCars", {"train": "train", "test": "test"}),
+                      "the Stanford Cars images and devkit (cars_train, cars_test, devkit/, and "
+                      "cars_test_annos_withlabels.mat beside them, under DATA/stanford_cars/)"),
     ClassificationSet("cifar10", "CIFAR-10", "top1", 10, "cifar-10-batches-py", "carved", _cifar10,
                       "https://www.cs.toronto.edu/~kriz/cifar.html (cifar-10-python.tar.gz)"),
     ClassificationSet("cifar100", "CIFAR-100", "top1", 100, "cifar-100-python", "carved", _cifar100,
@@ -156,16 +195,19 @@ DATASETS: dict[str, ClassificationSet] = {s.name: s for s in (
     ClassificationSet("dtd", "DTD", "top1", 47, "dtd/dtd", "predefined",
                       _torchvision("DTD", {"train": "train", "val": "val", "test": "test"}, partition=1),
                       "https://www.robots.ox.ac.uk/~vgg/data/dtd/ (dtd-r1.0.1.tar.gz, under DATA/dtd/)"),
-    ClassificationSet("food101", "Food-101", "top1", 101, "food-101", "carved",
-                      _torchvision("Food101", {"train": "train", "test": "test"}),
-                      "https://data.vision.ee.ethz.ch/cvl/datasets_extra/food-101/ (food-101.tar.gz)"),
     ClassificationSet("flowers102", "Flowers-102", "mean_per_class", 102, "flowers-102", "predefined",
                       lambda root, split, transform: Flowers102Files(str(root), split=split, transform=transform),
                       "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/ (102flowers.tgz, imagelabels.mat, "
                       "setid.mat, under DATA/flowers-102/)"),
+    ClassificationSet("food101", "Food-101", "top1", 101, "food-101", "carved",
+                      _torchvision("Food101", {"train": "train", "test": "test"}),
+                      "https://data.vision.ee.ethz.ch/cvl/datasets_extra/food-101/ (food-101.tar.gz)"),
     ClassificationSet("pets", "Oxford-IIIT Pets", "mean_per_class", 37, "oxford-iiit-pet", "carved",
                       _torchvision("OxfordIIITPet", {"train": "trainval", "test": "test"}),
                       "https://www.robots.ox.ac.uk/~vgg/data/pets/ (images.tar.gz and annotations.tar.gz)"),
+    ClassificationSet("sun397", "SUN397", "top1", 397, "SUN397", "carved", SUN397Partition,
+                      "https://vision.princeton.edu/projects/2010/SUN/ (SUN397.tar.gz and Partitions.zip, unpacked "
+                      "into DATA/SUN397/)"),
     ClassificationSet("voc2007", "VOC2007 classification", "map11", 20, "VOCdevkit/VOC2007", "predefined",
                       VOC2007Labels,
                       "http://host.robots.ox.ac.uk/pascal/VOC/voc2007/ (VOCtrainval_06-Nov-2007.tar, "
@@ -218,11 +260,14 @@ def image_paths(dataset: Dataset) -> list[str] | None:
         paths = getattr(dataset, attribute, None)
         if paths is not None:
             return [str(p) for p in paths]
-    return None
+    samples = getattr(dataset, "_samples", None)  # StanfordCars: (path, label) pairs
+    return None if samples is None else [str(path) for path, _ in samples]
 
 
 def labels_of(dataset: Dataset) -> torch.Tensor:
     labels = getattr(dataset, "_labels", None)
+    if labels is None and hasattr(dataset, "_samples"):
+        labels = [label for _, label in dataset._samples]
     if labels is None:
         labels = dataset.labels
     return torch.as_tensor(np.asarray(labels), dtype=torch.long)

@@ -3,11 +3,13 @@ what the readers are tested on and what `cls-linear`'s smoke schedule runs on.
 
 Every class is a colour with noise, so a linear classifier on any features separates them; a few classes and a
 few images per split, of sizes between 36 and 60 px. The files are what each reader parses: CIFAR's python
-pickles (Python 2 protocol, bytes keys), DTD's `labels/{train,val,test}1.txt`, Aircraft's `variants.txt` and
-`images_variant_{split}.txt`, Flowers-102's `imagelabels.mat` and `setid.mat` (MATLAB files, 1-based),
-Food-101's `meta/{classes.txt,train.json,test.json}`, Pets' `annotations/{trainval,test}.txt`
-(`Image CLASS-ID SPECIES BREED-ID`), and VOC2007's devkit (`benchmarks/data/voc_detection.py`: annotations
-with difficult objects, `ImageSets/Main/{train,val,trainval,test}.txt`).
+pickles (Python 2 protocol, bytes keys), Stanford Cars' devkit `.mat` files (`annotations` records with `class`
+and `fname`), SUN397's `ClassName.txt` and first partition `Training_01.txt` / `Testing_01.txt`, DTD's
+`labels/{train,val,test}1.txt`, Aircraft's `variants.txt` and `images_variant_{split}.txt`, Flowers-102's
+`imagelabels.mat` and `setid.mat` (MATLAB files, 1-based), Food-101's `meta/{classes.txt,train.json,test.json}`,
+Pets' `annotations/{trainval,test}.txt` (`Image CLASS-ID SPECIES BREED-ID`), and VOC2007's devkit
+(`benchmarks/data/voc_detection.py`: annotations with difficult objects, `ImageSets/Main/{train,val,trainval,
+test}.txt`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,50 @@ def _image(rng: np.random.Generator, label: int) -> Image.Image:
     colour = np.array([(label * 97 + 40) % 256, (label * 151 + 90) % 256, (label * 53 + 160) % 256], np.float32)
     pixels = colour + rng.normal(0, 25, (height, width, 3))
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def _cars(root: Path, rng: np.random.Generator) -> None:
+    from scipy.io import savemat
+
+    base = root / "stanford_cars"
+    (base / "devkit").mkdir(parents=True)
+    names = np.array([f"Make Model {c} 2012" for c in range(CLASSES)], dtype=object)
+    savemat(base / "devkit" / "cars_meta.mat", {"class_names": names[None, :]})
+    fields = ["bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname"]
+    for split, count, where in (("train", PER_SPLIT["train"] + PER_SPLIT["val"], base / "devkit"),
+                                ("test", PER_SPLIT["test"], base)):
+        (base / f"cars_{split}").mkdir()
+        rows = []
+        for i in range(count * CLASSES):
+            c = i % CLASSES
+            image = _image(rng, c)
+            name = f"{i + 1:05d}.jpg"
+            image.save(base / f"cars_{split}" / name, quality=90)
+            rows.append((1, 1, image.width, image.height, c + 1, name))
+        annotations = np.empty((1, len(rows)), dtype=[(f, object) for f in fields])
+        for i, row in enumerate(rows):
+            annotations[0, i] = row
+        file = "cars_train_annos.mat" if split == "train" else "cars_test_annos_withlabels.mat"
+        savemat(where / file, {"annotations": annotations})
+
+
+def _sun397(root: Path, rng: np.random.Generator) -> None:
+    base = root / "SUN397"
+    classes = ["/a/abbey", "/b/barn/outdoor", "/c/canyon"][:CLASSES]
+    (base / "ClassName.txt").parent.mkdir(parents=True)
+    (base / "ClassName.txt").write_text("\n".join(classes) + "\n")
+    for split, file, count in (("train", "Training_01.txt", PER_SPLIT["train"] + PER_SPLIT["val"]),
+                               ("test", "Testing_01.txt", PER_SPLIT["test"])):
+        lines = []
+        for c, name in enumerate(classes):
+            (base / name.lstrip("/")).mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                relative = f"{name}/sun_{split}{c}{i:04d}.jpg"
+                _image(rng, c).save(base / relative.lstrip("/"), quality=90)
+                lines.append(relative)
+        (base / file).write_text("\n".join(lines) + "\n")
+    # images of the full set outside the first partition: listed by torchvision's reader, not by the protocol's
+    _image(rng, 0).save(base / "a" / "abbey" / "sun_unlisted.jpg", quality=90)
 
 
 def _cifar_pickle(obj: dict) -> bytes:
@@ -153,8 +199,8 @@ def _pets(root: Path, rng: np.random.Generator) -> None:
         (base / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")
 
 
-WRITERS = {"aircraft": _aircraft, "cifar10": _cifar10, "cifar100": _cifar100, "dtd": _dtd, "flowers102": _flowers102,
-           "food101": _food101, "pets": _pets, "voc2007": _voc2007}
+WRITERS = {"aircraft": _aircraft, "cars": _cars, "cifar10": _cifar10, "cifar100": _cifar100, "dtd": _dtd,
+           "flowers102": _flowers102, "food101": _food101, "pets": _pets, "sun397": _sun397, "voc2007": _voc2007}
 
 
 def generate_classification(base: str | Path = "data/generated", seed: int = 0) -> Path:
