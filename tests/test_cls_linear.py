@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
-from benchmarks.data.classification import DATASETS, carve_validation, labels_of, read_split, select
+from benchmarks.data.classification import DATASETS, carve_validation, image_paths, labels_of, read_split, select
 from benchmarks.data.classification_generated import CLASSES, PER_SPLIT, generate_classification
 from benchmarks.frameworks.cls_linear import WD_GRID, Split, evaluate, metric_value, search_C, voc07_average_precision
 from benchmarks.frameworks.logistic import fit, l2_of_C
@@ -135,6 +136,22 @@ def test_the_carved_validation_split_is_the_references_draw():
     assert held.tolist() == indices[:27] and train.tolist() == indices[27:]
 
 
+def _reference_caltech_split(root) -> list[str]:
+    """ssl-transfer's create_caltech101_splits as its code runs: ImageFolder, np.random.seed(0), per class
+    np.random.choice(indices, 30) (with replacement), sorted; its repository's list keeps each image once."""
+    from torchvision.datasets import ImageFolder
+
+    dataset = ImageFolder(str(root / "caltech101" / "101_ObjectCategories"))
+    np.random.seed(0)
+    by_class = {label: [] for label in range(len(dataset.classes))}
+    for i, (_, label) in enumerate(dataset.samples):
+        by_class[label].append(i)
+    drawn = []
+    for label in by_class:
+        drawn.extend(np.sort(np.random.choice(by_class[label], 30)).tolist())
+    return ["/".join(Path(dataset.samples[i][0]).parts[-2:]) for i in dict.fromkeys(drawn)]
+
+
 def test_every_reader_reads_its_official_layout_and_a_missing_dataset_is_one_line(tmp_path):
     root = generate_classification(tmp_path)
     found, skipped = select(root, None)
@@ -147,6 +164,10 @@ def test_every_reader_reads_its_official_layout_and_a_missing_dataset_is_one_lin
             counts = {"train": 30, "test": 12}  # five batches of six
         if dataset.name == "voc2007":
             counts = {"train": 12, "val": 12, "test": 20}  # VOC's halves of trainval, and test
+        if dataset.name == "caltech101":  # the reference's split: the distinct images of 30 draws a class
+            counts = {"train": len(_reference_caltech_split(root)), "test": 120 - len(_reference_caltech_split(root))}
+            assert [Path(p).relative_to(root / dataset.where).as_posix() for p in image_paths(
+                read_split(dataset, root, "train"))] == _reference_caltech_split(root)
         if dataset.name == "sun397":  # the first partition's lists, not every image in the folders
             on_disk = len(list((root / "SUN397").rglob("sun_*.jpg")))
             assert on_disk == (PER_SPLIT["train"] + PER_SPLIT["val"] + PER_SPLIT["test"]) * CLASSES + 1
@@ -166,7 +187,7 @@ def test_every_reader_reads_its_official_layout_and_a_missing_dataset_is_one_lin
     assert skipped == [f"pets: not found at {root / 'oxford-iiit-pet'} ({DATASETS['pets'].source})"]
     with pytest.raises(UserError, match=r"^cls-linear dataset\(s\) not found: pets \(looked for .*oxford-iiit-pet\)$"):
         select(root, ["dtd", "pets"])
-    with pytest.raises(UserError, match=r"unknown cls-linear dataset\(s\) imagenet; known: aircraft, cars, cifar10"):
+    with pytest.raises(UserError, match=r"unknown cls-linear dataset\(s\) imagenet; known: aircraft, caltech101, cars"):
         select(root, ["imagenet"])
     with pytest.raises(UserError, match=r"^no cls-linear dataset under .*empty: looked for fgvc-aircraft-2013b/"):
         select(tmp_path / "empty", None)

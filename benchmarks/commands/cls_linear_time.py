@@ -26,10 +26,10 @@ import torch
 from benchmarks.frameworks.cls_linear import Split, search_C
 
 # official split sizes: (train, val, test) images; val 0 where the protocol carves 20 % from train; classes
-SIZES = {"aircraft": (3334, 3333, 3333, 100), "cars": (8144, 0, 8041, 196), "cifar10": (50000, 0, 10000, 10),
-         "cifar100": (50000, 0, 10000, 100),
-         "dtd": (1880, 1880, 1880, 47), "flowers102": (1020, 1020, 6149, 102), "food101": (75750, 0, 25250, 101),
-         "pets": (3680, 0, 3669, 37), "sun397": (19850, 0, 19850, 397), "voc2007": (2501, 2510, 4952, 20)}
+SIZES = {"aircraft": (3334, 3333, 3333, 100), "caltech101": (2416, 0, 6728, 102), "cars": (8144, 0, 8041, 196),
+         "cifar10": (50000, 0, 10000, 10), "cifar100": (50000, 0, 10000, 100), "dtd": (1880, 1880, 1880, 47),
+         "flowers102": (1020, 1020, 6149, 102), "food101": (75750, 0, 25250, 101), "pets": (3680, 0, 3669, 37),
+         "sun397": (19850, 0, 19850, 397), "voc2007": (2501, 2510, 4952, 20)}
 UNIT = (8192, 2048, 10)  # the evaluation timed: images, feature dimensions, classes
 
 

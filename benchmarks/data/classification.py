@@ -3,6 +3,7 @@
 `DATA` is one folder holding each dataset as torchvision's dataset class finds it under its `root` (the
 official archive unpacked where `torchvision.datasets.X(DATA, download=True)` puts it):
 
+  caltech101/101_ObjectCategories/ Caltech-101 (102 folders, BACKGROUND_Google included)
   stanford_cars/{cars_train,cars_test,devkit}/, stanford_cars/cars_test_annos_withlabels.mat  Stanford Cars
   cifar-10-batches-py/            CIFAR-10's python archive, unpacked
   cifar-100-python/               CIFAR-100's python archive, unpacked
@@ -20,7 +21,8 @@ two .mat files replaced by an existence check, so that generated files in the sa
 reader of the python pickles (`benchmarks/data/cifar100.py`): torchvision's CIFAR classes check the official
 files' md5 sums, so they refuse the generated files the tests use in the same layout, and they unpickle with
 `pickle.load`, which runs whatever a pickle names; ours accepts only arrays, lists and names. SUN397 is read by
-ours too (`SUN397Partition`): torchvision's reads no partition.
+ours too (`SUN397Partition`): torchvision's reads no partition; and Caltech-101 (`Caltech101Split`, the reference's
+split of 102 classes): torchvision's leaves out the BACKGROUND_Google class.
 
 Splits are the protocol's (ssl-transfer's `linear.py`): DTD, Aircraft, Flowers-102 and VOC2007 have their own
 validation split (DTD's first partition; Aircraft's variants, 100 classes; VOC2007's train / val); the others
@@ -136,6 +138,42 @@ class VOC2007Labels(Dataset):
         return (self.transform(image) if self.transform else image), torch.from_numpy(self.labels[index])
 
 
+class Caltech101Split(Dataset):
+    """Caltech-101 with the reference's split: its 102 folders (BACKGROUND_Google included, as class 0) in
+    ImageFolder's order, then per class 30 draws with replacement by numpy's legacy generator seeded 0
+    (ssl-transfer's `create_caltech101_splits`); the distinct images drawn train, all others test. The lists its
+    repository holds at the pinned commit are exactly these (checked against them: 2,416 training and 6,728 test
+    images; its first lists kept the repeated draws, 3,060 lines). torchvision's `Caltech101` leaves out
+    BACKGROUND_Google, so this reader is ours."""
+
+    PER_CLASS = 30
+
+    def __init__(self, root: Path, split: str, transform: Callable | None):
+        from torchvision.datasets import ImageFolder
+
+        folder = root / "caltech101" / "101_ObjectCategories"
+        images = ImageFolder(str(folder))
+        by_class: dict[int, list[int]] = {label: [] for label in range(len(images.classes))}
+        for index, (_, label) in enumerate(images.samples):
+            by_class[label].append(index)
+        generator = np.random.RandomState(0)
+        drawn = set()
+        for label in by_class:
+            drawn.update(int(i) for i in generator.choice(by_class[label], self.PER_CLASS))
+        keep = sorted(drawn) if split == "train" else [i for i in range(len(images.samples)) if i not in drawn]
+        self._image_files = [images.samples[i][0] for i in keep]
+        self.labels = np.asarray([images.samples[i][1] for i in keep], dtype=np.int64)
+        self.classes, self.transform = images.classes, transform
+
+    def __len__(self) -> int:
+        return len(self._image_files)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        with Image.open(self._image_files[index]) as image:
+            image = image.convert("RGB")
+        return (self.transform(image) if self.transform else image), int(self.labels[index])
+
+
 class SUN397Partition(Dataset):
     """SUN397 with its first train / test partition (`Training_01.txt`, `Testing_01.txt`, from the dataset's
     Partitions.zip, in the `SUN397/` folder as the reference reads them). torchvision's `SUN397` reads every image
@@ -184,6 +222,9 @@ DATASETS: dict[str, ClassificationSet] = {s.name: s for s in (
                       _torchvision("FGVCAircraft", {"train": "train", "val": "val", "test": "test"},
                                    annotation_level="variant"),
                       "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/ (fgvc-aircraft-2013b.tar.gz)"),
+    ClassificationSet("caltech101", "Caltech-101", "mean_per_class", 102, "caltech101/101_ObjectCategories",
+                      "carved", Caltech101Split,
+                      "https://data.caltech.edu/records/mzrjq-6wc02 (101_ObjectCategories, under DATA/caltech101/)"),
     ClassificationSet("cars", "Stanford Cars", "top1", 196, "stanford_cars", "carved",
                       _torchvision("StanfordCars", {"train": "train", "test": "test"}),
                       "the Stanford Cars images and devkit (cars_train, cars_test, devkit/, and "

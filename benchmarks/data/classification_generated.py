@@ -3,13 +3,13 @@ what the readers are tested on and what `cls-linear`'s smoke schedule runs on.
 
 Every class is a colour with noise, so a linear classifier on any features separates them; a few classes and a
 few images per split, of sizes between 36 and 60 px. The files are what each reader parses: CIFAR's python
-pickles (Python 2 protocol, bytes keys), Stanford Cars' devkit `.mat` files (`annotations` records with `class`
-and `fname`), SUN397's `ClassName.txt` and first partition `Training_01.txt` / `Testing_01.txt`, DTD's
-`labels/{train,val,test}1.txt`, Aircraft's `variants.txt` and `images_variant_{split}.txt`, Flowers-102's
-`imagelabels.mat` and `setid.mat` (MATLAB files, 1-based), Food-101's `meta/{classes.txt,train.json,test.json}`,
-Pets' `annotations/{trainval,test}.txt` (`Image CLASS-ID SPECIES BREED-ID`), and VOC2007's devkit
-(`benchmarks/data/voc_detection.py`: annotations with difficult objects, `ImageSets/Main/{train,val,trainval,
-test}.txt`).
+pickles (Python 2 protocol, bytes keys), Caltech-101's class folders, Stanford Cars' devkit `.mat` files
+(`annotations` records with `class` and `fname`), SUN397's `ClassName.txt` and first partition `Training_01.txt`
+/ `Testing_01.txt`, DTD's `labels/{train,val,test}1.txt`, Aircraft's `variants.txt` and
+`images_variant_{split}.txt`, Flowers-102's `imagelabels.mat` and `setid.mat` (MATLAB files, 1-based),
+Food-101's `meta/{classes.txt,train.json,test.json}`, Pets' `annotations/{trainval,test}.txt`
+(`Image CLASS-ID SPECIES BREED-ID`), and VOC2007's devkit (`benchmarks/data/voc_detection.py`: annotations with
+difficult objects, `ImageSets/Main/{train,val,trainval,test}.txt`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,14 @@ def _image(rng: np.random.Generator, label: int) -> Image.Image:
     colour = np.array([(label * 97 + 40) % 256, (label * 151 + 90) % 256, (label * 53 + 160) % 256], np.float32)
     pixels = colour + rng.normal(0, 25, (height, width, 3))
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def _caltech101(root: Path, rng: np.random.Generator) -> None:
+    folder = root / "caltech101" / "101_ObjectCategories"
+    for c, name in enumerate(["BACKGROUND_Google", "Faces", "accordion"][:CLASSES]):  # ImageFolder's order
+        (folder / name).mkdir(parents=True)
+        for i in range(40):  # more than the 30 draws per class, so that every class has test images
+            _image(rng, c).save(folder / name / f"image_{i + 1:04d}.jpg", quality=90)
 
 
 def _cars(root: Path, rng: np.random.Generator) -> None:
@@ -199,8 +207,9 @@ def _pets(root: Path, rng: np.random.Generator) -> None:
         (base / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")
 
 
-WRITERS = {"aircraft": _aircraft, "cars": _cars, "cifar10": _cifar10, "cifar100": _cifar100, "dtd": _dtd,
-           "flowers102": _flowers102, "food101": _food101, "pets": _pets, "sun397": _sun397, "voc2007": _voc2007}
+WRITERS = {"aircraft": _aircraft, "caltech101": _caltech101, "cars": _cars, "cifar10": _cifar10,
+           "cifar100": _cifar100, "dtd": _dtd, "flowers102": _flowers102, "food101": _food101, "pets": _pets,
+           "sun397": _sun397, "voc2007": _voc2007}
 
 
 def generate_classification(base: str | Path = "data/generated", seed: int = 0) -> Path:

@@ -46,7 +46,7 @@ register(Benchmark(
     schedules=("many-shot", "smoke"), embedded_schedules=("smoke",), demo_schedule="smoke", converts=False,
     multi_process=False, by_method=True, check_opts=check_opts, references={"many-shot": MANY_SHOT},
     compare_reference=compare_reference, built_semantics=built_semantics,
-    note="each dataset's own metric on its test split (top-1; mean per-class accuracy for Aircraft, Flowers-102 "
-         "and Pets; 11-point mAP for VOC2007), C chosen on its validation split; mean = the mean over the "
+    note="each dataset's own metric on its test split (top-1; mean per-class accuracy for Aircraft, Caltech-101, "
+         "Flowers-102 and Pets; 11-point mAP for VOC2007), C chosen on its validation split; mean = the mean over the "
          "datasets the run found (datasets = how many): compare means over the same datasets only",
 ))
