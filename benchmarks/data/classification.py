@@ -107,7 +107,26 @@ class Flowers102Files(Flowers102):
         return (base / "jpg").is_dir() and all((base / name).is_file() for name in ("imagelabels.mat", "setid.mat"))
 
 
-class VOC2007Labels(Dataset):
+class LabelledFiles(Dataset):
+    """Image files with a label each (`_image_files`, `labels`: a class index, or a row of binary labels), served
+    as RGB PIL images through `transform`: what our readers build."""
+
+    _image_files: list
+    labels: np.ndarray
+    transform: Callable | None
+
+    def __len__(self) -> int:
+        return len(self._image_files)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        with Image.open(self._image_files[index]) as image:
+            image = image.convert("RGB")
+        label = self.labels[index]
+        return (self.transform(image) if self.transform else image), (
+            torch.from_numpy(label) if label.ndim else int(label))
+
+
+class VOC2007Labels(LabelledFiles):
     """VOC2007 as 20 binary labels per image (torchvision's `VOCDetection` lists and parses the files): a class
     is positive when the image has an object of it not marked difficult, the `1` of the devkit's
     `ImageSets/Main/<class>_<split>.txt`; images with only difficult ones (`0` there) count as negatives, as in
@@ -129,16 +148,8 @@ class VOC2007Labels(Dataset):
                     self.labels[index, VOC_CLASSES.index(obj["name"])] = 1
         self._image_files, self.transform = list(voc.images), transform
 
-    def __len__(self) -> int:
-        return len(self._image_files)
 
-    def __getitem__(self, index: int) -> tuple[Any, torch.Tensor]:
-        with Image.open(self._image_files[index]) as image:
-            image = image.convert("RGB")
-        return (self.transform(image) if self.transform else image), torch.from_numpy(self.labels[index])
-
-
-class Caltech101Split(Dataset):
+class Caltech101Split(LabelledFiles):
     """Caltech-101 with the reference's split: its 102 folders (BACKGROUND_Google included, as class 0) in
     ImageFolder's order, then per class 30 draws with replacement by numpy's legacy generator seeded 0
     (ssl-transfer's `create_caltech101_splits`); the distinct images drawn train, all others test. The lists its
@@ -165,16 +176,8 @@ class Caltech101Split(Dataset):
         self.labels = np.asarray([images.samples[i][1] for i in keep], dtype=np.int64)
         self.classes, self.transform = images.classes, transform
 
-    def __len__(self) -> int:
-        return len(self._image_files)
 
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        with Image.open(self._image_files[index]) as image:
-            image = image.convert("RGB")
-        return (self.transform(image) if self.transform else image), int(self.labels[index])
-
-
-class SUN397Partition(Dataset):
+class SUN397Partition(LabelledFiles):
     """SUN397 with its first train / test partition (`Training_01.txt`, `Testing_01.txt`, from the dataset's
     Partitions.zip, in the `SUN397/` folder as the reference reads them). torchvision's `SUN397` reads every image
     and no partition, so this reader is ours. Classes are `ClassName.txt`'s names (`/a/abbey` -> `abbey`), sorted;
@@ -196,14 +199,6 @@ class SUN397Partition(Dataset):
                 self._image_files.append(base / relative)
                 labels.append(index["/".join(relative.split("/")[1:-1])])
         self.labels, self.classes, self.transform = np.asarray(labels, dtype=np.int64), classes, transform
-
-    def __len__(self) -> int:
-        return len(self._image_files)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        with Image.open(self._image_files[index]) as image:
-            image = image.convert("RGB")
-        return (self.transform(image) if self.transform else image), int(self.labels[index])
 
 
 def _torchvision(cls_name: str, split_names: dict[str, str], **kwargs: Any
