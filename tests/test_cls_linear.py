@@ -222,3 +222,20 @@ def test_a_run_extracts_features_once_and_scores_every_dataset(tmp_path, monkeyp
     again = run_benchmark("cls-linear", ckpt, "frozen", "smoke", data=root, out=tmp_path / "runs", device="cpu",
                           opts=["datasets=dtd"], seed=1)
     assert read_json(again / "result.json")["metrics"]["cls"]["dtd"] == result["metrics"]["cls"]["dtd"]
+
+
+def test_a_corrupt_image_is_one_error_naming_the_dataset_and_the_file(tmp_path):
+    from torchvision import transforms
+
+    from benchmarks.frameworks.cls_linear import cached_features
+
+    root = generate_classification(tmp_path)
+    broken = sorted((root / "dtd" / "dtd" / "images" / "texture1").glob("*_test*.jpg"))[0]
+    broken.write_bytes(b"not a jpeg")
+    pool = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    transform = transforms.Compose([transforms.Resize(32), transforms.CenterCrop(32), transforms.ToTensor()])
+    args = (pool, transform, "cpu", tmp_path / "cache", "0" * 64, 32)
+    assert cached_features(DATASETS["dtd"], root, "train", *args).features.shape == (24, 3)  # the others read
+    with pytest.raises(UserError, match=rf"^DTD \(test\): an image cannot be read: .*{broken.name}"):
+        cached_features(DATASETS["dtd"], root, "test", *args)
+    assert not list((tmp_path / "cache").rglob("dtd-test-*"))  # nothing cached for the failed split
