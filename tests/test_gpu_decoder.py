@@ -88,6 +88,17 @@ def test_gpu_path_serves_the_file_paths_samples_and_views_and_resumes_to_the_bit
     assert all(torch.equal(a, b) for a, b in zip(tail, batches[2], strict=True))
 
 
+def test_a_folder_of_pngs_runs_too_decoded_on_the_cpu(generated_dir):
+    from pretrain.config import GeneratedDataConfig
+    from pretrain.data.generated import generate
+
+    root = generate(GeneratedDataConfig(num_classes=2, modes_per_class=1, train_per_mode=8, val_per_mode=1,
+                                        image_size=32), generated_dir) / "train"
+    decoder = _decoder(root, image_size=32)
+    (images, labels, indices), = decoder.batches(GlobalBatchSampler(16, 16, seed=0), seed=0, rank=0, epoch=0)
+    assert images.shape == (16, 3, 32, 32) and sorted(indices.tolist()) == list(range(16))
+
+
 def test_a_file_no_decoder_reads_stops_the_step_with_its_name(jpeg_folder, tmp_path):
     root = tmp_path / "train"
     shutil.copytree(jpeg_folder, root)

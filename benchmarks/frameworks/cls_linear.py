@@ -226,6 +226,7 @@ def run_cls_linear(spec: RunSpec) -> TrainResult:
 
     from benchmarks.data.classification import select
     from benchmarks.frameworks.frozen import frozen_backbone, input_steps
+    from pretrain.checkpoint import sha256_of
 
     datasets, skipped = select(spec.data_root, chosen_datasets(spec.opts))
     for line in skipped:
@@ -234,8 +235,6 @@ def run_cls_linear(spec: RunSpec) -> TrainResult:
     model, source = frozen_backbone(spec.weights, spec.device)
     transform = transforms.Compose([transforms.Resize(image_size, interpolation=Image.BICUBIC),
                                     transforms.CenterCrop(image_size), *input_steps(source)])
-    from pretrain.checkpoint import sha256_of
-
     cache, checkpoint_sha256 = feature_cache(spec), sha256_of(spec.weights)
     metrics, details = {}, {}
     for dataset in datasets:

@@ -92,9 +92,10 @@ class GpuDecodedImages:
         images: list[torch.Tensor | None] = [None] * len(data)
         jpegs = [i for i, d in enumerate(data) if bytes(d[:3].tolist()) == JPEG_MAGIC]
         try:
-            for i, image in zip(jpegs, decode_jpeg([data[i] for i in jpegs], mode=ImageReadMode.RGB,
-                                                   device=self.device), strict=True):
-                images[i] = image
+            if jpegs:  # a batch of PNGs has none (decode_jpeg refuses an empty list)
+                for i, image in zip(jpegs, decode_jpeg([data[i] for i in jpegs], mode=ImageReadMode.RGB,
+                                                       device=self.device), strict=True):
+                    images[i] = image
         except RuntimeError:  # one file spoils the batched call: decode one by one to find it
             for i in jpegs:
                 images[i] = self._one(data[i], indices[i], on_device=True)
