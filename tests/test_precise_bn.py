@@ -9,6 +9,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from benchmarks.frameworks.precise_bn import buffer_digest, update_bn_stats
+from pretrain.distributed import leave_group
 
 
 def _model() -> nn.Module:
@@ -62,7 +63,8 @@ def _precise_bn_worker(rank: int, world: int, init_file: str, out: str, which: s
     else:
         update_bn_stats(model, iter(_batches(rank)), 3)
     torch.save({"state": model.state_dict(), "digest": buffer_digest(model)}, f"{out}/{which}-{rank}.pt")
-    dist.destroy_process_group()
+    del model
+    leave_group()  # together, after a barrier: a rank that closes gloo alone can abort at exit
 
 
 def _run_two_ranks(tmp_path, which: str) -> list[dict]:
