@@ -24,6 +24,7 @@ import time
 import torch
 
 from benchmarks.frameworks.cls_linear import Split, search_C
+from pretrain.timers import synchronize
 
 # official split sizes: (train, val, test) images; val 0 where the protocol carves 20 % from train; classes
 SIZES = {"aircraft": (3334, 3333, 3333, 100), "caltech101": (2416, 0, 6728, 102), "cars": (8144, 0, 8041, 196),
@@ -38,11 +39,6 @@ def synthetic(classes: int, dim: int, count: int, generator: torch.Generator, ce
     return Split(torch.relu(centres[labels] + torch.randn(count, dim, generator=generator)).double(), labels)
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def extraction_rate(device: str, batches: int = 3) -> float:
     """ResNet-50 (random weights, eval mode) images/s at 224 px, batch 64."""
     from pretrain.models import build_backbone
@@ -51,11 +47,11 @@ def extraction_rate(device: str, batches: int = 3) -> float:
     images = torch.randn(64, 3, 224, 224, device=device)
     with torch.no_grad():
         model(images)
-        sync(device)
+        synchronize(device)
         started = time.perf_counter()
         for _ in range(batches):
             model(images)
-        sync(device)
+        synchronize(device)
     return 64 * batches / (time.perf_counter() - started)
 
 
@@ -72,11 +68,11 @@ def evaluation_seconds(device: str, repeats: int = 5) -> float:
         loss.backward()
 
     once()
-    sync(device)
+    synchronize(device)
     started = time.perf_counter()
     for _ in range(repeats):
         once()
-    sync(device)
+    synchronize(device)
     return (time.perf_counter() - started) / repeats
 
 
@@ -105,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     for warm in (True, False):
         started = time.perf_counter()
         searches[warm] = search = search_C(train, val, "top1", args.classes, warm=warm)
-        sync(args.device)
+        synchronize(args.device)
         score = search.scores[search.best_C]
         print(f"{'warm' if warm else 'cold'} starts: C {search.best_C:.4g}, validation {score:.2f} %, "
               f"{search.iterations} L-BFGS iterations, {search.evaluations} evaluations, "

@@ -33,6 +33,7 @@ from pretrain.data import build_train_dataset
 from pretrain.data.gpu_decode import GpuDecodedImages, gpu_decoder_missing
 from pretrain.files import atomic_write_text
 from pretrain.methods import fused_search
+from pretrain.timers import synchronize
 from pretrain.timers.step_time import IMAGENET_TRAIN_IMAGES, HandWrittenSL, Setup, measure, profile_steps
 from pretrain.trainer import choose_precision, on_off, pick_device
 
@@ -175,11 +176,11 @@ def feed_rate(batches: Iterator, count: int, device: torch.device) -> tuple[floa
     from pretrain.timers.data_time import process_tree_cpu_seconds
 
     next(batches)  # workers started, first batch decoded
-    sync(device)
+    synchronize(device)
     before, started, images = process_tree_cpu_seconds(), time.perf_counter(), 0
     for _, batch in zip(range(count), batches, strict=False):
         images += len(batch[0])
-    sync(device)
+    synchronize(device)
     wall, after = time.perf_counter() - started, process_tree_cpu_seconds()
     busy = None if before is None or after is None else sum(after.get(pid, 0.0) - seconds
                                                             for pid, seconds in before.items()) / wall
@@ -187,11 +188,6 @@ def feed_rate(batches: Iterator, count: int, device: torch.device) -> tuple[floa
     if stop is not None:  # the workers stopped now, not by the garbage collector
         stop()
     return images / wall, busy
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def decoded_against_pil(decoder: GpuDecodedImages, count: int) -> str:

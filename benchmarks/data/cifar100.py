@@ -50,6 +50,13 @@ def unpickle_arrays(blob: bytes, what: str) -> dict[str, Any]:
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
+def cifar_images(data: Any, what: str) -> np.ndarray:
+    """A CIFAR pickle's `data` (N x 3072 uint8: the red, green, then blue 32 x 32 planes) as N x 32 x 32 x 3."""
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise UserError(f"{what} data must be an N x 3072 uint8 array")
+    return np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+
+
 def _read_members(source: Path) -> dict[str, bytes]:
     """The three pickles from the .tar.gz or from the unpacked folder (`cifar-100-python/` or its parent)."""
     if source.is_file():
@@ -87,8 +94,7 @@ def read_cifar100(source: Path) -> tuple[dict[str, LabelledImages], list[str], d
     for split in ("train", "test"):
         record = unpickle_arrays(blobs[split], f"{source}: {split}")
         data, fine, coarse = (record.get(k) for k in ("data", "fine_labels", "coarse_labels"))
-        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-            raise UserError(f"{source}: {split} data must be an N x 3072 uint8 array")
+        images = cifar_images(data, f"{source}: {split}")
         fine, coarse = np.asarray(fine, dtype=np.int64), np.asarray(coarse, dtype=np.int64)
         if not len(fine) == len(coarse) == len(data):
             raise UserError(f"{source}: {split} has {len(data)} images, {len(fine)} fine and {len(coarse)} "
@@ -99,8 +105,7 @@ def read_cifar100(source: Path) -> tuple[dict[str, LabelledImages], list[str], d
         for f, c in set(zip(fine.tolist(), coarse.tolist(), strict=True)):
             if coarse_of.setdefault(fine_names[f], coarse_names[c]) != coarse_names[c]:
                 raise UserError(f"{source}: class {fine_names[f]} belongs to two superclasses")
-        images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # planes -> H x W x RGB
-        splits[split] = LabelledImages(np.ascontiguousarray(images), fine)
+        splits[split] = LabelledImages(images, fine)
     digest = hashlib.sha256(b"".join(blobs[name] for name in MEMBERS)).hexdigest()
     return splits, fine_names, coarse_of, digest
 

@@ -73,7 +73,7 @@ class ArrayImages(Dataset):
 
 
 def _cifar10(root: Path, split: str, transform: Callable | None) -> Dataset:
-    from benchmarks.data.cifar100 import unpickle_arrays
+    from benchmarks.data.cifar100 import cifar_images, unpickle_arrays
 
     folder = root / "cifar-10-batches-py"
     members = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
@@ -83,12 +83,9 @@ def _cifar10(root: Path, split: str, transform: Callable | None) -> Dataset:
     images, labels = [], []
     for member in members:
         record = unpickle_arrays((folder / member).read_bytes(), f"{folder / member}")
-        data = record.get("data")
-        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-            raise UserError(f"{folder / member}: data must be an N x 3072 uint8 array")
-        images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # planes -> H x W x RGB
+        images.append(cifar_images(record.get("data"), f"{folder / member}:"))
         labels.append(np.asarray(record.get("labels"), dtype=np.int64))
-    return ArrayImages(np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels), transform)
+    return ArrayImages(np.concatenate(images), np.concatenate(labels), transform)
 
 
 def _cifar100(root: Path, split: str, transform: Callable | None) -> Dataset:
