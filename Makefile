@@ -97,11 +97,15 @@ bench-ade: $(STAMP)
 
 # Classification transfer, the many-shot linear protocol on frozen features: every dataset found under DATA (the
 # folder torchvision's dataset classes take as root; docs/benchmarks.md#classification-transfer-cls-linear), or
-# DATASETS=cifar10,dtd,...: make bench-cls CKPT=... [DATA=root] [DATASETS=...]; without DATA, the smoke schedule
+# DATASETS=cifar10,dtd,...: make bench-cls CKPT=... [DATA=root] [DATASETS=...] [IMAGE_SIZE=N] [TRAIN_PER_CLASS=N];
+# without DATA, the smoke schedule. IMAGE_SIZE replaces the protocol's 224 px, for backbones trained at another
+# size; TRAIN_PER_CLASS keeps the first N training images of each class (a reduced size; the run records both).
+CLS_OPTS = $(if $(DATASETS),datasets=$(DATASETS)) $(if $(IMAGE_SIZE),image_size=$(IMAGE_SIZE)) \
+  $(if $(TRAIN_PER_CLASS),train_per_class=$(TRAIN_PER_CLASS))
 bench-cls: $(STAMP)
-	@test -n "$(CKPT)" || { echo "usage: make bench-cls CKPT=path [DATA=root] [DATASETS=name,name] [PLAN=1]"; exit 2; }
+	@test -n "$(CKPT)" || { echo "usage: make bench-cls CKPT=path [DATA=root] [DATASETS=name,name] [IMAGE_SIZE=N] [TRAIN_PER_CLASS=N] [PLAN=1]"; exit 2; }
 	$(PY) -m benchmarks run cls-linear --ckpt $(CKPT) --framework frozen $(if $(SCHEDULE),--schedule $(SCHEDULE)) \
-	  --device $(DEVICE) $(if $(DATA),--data $(DATA)) $(if $(DATASETS),--opts datasets=$(DATASETS)) $(if $(PLAN),--plan)
+	  --device $(DEVICE) $(if $(DATA),--data $(DATA)) $(if $(strip $(CLS_OPTS)),--opts $(strip $(CLS_OPTS))) $(if $(PLAN),--plan)
 
 # Frozen-feature probe of a backbone on an ImageFolder train/val pair (default: the embedded data by
 # sub-mode, i.e. coarse-to-fine): make bench-probe CKPT=... [DATA=dir with train/ val/ [coarse_map.csv]]

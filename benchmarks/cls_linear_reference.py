@@ -71,10 +71,10 @@ MANY_SHOT = Reference(
 
 
 def compare_reference(schedule: str, reference: Reference) -> list[Difference]:
-    from benchmarks.data.classification import DATASETS
+    from benchmarks.data.classification import PROTOCOL_DATASETS
     from benchmarks.frameworks.cls_linear import protocol_settings
 
-    names = list(DATASETS)
+    names = list(PROTOCOL_DATASETS)
     return differences(protocol_settings(schedule, names), reference_settings(names), reference.differences,
                        ignored=lambda key: False)
 

@@ -4,6 +4,7 @@ missing-dataset errors, the feature cache, and a run end to end."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -15,7 +16,15 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
-from benchmarks.data.classification import DATASETS, carve_validation, image_paths, labels_of, read_split, select
+from benchmarks.data.classification import (
+    DATASETS,
+    PROTOCOL_DATASETS,
+    carve_validation,
+    image_paths,
+    labels_of,
+    read_split,
+    select,
+)
 from benchmarks.data.classification_generated import CLASSES, PER_SPLIT, generate_classification
 from benchmarks.frameworks.cls_linear import WD_GRID, Split, evaluate, metric_value, search_C, voc07_average_precision
 from benchmarks.frameworks.logistic import fit, l2_of_C
@@ -155,7 +164,8 @@ def _reference_caltech_split(root) -> list[str]:
 def test_every_reader_reads_its_official_layout_and_a_missing_dataset_is_one_line(tmp_path):
     root = generate_classification(tmp_path)
     found, skipped = select(root, None)
-    assert [d.name for d in found] == list(DATASETS) and skipped == []
+    assert [d.name for d in found] == PROTOCOL_DATASETS == list(DATASETS)[:11] and skipped == []
+    found += select(root, ["fmnist"])[0]  # read when named, never in a run over every dataset
     expected = {"predefined": {s: n * CLASSES for s, n in PER_SPLIT.items()},
                 "carved": {"train": (PER_SPLIT["train"] + PER_SPLIT["val"]) * CLASSES, "test": 12}}
     for dataset in found:
@@ -175,7 +185,9 @@ def test_every_reader_reads_its_official_layout_and_a_missing_dataset_is_one_lin
             data = read_split(dataset, root, split, transform=lambda image: torch.tensor(image.size))
             labels = labels_of(data)
             size, label = data[0]
-            assert len(data) == count and (size >= 32).all(), dataset.name  # the transform saw the PIL image
+            smallest = 28 if dataset.name == "fmnist" else 32  # Fashion-MNIST's 28 x 28 grey images, as RGB
+            assert len(data) == count and (size >= smallest).all(), dataset.name  # the transform saw the PIL image
+            assert read_split(dataset, root, split)[0][0].mode == "RGB", dataset.name
             if dataset.metric == "map11":  # 20 binary labels, every class positive in every split
                 assert labels.shape == (count, 20) and (labels.sum(0) > 0).all() and torch.equal(label, labels[0])
             else:
@@ -191,6 +203,14 @@ def test_every_reader_reads_its_official_layout_and_a_missing_dataset_is_one_lin
         select(root, ["imagenet"])
     with pytest.raises(UserError, match=r"^no cls-linear dataset under .*empty: looked for fgvc-aircraft-2013b/"):
         select(tmp_path / "empty", None)
+    (tmp_path / "only-fmnist").mkdir()
+    shutil.copytree(root / "fashion-mnist", tmp_path / "only-fmnist" / "fashion-mnist")
+    with pytest.raises(UserError, match=r"VOCdevkit/VOC2007/ \(voc2007\) \(fashion-mnist/ is there: name it with "
+                                        r"DATASETS=fmnist\)$"):
+        select(tmp_path / "only-fmnist", None)
+    (tmp_path / "only-fmnist" / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(UserError, match=r"^Fashion-MNIST file t10k-labels-idx1-ubyte\[.gz\] not found in "):
+        read_split(DATASETS["fmnist"], tmp_path / "only-fmnist", "test")
     # incomplete: a label list gone, one line naming the dataset and the file
     (root / "dtd" / "dtd" / "labels" / "val1.txt").unlink()
     with pytest.raises(UserError, match=r"^DTD under .*dtd/dtd cannot be read \(val split\): .*val1.txt"):
@@ -222,6 +242,47 @@ def test_a_run_extracts_features_once_and_scores_every_dataset(tmp_path, monkeyp
     again = run_benchmark("cls-linear", ckpt, "frozen", "smoke", data=root, out=tmp_path / "runs", device="cpu",
                           opts=["datasets=dtd"], seed=1)
     assert read_json(again / "result.json")["metrics"]["cls"]["dtd"] == result["metrics"]["cls"]["dtd"]
+
+
+def test_fashion_mnist_runs_when_named_at_the_sizes_asked_and_bad_options_are_one_line(tmp_path):
+    from benchmarks.commands.dryrun import random_backbone
+    from benchmarks.frameworks.cls_linear import first_per_class
+    from benchmarks.runner import resolve_run, run_benchmark
+    from pretrain.files import read_json
+
+    ckpt = random_backbone(tmp_path, "resnet18")
+    root = generate_classification(tmp_path / "data")
+    run_dir = run_benchmark("cls-linear", ckpt, "frozen", "smoke", data=root, out=tmp_path / "runs", device="cpu",
+                            opts=["datasets=fmnist", "image_size=32", "train_per_class=5"])
+    result = read_json(run_dir / "result.json")
+    assert set(result["metrics"]["cls"]) == {"fmnist", "mean", "datasets"}
+    resolved = json.loads((run_dir / "config.yaml").read_text())  # the resolved config, as the task wrote it
+    cached = sorted(p.name for p in (tmp_path / "runs" / "cls-linear" / "frozen" / "feature-cache").rglob("*.pt"))
+    assert cached == ["fmnist-test-32px.pt", "fmnist-train-32px-first5.pt"]
+    assert (resolved["image_size"], resolved["schedule_image_size"], resolved["datasets"]) == (32, 64, ["fmnist"])
+    # 5 of each class's 11 training images, the first in the files' order: 3 of the 15 validate, 12 fit
+    details = resolved["per_dataset"]["fmnist"]
+    assert (resolved["train_per_class"], details["train"], details["val"], details["test"]) == (5, 12, 3, 12)
+    from benchmarks.data.fashion_mnist import read_split as read_idx_split
+
+    labels = torch.from_numpy(read_idx_split(root / "fashion-mnist", "train").fine)
+    keep = first_per_class(labels, 5, "Fashion-MNIST")
+    assert len(keep) == 15 and keep == sorted(keep)
+    assert all(torch.equal(torch.nonzero(labels == c).flatten()[:5], torch.tensor([i for i in keep if labels[i] == c]))
+               for c in range(3))
+    with pytest.raises(UserError, match=r"^cls-linear: Fashion-MNIST has 11 training images of class 0, fewer than "
+                                        r"the train_per_class=12 asked for$"):
+        first_per_class(labels, 12, "Fashion-MNIST")
+    with pytest.raises(UserError, match=r"^cls-linear: train_per_class is for single-label datasets; VOC2007"):
+        first_per_class(torch.zeros(4, 20), 1, "VOC2007")
+    for opts, message in ((["image_size=big"], r"^cls-linear: image_size=big is not a size in pixels"),
+                          (["image_size=4"], r"^cls-linear: image_size=4 is not a size in pixels"),
+                          (["train_per_class=0"], r"^cls-linear: train_per_class=0 is not a number of images"),
+                          (["lr=0.1"], r"^cls-linear takes the --opts keys datasets=name,name, image_size=N and "
+                                       r"train_per_class=N \(got 'lr'\)$"),
+                          (["datasets=fmnist,imagenet"], r"^unknown cls-linear dataset\(s\) imagenet; known: ")):
+        with pytest.raises(UserError, match=message):
+            resolve_run("cls-linear", ckpt, "frozen", "smoke", 0, root, tmp_path / "runs", opts=opts)
 
 
 def test_a_corrupt_image_is_one_error_naming_the_dataset_and_the_file(tmp_path):

@@ -78,6 +78,13 @@ def test_proxy_tier_writes_one_table_from_every_method_and_seed(proxy_runs):
         (m, s) for m in ("sl", "sl-mlp", "look") for s in ("0", "1"))
     for row in rows:
         assert 0 <= float(row["linear_top1"]) <= 100 and 0 <= float(row["knn_top1"]) <= 100
+        # the many-shot linear protocol on the fine classes: the tier's 12 training images a class at the
+        # pretraining crop size, scored on every test image of the files
+        cls_run = json.loads((Path(row["cls_linear_dir"]) / "result.json").read_text())
+        resolved = json.loads((Path(row["cls_linear_dir"]) / "config.yaml").read_text())["per_dataset"]["fmnist"]
+        assert float(row["cls_linear"]) == pytest.approx(cls_run["metrics"]["cls"]["fmnist"], abs=1e-3)
+        assert (cls_run["schedule"], cls_run["pretrain_seed"]) == ("many-shot", int(row["seed"]))
+        assert (resolved["train"] + resolved["val"], resolved["test"]) == (120, 60)
         assert row["loss_spikes"] == "0" and float(row["peak_lr"]) == pytest.approx(0.1 * 48 / 256)
         # what pairs two methods' checkpoints in every table: the pretraining seed, recorded with each run
         probe = json.loads((Path(row["probe_dir"]) / "result.json").read_text())
@@ -91,7 +98,7 @@ def test_proxy_tier_writes_one_table_from_every_method_and_seed(proxy_runs):
     assert "| sl-mlp |" in differences and "| look |" in differences and "| sl |" not in differences
     # paired by seed: 2 pairs a row, an interval from Student's t and a verdict in words
     compared = [line for line in differences.splitlines() if line.startswith(("| sl-mlp |", "| look |"))]
-    assert len(compared) == 6 and all(re.match(r"\| (sl-mlp|look) \| \w+ \| 2 \| [+-]\d+\.\d\d \| \[[+-]", row)
+    assert len(compared) == 8 and all(re.match(r"\| (sl-mlp|look) \| \w+ \| 2 \| [+-]\d+\.\d\d \| \[[+-]", row)
                                       for row in compared), compared
     assert all(re.search(r"\| (better|worse|not distinguishable with 2 pairs) \|", row) for row in compared)
 
@@ -102,6 +109,7 @@ def test_proxy_tier_writes_one_table_from_every_method_and_seed(proxy_runs):
     assert again.returncode == 0, again.stderr[-3000:]
     report2 = json.loads(report_file.read_text())
     assert report2["timings"]["pretrain_runs"] == 0 and report2["timings"]["probe_runs"] == 0
+    assert report2["timings"]["cls_linear_runs"] == 0
     assert [r["metrics"] for r in report2["runs"]] == [r["metrics"] for r in report["runs"]]
 
 

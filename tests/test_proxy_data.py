@@ -8,7 +8,6 @@ import gzip
 import io
 import os
 import pickle
-import struct
 import tarfile
 from pathlib import Path
 
@@ -17,14 +16,9 @@ import pytest
 from PIL import Image
 
 from benchmarks.data.cifar100 import prepare_cifar100
-from benchmarks.data.fashion_mnist import COARSE_OF, FINE_CLASSES, prepare_fashion_mnist, read_idx
+from benchmarks.data.fashion_mnist import COARSE_OF, FINE_CLASSES, idx_bytes, prepare_fashion_mnist, read_idx
 from pretrain.data import IndexedImageFolder, read_coarse_map
 from pretrain.errors import UserError
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """Yann LeCun's idx format: 0, 0, type 0x08 (ubyte), number of dims; big-endian sizes; the bytes."""
-    return bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", n) for n in array.shape) + array.tobytes()
 
 
 def write_fmnist(folder: Path, train_per_class: int = 3, test_per_class: int = 2, gz: bool = True) -> dict:

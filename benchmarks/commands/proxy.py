@@ -45,6 +45,10 @@ COLUMNS = [
     ("diagnostics", "effective_rank", "eff_rank", "mean effective rank of a coarse class"),
     ("diagnostics", "submode_separability", "fine_sep", "fine-class 5-NN accuracy inside a coarse class (%)"),
 ]
+# the many-shot linear protocol on the fine classes, where the protocol names the dataset (`cls_linear`)
+CLS_LINEAR = ("cls_linear", "fine top-1 (%) of the many-shot linear protocol (cls-linear, benchmarks/frameworks/"
+              "cls_linear.py): the tier's training images with fine labels, C among 45 values chosen on 20 % of "
+              "them, refitted, scored on every test image; images at the pretraining crop size")
 
 
 # images a fine class in each split of the datasets the tier reads (train, test): what `null` asks for
@@ -64,6 +68,9 @@ class ProxyProtocol:
     methods: dict[str, str] = field(default_factory=dict)  # method -> pretraining config (repo-relative)
     overrides: list[str] = field(default_factory=list)  # `key=value` for every pretraining run
     method_overrides: dict[str, list[str]] = field(default_factory=dict)
+    # the cls-linear dataset the tier's data is (benchmarks/data/classification.py): each backbone is also scored
+    # by the many-shot linear protocol on it, on the tier's training images and every test image
+    cls_linear: str | None = None
 
 
 def load_protocol(dataset: str) -> ProxyProtocol:
@@ -76,7 +83,34 @@ def load_protocol(dataset: str) -> ProxyProtocol:
     if unknown or BASELINE not in protocol.methods:
         raise UserError(f"{path}: method_overrides for unknown methods {sorted(unknown)}, or no '{BASELINE}' "
                         "baseline in methods")
+    if protocol.cls_linear is not None and (protocol.data or protocol.dataset) != "fmnist":
+        raise UserError(f"{path}: cls_linear is read for the fmnist tiers only (its source is the idx folder)")
     return protocol
+
+
+def cls_linear_root(protocol: ProxyProtocol, source: str | Path | None, data_dir: Path) -> Path:
+    """The folder cls-linear reads the tier's dataset under: the parent of its source folder when that has the
+    dataset's folder name (Debian's /usr/share/datasets/fashion-mnist), else a link to it under `data_dir`."""
+    from benchmarks.data.classification import DATASETS
+    from benchmarks.data.fashion_mnist import DEBIAN_DIR
+
+    folder = Path(source) if source else DEBIAN_DIR
+    where = DATASETS[protocol.cls_linear].where
+    if folder.name == where:
+        return folder.parent
+    link = data_dir / "cls-linear-sources" / where
+    if not (link.is_symlink() and link.resolve() == folder.resolve()):
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(folder.resolve(), target_is_directory=True)
+    return link.parent
+
+
+def cls_linear_opts(protocol: ProxyProtocol, config: Config) -> list[str]:
+    """cls-linear's options for a tier backbone: the dataset, the pretraining crop size, the tier's training
+    images (the first `train_per_class` of each class, as pretraining saw them)."""
+    opts = [f"datasets={protocol.cls_linear}", f"image_size={config.data.image_size}"]
+    return opts + ([f"train_per_class={protocol.train_per_class}"] if protocol.train_per_class else [])
 
 
 def prepare_data(protocol: ProxyProtocol, source: str | Path | None, data_dir: Path) -> Path:
@@ -144,7 +178,9 @@ def run_proxy(dataset: str, source: str | Path | None = None, seeds: list[int] |
     runs = Path(out) / data_root.name  # one folder per dataset version
     configs = {(m, s): pretraining_config(protocol, m, s, data_root, runs, extra)
                for s in seeds for m in protocol.methods}  # every config is checked before anything trains
-    records, timings = [], {"pretrain_s": 0.0, "probe_s": 0.0, "pretrain_runs": 0, "probe_runs": 0}
+    cls_root = cls_linear_root(protocol, source, Path(data_dir)) if protocol.cls_linear else None
+    records, timings = [], {"pretrain_s": 0.0, "probe_s": 0.0, "pretrain_runs": 0, "probe_runs": 0,
+                            "cls_linear_s": 0.0, "cls_linear_runs": 0}
     timed_image_epochs = timed_probe_images = 0
     for (method, seed), config in configs.items():
         print(f"== {dataset}: {method}, seed {seed} ({config.out_dir})", flush=True)
@@ -164,10 +200,20 @@ def run_proxy(dataset: str, source: str | Path | None = None, seeds: list[int] |
             timings["probe_runs"] += 1
             timed_probe_images += count_images(data_root)
         result = json.loads((probe_dir / "result.json").read_text())
+        metrics = {column: result["metrics"].get(group, {}).get(metric) for group, metric, column, _ in COLUMNS}
+        cls_dir = None
+        if cls_root is not None:
+            tick, wall_tick = time.perf_counter(), time.time()
+            cls_dir = run_benchmark("cls-linear", exported, "frozen", "many-shot", seed=0, data=cls_root,
+                                    out=runs / "cls-linear", opts=cls_linear_opts(protocol, config))
+            if (cls_dir / "result.json").stat().st_mtime >= wall_tick:
+                timings["cls_linear_s"] += time.perf_counter() - tick
+                timings["cls_linear_runs"] += 1
+            cls_result = json.loads((cls_dir / "result.json").read_text())
+            metrics[CLS_LINEAR[0]] = cls_result["metrics"]["cls"][protocol.cls_linear]
         records.append({"method": method, "seed": seed, "checkpoint": exported.name,
                         "pretrain_dir": config.out_dir, "probe_dir": str(probe_dir),
-                        "metrics": {column: result["metrics"].get(group, {}).get(metric)
-                                    for group, metric, column, _ in COLUMNS},
+                        "cls_linear_dir": None if cls_dir is None else str(cls_dir), "metrics": metrics,
                         "training": meta.get("training", {}), "schedule": meta.get("schedule", {}),
                         "final_train_metrics": _final_epoch_metrics(Path(config.out_dir) / "log.jsonl")})
     timings["wall_s"] = time.perf_counter() - started
@@ -181,7 +227,8 @@ def run_proxy(dataset: str, source: str | Path | None = None, seeds: list[int] |
             + timings["probe_s"] / timed_probe_images * (train_images + val_images))
         print(f"the protocol as declared ({runs_declared} runs of {train_images} training images x {epochs} epochs, "
               f"{val_images} test images) would take about {timings['declared_estimate_s'] / 60:.1f} min on "
-              f"{timings['device']} at the rate measured here", flush=True)
+              f"{timings['device']} at the rate measured here (pretraining and probes; not the cls-linear runs)",
+              flush=True)
     report = {"dataset": dataset, "protocol": protocol.__dict__, "data": str(data_root),
               "data_record": json.loads((data_root / "dataset.json").read_text())
               if (data_root / "dataset.json").is_file() else None,
@@ -271,7 +318,12 @@ def write_tables(report: dict[str, Any], stem: Path) -> Path:
     from benchmarks.comparisons import EXPLAINED, markdown_table, paired_differences
 
     methods = list(dict.fromkeys(r["method"] for r in runs))
-    columns = [c for _, _, c, _ in COLUMNS]
+    described = [(c, what) for _, _, c, what in COLUMNS]
+    if any(CLS_LINEAR[0] in r["metrics"] for r in runs):
+        described.insert(1, CLS_LINEAR)  # beside the probe's linear top-1: the same question, the standard protocol
+    columns = [c for c, _ in described]
+    for r in runs:  # reports written before the column existed
+        r["metrics"].setdefault(CLS_LINEAR[0], None)
     seeds = sorted({r["seed"] for r in runs})
     timings = report["timings"]
     protocol = report["protocol"]
@@ -282,16 +334,20 @@ def write_tables(report: dict[str, Any], stem: Path) -> Path:
              f"{timings.get('device') or str(report['cpu_count']) + ' CPU cores'}, "
              f"{timings['wall_s'] / 60:.1f} min wall in all "
              f"({timings['pretrain_runs']} pretraining runs in {timings['pretrain_s'] / 60:.1f} min, "
-             f"{timings['probe_runs']} probes in {timings['probe_s'] / 60:.1f} min; runs reused from earlier "
-             "invocations are not timed)." + (
+             f"{timings['probe_runs']} probes in {timings['probe_s'] / 60:.1f} min"
+             + (f", {timings['cls_linear_runs']} cls-linear runs in {timings['cls_linear_s'] / 60:.1f} min"
+                if CLS_LINEAR[0] in columns else "")
+             + "; runs reused from earlier invocations are not timed)." + (
                  f" The protocol as declared would take about {timings['declared_estimate_s'] / 60:.0f} min there "
-                 "at the measured rate." if "declared_estimate_s" in timings else ""), "",
+                 "at the measured rate (pretraining and probes; not the cls-linear runs)."
+                 if "declared_estimate_s" in timings else ""), "",
              _setup_line(report), "",
              f"Pretraining seeds {', '.join(map(str, seeds))}; per run: global batch {first.get('global_batch')}, "
              f"peak lr {first.get('peak_lr')} (lr_per_256 {first.get('lr_per_256')}), "
              f"{first.get('total_steps')} steps with {first.get('warmup_steps')} warmup. The probe: frozen "
              "backbone, fine labels; linear probe with its L2 penalty chosen on 20 % of the fine *train* split, "
-             "kNN k = 20; the diagnostics use the coarse classes of the val split.", "",
+             "kNN k = 20; the diagnostics use the coarse classes of the val split."
+             + (f" {CLS_LINEAR[0]}: {CLS_LINEAR[1]}." if CLS_LINEAR[0] in columns else ""), "",
              "## By method (mean ± std over pretraining seeds)", "",
              "| method | seeds | " + " | ".join(columns) + " | loss spikes (all seeds) | final train loss |",
              "|" + "---|" * (len(columns) + 4)]
@@ -301,7 +357,8 @@ def write_tables(report: dict[str, Any], stem: Path) -> Path:
         lines.append(f"| {method} | {len(mine)} | " + " | ".join(_mean_std([r["metrics"][c] for r in mine])
                                                               for c in columns)
                      + f" | {spikes} | {_mean_std([r['final_train_metrics'].get('loss') for r in mine])} |")
-    differences = paired_differences(tier_frame(runs, report["dataset"]), f"proxy {report['dataset']}", columns[:3])
+    compared = columns[:4] if CLS_LINEAR[0] in columns else columns[:3]  # the fine accuracies, coarse agreement
+    differences = paired_differences(tier_frame(runs, report["dataset"]), f"proxy {report['dataset']}", compared)
     lines += ["", f"## Difference to {BASELINE}, paired by pretraining seed", "",
               f"{EXPLAINED}. Runs pair when they share the pretraining seed; one probe per backbone, so the "
               "interval covers the spread of pretraining seeds, the probe's own randomness included.", "",
@@ -316,14 +373,14 @@ def write_tables(report: dict[str, Any], stem: Path) -> Path:
         lines.append(f"| {r['method']} | {r['seed']} | {r['checkpoint']} | "
                      + " | ".join("—" if r["metrics"][c] is None else f"{r['metrics'][c]:.2f}" for c in columns)
                      + f" | {training.get('loss_spikes', '—')} | {largest} |")
-    lines += ["", "Columns: " + "; ".join(f"{c} = {what}" for _, _, c, what in COLUMNS) + ".", ""]
+    lines += ["", "Columns: " + "; ".join(f"{c} = {what}" for c, what in described) + ".", ""]
     md = stem.with_suffix(".md")
     atomic_write_text(md, "\n".join(lines))
 
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["dataset", "method", "seed", "checkpoint", *columns, "loss_spikes", "max_loss", "max_loss_step",
-                     "peak_lr", "global_batch", "total_steps", "pretrain_dir", "probe_dir"])
+                     "peak_lr", "global_batch", "total_steps", "pretrain_dir", "probe_dir", "cls_linear_dir"])
     for r in runs:
         training, schedule = r["training"], r["schedule"]
         writer.writerow([report["dataset"], r["method"], r["seed"], r["checkpoint"],
@@ -331,6 +388,6 @@ def write_tables(report: dict[str, Any], stem: Path) -> Path:
                          training.get("loss_spikes", ""), training.get("max_loss", ""),
                          training.get("max_loss_step", ""), schedule.get("peak_lr", ""),
                          schedule.get("global_batch", ""), schedule.get("total_steps", ""), r["pretrain_dir"],
-                         r["probe_dir"]])
+                         r["probe_dir"], r.get("cls_linear_dir") or ""])
     atomic_write_text(stem.with_suffix(".csv"), out.getvalue())
     return md

@@ -14,6 +14,7 @@ official archive unpacked where `torchvision.datasets.X(DATA, download=True)` pu
   oxford-iiit-pet/{images,annotations}/  Oxford-IIIT Pets
   SUN397/{ClassName.txt,Training_01.txt,Testing_01.txt,a/abbey/...}  SUN397 and its partitions
   VOCdevkit/VOC2007/              PASCAL VOC 2007 (trainval and test)
+  fashion-mnist/                  Fashion-MNIST's four idx files (not one of the protocol's datasets: run when named)
 
 torchvision's classes read Stanford Cars, DTD, FGVC-Aircraft, Food-101, Pets, Flowers-102 (its md5 check of the
 two .mat files replaced by an existence check, so that generated files in the same layout pass) and VOC2007
@@ -27,6 +28,12 @@ split of 102 classes): torchvision's leaves out the BACKGROUND_Google class.
 Splits are the protocol's (ssl-transfer's `linear.py`): DTD, Aircraft, Flowers-102 and VOC2007 have their own
 validation split (DTD's first partition; Aircraft's variants, 100 classes; VOC2007's train / val); the others
 carve theirs from the training split (`carve_validation`). Pets' training split is its `trainval` list.
+
+Fashion-MNIST is read for the real-data tier (docs/real-data-tier.md): it is not one of the protocol's datasets,
+so a run looks for it only when it is named (`DATASETS=fmnist`) and a run over all datasets never puts it in its
+mean. Its folder is Debian's name for it, so `DATA=/usr/share/datasets` finds the packaged copy; it is read by the
+tier's reader (`benchmarks/data/fashion_mnist.py`), since torchvision's `FashionMNIST` reads only unpacked files
+under `FashionMNIST/raw/`, not the gzipped files as distributed.
 """
 
 from __future__ import annotations
@@ -56,10 +63,11 @@ class ClassificationSet:
     # (DATA, split, transform) -> (transformed image, label) pairs; split: train, val, test
     read: Callable[[Path, str, Callable | None], Dataset]
     source: str  # where the data comes from
+    in_protocol: bool = True  # False: read only when named, never in the mean of a run over every dataset
 
 
 class ArrayImages(Dataset):
-    """uint8 images N x H x W x 3 with a label each, served as PIL images through `transform`."""
+    """uint8 images N x H x W x 3 (or N x H x W, grey) with a label each, served as PIL images through `transform`."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable | None = None):
         self.images, self.labels, self.transform = images, labels, transform
@@ -68,7 +76,7 @@ class ArrayImages(Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        image = Image.fromarray(self.images[index])
+        image = Image.fromarray(self.images[index]).convert("RGB")  # grey images as three equal channels
         return (self.transform(image) if self.transform else image), int(self.labels[index])
 
 
@@ -93,6 +101,13 @@ def _cifar100(root: Path, split: str, transform: Callable | None) -> Dataset:
 
     splits, _, _, _ = read_cifar100(root / "cifar-100-python")
     data = splits["train" if split == "train" else "test"]
+    return ArrayImages(data.images, data.fine, transform)
+
+
+def _fashion_mnist(root: Path, split: str, transform: Callable | None) -> Dataset:
+    from benchmarks.data.fashion_mnist import read_split as read_idx_split
+
+    data = read_idx_split(root / "fashion-mnist", "train" if split == "train" else "test")
     return ArrayImages(data.images, data.fine, transform)
 
 
@@ -245,7 +260,11 @@ DATASETS: dict[str, ClassificationSet] = {s.name: s for s in (
                       VOC2007Labels,
                       "http://host.robots.ox.ac.uk/pascal/VOC/voc2007/ (VOCtrainval_06-Nov-2007.tar, "
                       "VOCtest_06-Nov-2007.tar)"),
+    ClassificationSet("fmnist", "Fashion-MNIST", "top1", 10, "fashion-mnist", "carved", _fashion_mnist,
+                      "Debian's dataset-fashion-mnist (make data-fmnist; DATA=/usr/share/datasets), or the four idx "
+                      "files of https://github.com/zalandoresearch/fashion-mnist", in_protocol=False),
 )}
+PROTOCOL_DATASETS = [name for name, s in DATASETS.items() if s.in_protocol]  # the protocol's own (ssl-transfer's)
 
 
 def carve_validation(n: int, fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -258,8 +277,8 @@ def carve_validation(n: int, fraction: float = 0.2, seed: int = 0) -> tuple[np.n
 
 
 def select(root: Path, names: list[str] | None) -> tuple[list[ClassificationSet], list[str]]:
-    """(the datasets to run, one line per dataset not found): all that are under `root`, or those named, each of
-    which must be there."""
+    """(the datasets to run, one line per dataset not found): all of the protocol's that are under `root`, or those
+    named, each of which must be there."""
     if names:
         unknown = [n for n in names if n not in DATASETS]
         if unknown:
@@ -269,11 +288,14 @@ def select(root: Path, names: list[str] | None) -> tuple[list[ClassificationSet]
         if absent:
             raise UserError(f"cls-linear dataset(s) not found: {'; '.join(absent)}")
         return [DATASETS[n] for n in names], []
-    found = [s for s in DATASETS.values() if (root / s.where).is_dir()]
-    skipped = [f"{s.name}: not found at {root / s.where} ({s.source})" for s in DATASETS.values() if s not in found]
+    protocol = [DATASETS[n] for n in PROTOCOL_DATASETS]
+    found = [s for s in protocol if (root / s.where).is_dir()]
+    skipped = [f"{s.name}: not found at {root / s.where} ({s.source})" for s in protocol if s not in found]
     if not found:
+        extras = [f"{s.where}/ is there: name it with DATASETS={s.name}" for s in DATASETS.values()
+                  if not s.in_protocol and (root / s.where).is_dir()]
         raise UserError(f"no cls-linear dataset under {root}: looked for " + ", ".join(
-            f"{s.where}/ ({s.name})" for s in DATASETS.values()))
+            f"{s.where}/ ({s.name})" for s in protocol) + "".join(f" ({line})" for line in extras))
     return found, skipped
 
 

@@ -8,8 +8,9 @@ pickles (Python 2 protocol, bytes keys), Caltech-101's class folders, Stanford C
 / `Testing_01.txt`, DTD's `labels/{train,val,test}1.txt`, Aircraft's `variants.txt` and
 `images_variant_{split}.txt`, Flowers-102's `imagelabels.mat` and `setid.mat` (MATLAB files, 1-based),
 Food-101's `meta/{classes.txt,train.json,test.json}`, Pets' `annotations/{trainval,test}.txt`
-(`Image CLASS-ID SPECIES BREED-ID`), and VOC2007's devkit (`benchmarks/data/voc_detection.py`: annotations with
-difficult objects, `ImageSets/Main/{train,val,trainval,test}.txt`).
+(`Image CLASS-ID SPECIES BREED-ID`), VOC2007's devkit (`benchmarks/data/voc_detection.py`: annotations with
+difficult objects, `ImageSets/Main/{train,val,trainval,test}.txt`), and Fashion-MNIST's four gzipped idx files
+(28 x 28 grey images).
 """
 
 from __future__ import annotations
@@ -207,9 +208,24 @@ def _pets(root: Path, rng: np.random.Generator) -> None:
         (base / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")
 
 
+def _fmnist(root: Path, rng: np.random.Generator) -> None:
+    import gzip
+
+    from benchmarks.data.fashion_mnist import idx_bytes
+
+    base = root / "fashion-mnist"
+    base.mkdir(parents=True)
+    for prefix, count in (("train", PER_SPLIT["train"] + PER_SPLIT["val"]), ("t10k", PER_SPLIT["test"])):
+        labels = np.tile(np.arange(CLASSES, dtype=np.uint8), count)
+        rng.shuffle(labels)
+        grey = (labels.astype(np.float32) * 80 + 40)[:, None, None] + rng.normal(0, 20, (len(labels), 28, 28))
+        for kind, array in (("images-idx3", np.clip(grey, 0, 255).astype(np.uint8)), ("labels-idx1", labels)):
+            (base / f"{prefix}-{kind}-ubyte.gz").write_bytes(gzip.compress(idx_bytes(array)))
+
+
 WRITERS = {"aircraft": _aircraft, "caltech101": _caltech101, "cars": _cars, "cifar10": _cifar10,
            "cifar100": _cifar100, "dtd": _dtd, "flowers102": _flowers102, "food101": _food101, "pets": _pets,
-           "sun397": _sun397, "voc2007": _voc2007}
+           "sun397": _sun397, "voc2007": _voc2007, "fmnist": _fmnist}
 
 
 def generate_classification(base: str | Path = "data/generated", seed: int = 0) -> Path:

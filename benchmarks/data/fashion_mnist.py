@@ -54,6 +54,13 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An array of unsigned bytes as an idx file (what `read_idx` reads): 0, 0, type, number of dims; big-endian
+    sizes; the bytes. For the generated copies the tests read."""
+    return (bytes([0, 0, IDX_UBYTE, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+            + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
 def read_split(folder: Path, split: str) -> LabelledImages:
     images_file, labels_file = (_find(folder, stem) for stem in FILES[split])
     images, labels = read_idx(images_file), read_idx(labels_file)

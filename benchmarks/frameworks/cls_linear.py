@@ -168,19 +168,44 @@ def feature_cache(spec: RunSpec) -> Path:
     return spec.work_dir.parents[3] / "feature-cache"
 
 
+def first_per_class(labels: torch.Tensor, count: int, what: str) -> list[int]:
+    """The indices of the first `count` images of every class, in the split's order (kept in that order)."""
+    if labels.ndim != 1:
+        raise UserError(f"cls-linear: train_per_class is for single-label datasets; {what} has several labels an image")
+    keep = []
+    for label in labels.unique().tolist():
+        found = torch.nonzero(labels == label).flatten()[:count]
+        if len(found) < count:
+            raise UserError(f"cls-linear: {what} has {len(found)} training images of class {label}, fewer than the "
+                            f"train_per_class={count} asked for")
+        keep += found.tolist()
+    return sorted(keep)
+
+
 def cached_features(dataset: ClassificationSet, root: Path, split: str, model: torch.nn.Module, transform: Any,
-                    device: str, cache: Path, checkpoint_sha256: str, image_size: int) -> Split:
-    """A split's pooled features: from the cache when its provenance matches, else extracted and cached."""
+                    device: str, cache: Path, checkpoint_sha256: str, image_size: int,
+                    train_per_class: int | None = None) -> Split:
+    """A split's pooled features: from the cache when its provenance matches, else extracted and cached.
+    `train_per_class`: of the training split, only the first that many images of each class."""
+    from torch.utils.data import Subset
+
     from benchmarks.frameworks.frozen import pooled_features
     from pretrain.files import atomic_write_bytes
 
     data = read_split(dataset, root, split, transform)
-    paths = image_paths(data)
+    paths, labels = image_paths(data), labels_of(data)
+    subset = train_per_class if split == "train" else None
+    if subset:
+        keep = first_per_class(labels, subset, dataset.title)
+        data, labels = Subset(data, keep), labels[keep]
+        paths = None if paths is None else [paths[i] for i in keep]
     listing = hashlib.sha256("\n".join(paths).encode() if paths else str(len(data)).encode()).hexdigest()
     provenance = {"checkpoint_sha256": checkpoint_sha256, "dataset": dataset.name, "split": split,
                   "root": str((root / dataset.where).resolve()), "images": len(data), "files_sha256": listing,
-                  "image_size": image_size, "transform": repr(transform), "torch": str(torch.__version__)}
-    file = cache / checkpoint_sha256[:16] / f"{dataset.name}-{split}-{image_size}px.pt"
+                  "image_size": image_size, "transform": repr(transform), "torch": str(torch.__version__),
+                  **({"train_per_class": subset} if subset else {})}
+    part = f"-first{subset}" if subset else ""
+    file = cache / checkpoint_sha256[:16] / f"{dataset.name}-{split}-{image_size}px{part}.pt"
     if file.is_file():
         try:
             stored = torch.load(file, weights_only=True)
@@ -192,7 +217,6 @@ def cached_features(dataset: ClassificationSet, root: Path, split: str, model: t
         features = pooled_features(model, data, device, BATCH_SIZE, progress=f"{dataset.name} {split} features")
     except (OSError, SyntaxError, ValueError) as e:  # PIL's errors name the file, or not: say which dataset
         raise UserError(f"{dataset.title} ({split}): an image cannot be read: {e}") from None
-    labels = labels_of(data)
     buffer = io.BytesIO()
     torch.save({"features": features, "labels": labels, "provenance": provenance}, buffer)
     file.parent.mkdir(parents=True, exist_ok=True)
@@ -209,14 +233,35 @@ def splits_of(dataset: ClassificationSet, extract: Any) -> tuple[Split, Split, S
     return (Split(train.features[keep], train.labels[keep]), Split(train.features[held], train.labels[held]), test)
 
 
-def chosen_datasets(opts: tuple[str, ...]) -> list[str] | None:
-    """`datasets=cifar10,dtd` from --opts (DATASETS= in make); None: every dataset found."""
-    names = None
+@dataclass(frozen=True)
+class Options:
+    """cls-linear's --opts: `datasets=cifar10,dtd` (DATASETS= in make; None: every protocol dataset found),
+    `image_size=N` (IMAGE_SIZE=; None: the schedule's, 224 for many-shot) and `train_per_class=N`
+    (TRAIN_PER_CLASS=; None: every training image). Both sizes depart from the protocol, for a run at a reduced
+    size or of backbones trained at another resolution (the real-data tier's 32 px); the run records them."""
+
+    datasets: list[str] | None = None
+    image_size: int | None = None
+    train_per_class: int | None = None
+
+
+def cls_options(opts: tuple[str, ...]) -> Options:
+    values: dict[str, Any] = {}
     for key, value in split_opts(opts):
-        if key != "datasets":
-            raise UserError(f"cls-linear takes one --opts key, datasets=name,name (got '{key}')")
-        names = [n.strip() for n in value.split(",") if n.strip()]
-    return names
+        if key == "datasets":
+            values[key] = [n.strip() for n in value.split(",") if n.strip()]
+        elif key == "image_size":
+            if not value.isdigit() or not 8 <= int(value) <= 1024:
+                raise UserError(f"cls-linear: image_size={value} is not a size in pixels (8 ... 1024)")
+            values[key] = int(value)
+        elif key == "train_per_class":
+            if not value.isdigit() or int(value) < 1:
+                raise UserError(f"cls-linear: train_per_class={value} is not a number of images")
+            values[key] = int(value)
+        else:
+            raise UserError("cls-linear takes the --opts keys datasets=name,name, image_size=N and train_per_class=N "
+                            f"(got '{key}')")
+    return Options(**values)
 
 
 def run_cls_linear(spec: RunSpec) -> TrainResult:
@@ -228,10 +273,17 @@ def run_cls_linear(spec: RunSpec) -> TrainResult:
     from benchmarks.frameworks.frozen import frozen_backbone, input_steps
     from pretrain.checkpoint import sha256_of
 
-    datasets, skipped = select(spec.data_root, chosen_datasets(spec.opts))
+    options = cls_options(spec.opts)
+    datasets, skipped = select(spec.data_root, options.datasets)
     for line in skipped:
         print(f"cls-linear: {line}", flush=True)
-    image_size = IMAGE_SIZE[spec.schedule]
+    image_size = options.image_size or IMAGE_SIZE[spec.schedule]
+    if image_size != IMAGE_SIZE[spec.schedule]:
+        print(f"cls-linear: images at {image_size} px (image_size={image_size}), not the {spec.schedule} "
+              f"schedule's {IMAGE_SIZE[spec.schedule]} px", flush=True)
+    if options.train_per_class:
+        print(f"cls-linear: the first {options.train_per_class} training images of each class "
+              f"(train_per_class={options.train_per_class}), not every one", flush=True)
     model, source = frozen_backbone(spec.weights, spec.device)
     transform = transforms.Compose([transforms.Resize(image_size, interpolation=Image.BICUBIC),
                                     transforms.CenterCrop(image_size), *input_steps(source)])
@@ -240,7 +292,7 @@ def run_cls_linear(spec: RunSpec) -> TrainResult:
     for dataset in datasets:
         def extract(split: str, dataset: ClassificationSet = dataset) -> Split:
             return cached_features(dataset, spec.data_root, split, model, transform, spec.device, cache,
-                                   checkpoint_sha256, image_size)
+                                   checkpoint_sha256, image_size, options.train_per_class)
 
         train, val, test = splits_of(dataset, extract)
         row = evaluate(train, val, test, dataset.metric, dataset.num_classes, spec.device, spec.schedule,
@@ -252,7 +304,9 @@ def run_cls_linear(spec: RunSpec) -> TrainResult:
     metrics["mean"] = sum(metrics.values()) / len(metrics)
     metrics["datasets"] = float(len(datasets))
     resolved = {"task": "cls-linear", "data": str(spec.data_root), "datasets": [d.name for d in datasets],
-                "not_found": skipped, "image_size": image_size, "resize": "bicubic, short side, then centre crop",
+                "not_found": skipped, "image_size": image_size, "schedule_image_size": IMAGE_SIZE[spec.schedule],
+                "train_per_class": options.train_per_class or "all",
+                "resize": "bicubic, short side, then centre crop",
                 "features": "global average pool of the last stage", "wd_grid": list(GRID[spec.schedule]),
                 "C": "1 / wd",
                 "validation": {**VALIDATION, "predefined": [d.name for d in datasets if d.validation == "predefined"]},

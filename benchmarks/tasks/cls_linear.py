@@ -17,10 +17,10 @@ def run(spec: RunSpec) -> TrainResult:
 
 def check_opts(opts: tuple[str, ...]) -> None:
     from benchmarks.data.classification import DATASETS
-    from benchmarks.frameworks.cls_linear import chosen_datasets
+    from benchmarks.frameworks.cls_linear import cls_options
     from pretrain.errors import UserError
 
-    unknown = [name for name in chosen_datasets(opts) or [] if name not in DATASETS]
+    unknown = [name for name in cls_options(opts).datasets or [] if name not in DATASETS]
     if unknown:
         raise UserError(f"unknown cls-linear dataset(s) {', '.join(unknown)}; known: {', '.join(DATASETS)}")
 
