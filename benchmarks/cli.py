@@ -190,7 +190,7 @@ def _proxy(args: argparse.Namespace) -> int:
         per_class = (args.train_per_class, args.val_per_class)
     command = args.command_line or "python -m benchmarks " + shlex.join(args.invocation)
     table = run_proxy(args.dataset, args.source, args.seeds, args.out, args.results, args.data_dir, args.set,
-                      command=command, per_class=per_class)
+                      command=command, per_class=per_class, cls_linear_schedule=args.cls_linear_schedule)
     print(f"table: {table} (+ .csv)")
     return 0
 
@@ -290,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pretraining override for every run (a new run directory, not the protocol's table)")
     x.add_argument("--train-per-class", type=int, help="training images a fine class (default: the protocol's)")
     x.add_argument("--val-per-class", type=int, help="test images a fine class (default: the protocol's)")
+    x.add_argument("--cls-linear-schedule", choices=("many-shot", "smoke"), default="many-shot",
+                   help="the schedule of the cls-linear runs, where the protocol has them (smoke: 12 of the 45 "
+                        "values of C, at most 100 iterations a fit; a quick check, named in the table)")
     x.add_argument("--out", default="runs/proxy")
     x.add_argument("--data-dir", default="data/proxy", help="where the dataset is written as an ImageFolder")
     x.add_argument("--results", default="results")

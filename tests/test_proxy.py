@@ -40,9 +40,9 @@ def _start_proxy_runs(request: pytest.FixtureRequest, factory: pytest.TempPathFa
     write_fmnist(tier / "fm", train_per_class=12, test_per_class=6)
     write_fmnist(full / "fm", train_per_class=8, test_per_class=4)
     tier_args = _proxy_args("fmnist", tier / "fm", tier, TINY_PROXY, "--seeds", "0", "1",
-                            "--train-per-class", "12", "--val-per-class", "6")
+                            "--train-per-class", "12", "--val-per-class", "6", "--cls-linear-schedule", "smoke")
     full_args = _proxy_args("fmnist-full", full / "fm", full, [*TINY_PROXY, "train.batch_size=32"], "--seeds", "0",
-                            "--train-per-class", "8", "--val-per-class", "4")
+                            "--train-per-class", "8", "--val-per-class", "4", "--cls-linear-schedule", "smoke")
     return lambda: {"tier": tier, "tier_args": tier_args, "full": full,
                     "tier_result": run_cli("-m", "benchmarks", *tier_args, timeout=900, environ=environ),
                     "full_result": run_cli("-m", "benchmarks", *full_args, timeout=900, environ=environ)}
@@ -69,6 +69,7 @@ def test_proxy_tier_writes_one_table_from_every_method_and_seed(proxy_runs):
     table = (tmp_path / "results" / "proxy_fmnist.md").read_text()
     assert "## By method" in table and "## Difference to sl" in table and "## Every run" in table
     assert "python -m benchmarks proxy --dataset fmnist" in table  # the command sits next to the numbers
+    assert "The cls-linear runs used the smoke schedule" in table
     # which backbone, stem, images, schedule and machine produced it
     assert "Backbone resnet18 with the small stem, 16 px crops (decoded once, augmented on the device); images: " \
         "120 train (12 a class), 60 val (6 a class); 2 epochs." in table and " UTC on CPU (" in table
@@ -83,7 +84,7 @@ def test_proxy_tier_writes_one_table_from_every_method_and_seed(proxy_runs):
         cls_run = json.loads((Path(row["cls_linear_dir"]) / "result.json").read_text())
         resolved = json.loads((Path(row["cls_linear_dir"]) / "config.yaml").read_text())["per_dataset"]["fmnist"]
         assert float(row["cls_linear"]) == pytest.approx(cls_run["metrics"]["cls"]["fmnist"], abs=1e-3)
-        assert (cls_run["schedule"], cls_run["pretrain_seed"]) == ("many-shot", int(row["seed"]))
+        assert (cls_run["schedule"], cls_run["pretrain_seed"]) == ("smoke", int(row["seed"]))  # as asked
         assert (resolved["train"] + resolved["val"], resolved["test"]) == (120, 60)
         assert row["loss_spikes"] == "0" and float(row["peak_lr"]) == pytest.approx(0.1 * 48 / 256)
         # what pairs two methods' checkpoints in every table: the pretraining seed, recorded with each run

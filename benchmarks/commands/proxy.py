@@ -159,9 +159,11 @@ def _read_meta(path: Path) -> dict[str, Any]:
 def run_proxy(dataset: str, source: str | Path | None = None, seeds: list[int] | None = None,
               out: str | Path = "runs/proxy", results: str | Path = "results", data_dir: str | Path = "data/proxy",
               overrides: list[str] | None = None, command: str | None = None,
-              per_class: tuple[int | None, int | None] | None = None) -> Path:
-    """Pretrain every method with every seed, probe each backbone, write the table; returns the .md path.
-    `per_class` (train, val) replaces the protocol's image counts (a smaller or larger version of the tier)."""
+              per_class: tuple[int | None, int | None] | None = None, cls_linear_schedule: str = "many-shot"
+              ) -> Path:
+    """Pretrain every method with every seed, probe each backbone (and score it with cls-linear where the
+    protocol names a dataset for it), write the table; returns the .md path. `per_class` (train, val) replaces
+    the protocol's image counts (a smaller or larger version of the tier)."""
     from benchmarks.runner import run_benchmark
     from pretrain.trainer import train
 
@@ -204,7 +206,7 @@ def run_proxy(dataset: str, source: str | Path | None = None, seeds: list[int] |
         cls_dir = None
         if cls_root is not None:
             tick, wall_tick = time.perf_counter(), time.time()
-            cls_dir = run_benchmark("cls-linear", exported, "frozen", "many-shot", seed=0, data=cls_root,
+            cls_dir = run_benchmark("cls-linear", exported, "frozen", cls_linear_schedule, seed=0, data=cls_root,
                                     out=runs / "cls-linear", opts=cls_linear_opts(protocol, config))
             if (cls_dir / "result.json").stat().st_mtime >= wall_tick:
                 timings["cls_linear_s"] += time.perf_counter() - tick
@@ -232,7 +234,7 @@ def run_proxy(dataset: str, source: str | Path | None = None, seeds: list[int] |
     report = {"dataset": dataset, "protocol": protocol.__dict__, "data": str(data_root),
               "data_record": json.loads((data_root / "dataset.json").read_text())
               if (data_root / "dataset.json").is_file() else None,
-              "seeds": seeds, "overrides": extra,
+              "seeds": seeds, "overrides": extra, "cls_linear_schedule": cls_linear_schedule if cls_root else None,
               "command": command or "python -m benchmarks " + shlex.join(sys.argv[1:]),
               "finished": utc_now(), "cpu_count": os.cpu_count(), "timings": timings,
               "configs": {f"{m} seed {s}": c.to_dict() for (m, s), c in configs.items()}, "runs": records}
@@ -347,7 +349,10 @@ def write_tables(report: dict[str, Any], stem: Path) -> Path:
              f"{first.get('total_steps')} steps with {first.get('warmup_steps')} warmup. The probe: frozen "
              "backbone, fine labels; linear probe with its L2 penalty chosen on 20 % of the fine *train* split, "
              "kNN k = 20; the diagnostics use the coarse classes of the val split."
-             + (f" {CLS_LINEAR[0]}: {CLS_LINEAR[1]}." if CLS_LINEAR[0] in columns else ""), "",
+             + (f" {CLS_LINEAR[0]}: {CLS_LINEAR[1]}." if CLS_LINEAR[0] in columns else "")
+             + (" The cls-linear runs used the smoke schedule (12 of the 45 values of C, at most 100 iterations "
+                "a fit): a quick check, not the protocol." if report.get("cls_linear_schedule") == "smoke" else ""),
+             "",
              "## By method (mean ± std over pretraining seeds)", "",
              "| method | seeds | " + " | ".join(columns) + " | loss spikes (all seeds) | final train loss |",
              "|" + "---|" * (len(columns) + 4)]
