@@ -270,8 +270,8 @@ def test_fashion_mnist_runs_when_named_at_the_sizes_asked_and_bad_options_are_on
     assert len(keep) == 15 and keep == sorted(keep)
     assert all(torch.equal(torch.nonzero(labels == c).flatten()[:5], torch.tensor([i for i in keep if labels[i] == c]))
                for c in range(3))
-    with pytest.raises(UserError, match=r"^cls-linear: Fashion-MNIST has 11 training images of class 0, fewer than "
-                                        r"the train_per_class=12 asked for$"):
+    with pytest.raises(UserError, match=r"^cls-linear: Fashion-MNIST training split \(train_per_class\): class 0 has "
+                                        r"11 images, fewer than the 12 asked for$"):
         first_per_class(labels, 12, "Fashion-MNIST")
     with pytest.raises(UserError, match=r"^cls-linear: train_per_class is for single-label datasets; VOC2007"):
         first_per_class(torch.zeros(4, 20), 1, "VOC2007")

@@ -9,6 +9,7 @@ labels); the probe reads `train/` and `val/` (fine labels) and the same map for 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,14 +32,20 @@ class LabelledImages:
         """The first `count` images of every class in file order (all of them for None)."""
         if count is None:
             return self
-        keep = []
-        for label in range(num_classes):
-            found = np.flatnonzero(self.fine == label)
-            if len(found) < count:
-                raise UserError(f"{what}: class {label} has {len(found)} images, fewer than the {count} asked for")
-            keep.append(found[:count])
-        index = np.sort(np.concatenate(keep))
+        index = first_of_each_class(self.fine, count, range(num_classes), what)
         return LabelledImages(self.images[index], self.fine[index])
+
+
+def first_of_each_class(labels: np.ndarray, count: int, classes: Iterable[int], what: str) -> np.ndarray:
+    """The indices of the first `count` images of each of `classes` (labels in file order), sorted; one error
+    naming `what` and the class when a class has fewer."""
+    keep = []
+    for label in classes:
+        found = np.flatnonzero(labels == label)
+        if len(found) < count:
+            raise UserError(f"{what}: class {label} has {len(found)} images, fewer than the {count} asked for")
+        keep.append(found[:count])
+    return np.sort(np.concatenate(keep))
 
 
 def write_coarse_fine(root: Path, splits: dict[str, LabelledImages], fine_names: list[str],

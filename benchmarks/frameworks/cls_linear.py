@@ -170,16 +170,13 @@ def feature_cache(spec: RunSpec) -> Path:
 
 def first_per_class(labels: torch.Tensor, count: int, what: str) -> list[int]:
     """The indices of the first `count` images of every class, in the split's order (kept in that order)."""
+    from benchmarks.data.coarse_fine import first_of_each_class
+
     if labels.ndim != 1:
         raise UserError(f"cls-linear: train_per_class is for single-label datasets; {what} has several labels an image")
-    keep = []
-    for label in labels.unique().tolist():
-        found = torch.nonzero(labels == label).flatten()[:count]
-        if len(found) < count:
-            raise UserError(f"cls-linear: {what} has {len(found)} training images of class {label}, fewer than the "
-                            f"train_per_class={count} asked for")
-        keep += found.tolist()
-    return sorted(keep)
+    numbers = labels.numpy()
+    return first_of_each_class(numbers, count, np.unique(numbers).tolist(),
+                               f"cls-linear: {what} training split (train_per_class)").tolist()
 
 
 def cached_features(dataset: ClassificationSet, root: Path, split: str, model: torch.nn.Module, transform: Any,
