@@ -136,3 +136,14 @@ def test_protocols_name_known_configs_and_a_baseline():
         assert name not in ("fmnist", "fmnist-full") or "model.stem=small" in protocol.overrides
     with pytest.raises(UserError, match="no proxy protocol"):
         load_protocol("mnist")
+
+
+def test_a_protocol_scores_with_cls_linear_only_the_dataset_it_reads(tmp_path, monkeypatch):
+    import benchmarks.commands.proxy as proxy
+
+    text = (proxy.PROTOCOLS / "cifar100.yaml").read_text()
+    (tmp_path / "cifar100.yaml").write_text(text + "\ncls_linear: cifar100\n")
+    monkeypatch.setattr(proxy, "PROTOCOLS", tmp_path)
+    with pytest.raises(UserError, match=r"cls_linear: fmnist is the one cls-linear dataset a tier reads .*got "
+                                        r"'cifar100'$"):
+        proxy.load_protocol("cifar100")

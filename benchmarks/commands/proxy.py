@@ -83,8 +83,10 @@ def load_protocol(dataset: str) -> ProxyProtocol:
     if unknown or BASELINE not in protocol.methods:
         raise UserError(f"{path}: method_overrides for unknown methods {sorted(unknown)}, or no '{BASELINE}' "
                         "baseline in methods")
-    if protocol.cls_linear is not None and (protocol.data or protocol.dataset) != "fmnist":
-        raise UserError(f"{path}: cls_linear is read for the fmnist tiers only (its source is the idx folder)")
+    if protocol.cls_linear is not None and (protocol.data or protocol.dataset, protocol.cls_linear) != ("fmnist",
+                                                                                                     "fmnist"):
+        raise UserError(f"{path}: cls_linear: fmnist is the one cls-linear dataset a tier reads (the fmnist tiers: "
+                        f"its source is their idx folder); got {protocol.cls_linear!r}")
     return protocol
 
 
