@@ -276,13 +276,18 @@ def carve_validation(n: int, fraction: float = 0.2, seed: int = 0) -> tuple[np.n
     return order[cut:], order[:cut]
 
 
+def check_names(names: list[str]) -> None:
+    """One error naming every unknown dataset name, and the known ones."""
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        raise UserError(f"unknown cls-linear dataset(s) {', '.join(unknown)}; known: {', '.join(DATASETS)}")
+
+
 def select(root: Path, names: list[str] | None) -> tuple[list[ClassificationSet], list[str]]:
     """(the datasets to run, one line per dataset not found): all of the protocol's that are under `root`, or those
     named, each of which must be there."""
     if names:
-        unknown = [n for n in names if n not in DATASETS]
-        if unknown:
-            raise UserError(f"unknown cls-linear dataset(s) {', '.join(unknown)}; known: {', '.join(DATASETS)}")
+        check_names(names)
         absent = [f"{n} (looked for {root / DATASETS[n].where})" for n in names if not (root / DATASETS[n].where)
                   .is_dir()]
         if absent:

@@ -16,13 +16,10 @@ def run(spec: RunSpec) -> TrainResult:
 
 
 def check_opts(opts: tuple[str, ...]) -> None:
-    from benchmarks.data.classification import DATASETS
+    from benchmarks.data.classification import check_names
     from benchmarks.frameworks.cls_linear import cls_options
-    from pretrain.errors import UserError
 
-    unknown = [name for name in cls_options(opts).datasets or [] if name not in DATASETS]
-    if unknown:
-        raise UserError(f"unknown cls-linear dataset(s) {', '.join(unknown)}; known: {', '.join(DATASETS)}")
+    check_names(cls_options(opts).datasets or [])
 
 
 def embedded_datasets() -> Path:
